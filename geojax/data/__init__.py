@@ -1,0 +1,1 @@
+"""geojax.data (see DESIGN.md)."""

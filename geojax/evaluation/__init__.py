@@ -1,0 +1,1 @@
+"""Evaluation: accuracy at km thresholds, error statistics, GeoScore, paper-layout tables."""

@@ -1,0 +1,1 @@
+"""Pure spherical geometry: lat/lng ↔ xyz, distances, spherical means, sampling, S2 cells."""

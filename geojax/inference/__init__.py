@@ -1,0 +1,1 @@
+"""geojax.inference (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""geojax.models (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""geojax.partitions (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""geojax.training (see DESIGN.md)."""
