@@ -1,0 +1,230 @@
+"""Result tables in the papers' layout, and results files.
+
+The tables of all four papers (Vo et al. Tables 2-4, the Delaunay mesh paper
+Tables 3-5, GeoDecoder Tables 1-2, CPlaNet Tables 2-3) put one method per row
+and one distance threshold per column, with the percentage of test images
+localised within that distance (CPlaNet, Eq. 5). :func:`format_table` prints
+the dicts returned by :func:`geojax.evaluation.metrics.evaluate` that way, as
+aligned plain text, a GitHub Markdown table or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from geojax.evaluation import metrics
+
+MISSING = "–"  # en dash, printed for a figure that a row does not have.
+
+RESULTS_FORMAT = "geojax.results"
+RESULTS_VERSION = 1
+
+# Column headers of the non-accuracy figures in terminal and Markdown tables.
+_EXTRA_HEADERS = {
+    "median_km": "median km",
+    "mean_km": "mean km",
+    "geoscore": "GeoScore",
+    "n": "n",
+    "n_missing": "missing",
+}
+
+_FORMATS = ("terminal", "markdown", "csv")
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _format_number(value: Any, digits: int) -> str:
+    if _is_missing(value):
+        return MISSING
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, int) or (hasattr(value, "dtype") and value.dtype.kind in "iu"):
+        return str(int(value))
+    return f"{float(value):.{digits}f}"
+
+
+def _csv_value(value: Any) -> str | int | float:
+    if _is_missing(value):
+        return ""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return value.item() if hasattr(value, "item") else value
+
+
+def _table_cells(
+    rows: Mapping[str, Mapping[str, Any]],
+    thresholds: tuple[int | float, ...],
+    extra_columns: Sequence[str],
+    digits: int,
+) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells for terminal / Markdown output."""
+    header = ["method"]
+    header += [f"{metrics.format_km(t)} km" for t in thresholds]
+    header += [_EXTRA_HEADERS.get(c, c) for c in extra_columns]
+    body = []
+    for name, figures in rows.items():
+        line = [str(name)]
+        for t in thresholds:
+            acc = figures.get(metrics.accuracy_key(t))
+            line.append(MISSING if _is_missing(acc) else f"{100.0 * float(acc):.{digits}f}")
+        for c in extra_columns:
+            line.append(_format_number(figures.get(c), digits))
+        body.append(line)
+    return header, body
+
+
+def _column_widths(header: list[str], body: list[list[str]]) -> list[int]:
+    return [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+
+
+def _align(cells: list[str], widths: list[int]) -> list[str]:
+    """Method column left-aligned, numbers right-aligned."""
+    return [
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths))
+    ]
+
+
+def _terminal(header, body, title) -> str:
+    widths = _column_widths(header, body)
+    lines = [] if title is None else [str(title)]
+    lines.append("  ".join(_align(header, widths)).rstrip())
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(_align(r, widths)).rstrip() for r in body]
+    return "\n".join(lines)
+
+
+def _markdown(header, body, title) -> str:
+    body = [[r[0].replace("|", "\\|")] + r[1:] for r in body]
+    widths = [max(w, 2) for w in _column_widths(header, body)]
+    rule = [":" + "-" * (w - 1) if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
+    lines = [] if title is None else [f"**{title}**", ""]
+    for cells in [_align(header, widths), rule] + [_align(r, widths) for r in body]:
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _csv(rows, thresholds, extra_columns) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    keys = [metrics.accuracy_key(t) for t in thresholds] + list(extra_columns)
+    writer.writerow(["method"] + keys)
+    for name, figures in rows.items():
+        writer.writerow([name] + [_csv_value(figures.get(k)) for k in keys])
+    return buf.getvalue().rstrip("\n")
+
+
+def format_table(
+    rows: Mapping[str, Mapping[str, Any]],
+    thresholds_km: Sequence[Any] = metrics.PAPER_THRESHOLDS_KM,
+    *,
+    fmt: str = "terminal",
+    extra_columns: Sequence[str] = ("median_km", "geoscore"),
+    title: str | None = None,
+    digits: int = 1,
+) -> str:
+    """Formats results as in the papers' tables: rows = methods, columns = km.
+
+    Args:
+      rows: ordered mapping ``method name -> figures``, the figures being the
+        dict returned by :func:`geojax.evaluation.metrics.evaluate` (any
+        mapping with ``acc@<r>km`` fractions and other named numbers).
+      thresholds_km: accuracy columns; by default street / city / region /
+        country / continent (1, 25, 200, 750, 2500 km) as in the papers.
+      fmt: ``"terminal"`` (aligned plain text), ``"markdown"`` (GitHub table)
+        or ``"csv"``.
+      extra_columns: further figures after the accuracies, by name.
+      title: a line above the table (terminal, Markdown in bold); not written
+        in CSV, which stays machine readable.
+      digits: decimals for accuracies (printed as percentages) and for the
+        other floating-point figures (integers such as ``n`` print as is).
+
+    Returns:
+      The table without a trailing newline. Terminal and Markdown headers name
+      thresholds ``"1 km"``, ``"25 km"`` …; missing figures print as ``"–"``.
+      CSV has the header ``method,acc@1km,...,median_km,geoscore``, raw
+      fractions at full precision, and empty cells for missing figures.
+    """
+    if fmt not in _FORMATS:
+        raise ValueError(f"fmt must be one of {_FORMATS}, got {fmt!r}")
+    if digits < 0:
+        raise ValueError(f"digits must be >= 0, got {digits}")
+    thresholds = metrics.normalize_thresholds(thresholds_km)
+    extra_columns = tuple(extra_columns)
+    if fmt == "csv":
+        return _csv(rows, thresholds, extra_columns)
+    header, body = _table_cells(rows, thresholds, extra_columns, digits)
+    if fmt == "markdown":
+        return _markdown(header, body, title)
+    return _terminal(header, body, title)
+
+
+def _json_default(obj: Any) -> Any:
+    """Serialises numpy / jax scalars (and 0-d arrays) as Python numbers."""
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"cannot write {type(obj).__name__} to a results file")
+
+
+def write_results(path: str | os.PathLike, rows: Mapping[str, Mapping[str, Any]]) -> None:
+    """Writes ``method -> figures`` to a JSON file atomically.
+
+    The JSON is written to a temporary file in the same directory, flushed to
+    disk, then moved over ``path`` with ``os.replace``, so a reader (or a job
+    killed mid-write) never sees a partial file. Non-finite numbers (e.g. an
+    ``inf`` mean error) are written as ``Infinity`` / ``NaN``, which Python's
+    ``json`` (and :func:`read_results`) reads back. Multi-host jobs should
+    call this from process 0 only.
+    """
+    path = os.fspath(path)
+    payload = {
+        "format": RESULTS_FORMAT,
+        "version": RESULTS_VERSION,
+        "rows": {str(name): dict(figures) for name, figures in rows.items()},
+    }
+    text = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_results(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Reads a file written by :func:`write_results`: ``method -> figures``, in order."""
+    with open(path, encoding="utf-8") as f:
+        payload = json.load(f)
+    if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"{os.fspath(path)} is not a geojax results file")
+    if payload.get("version") != RESULTS_VERSION:
+        raise ValueError(
+            f"{os.fspath(path)} has results version {payload.get('version')!r}; "
+            f"this geojax reads version {RESULTS_VERSION}"
+        )
+    return {name: dict(figures) for name, figures in payload["rows"].items()}
