@@ -99,15 +99,12 @@ def _face_uv_from_xyz(xp, x, y, z):
     is_y = ~is_x & (ay > az)
     major = xp.where(is_x, x, xp.where(is_y, y, z))
     neg = major < 0
-    face = (xp.where(is_x, 0, xp.where(is_y, 1, 2)) + xp.where(neg, 3, 0)).astype(xp.int32)
-    # ValidFaceXYZtoUV: faces 0..5 take u from (y, −x, −x, z, z, −y) and
-    # v from (z, z, −y, y, −x, −x), both divided by the major component.
-    nx = -x
-    u = xp.where(is_x, xp.where(neg, z, y),
-                 xp.where(is_y, xp.where(neg, z, nx), xp.where(neg, -y, nx)))
-    v = xp.where(is_x, xp.where(neg, y, z),
-                 xp.where(is_y, xp.where(neg, nx, z), xp.where(neg, nx, -y)))
-    return face, u / major, v / major
+    face = (2 - 2 * is_x.astype(xp.int32) - is_y.astype(xp.int32)) + 3 * neg.astype(xp.int32)
+    # ValidFaceXYZtoUV.  Faces 0, 1, 2 take (u, v) = (a, b) / major with
+    # (a, b) = (y, z), (−x, z), (−x, −y); faces 3, 4, 5 take (b, a) / major.
+    a = xp.where(is_x, y, -x)
+    b = xp.where(is_x | is_y, z, -y)
+    return face, xp.where(neg, b, a) / major, xp.where(neg, a, b) / major
 
 
 def _xyz_from_face_uv(xp, face, u, v):
@@ -121,10 +118,13 @@ def _xyz_from_face_uv(xp, face, u, v):
 
 
 def _st_from_uv(xp, u):
-    """S2::UVtoST, the quadratic projection."""
-    # Both branches are evaluated; the sqrt arguments are ≥ 1 where selected.
-    return xp.where(u >= 0, 0.5 * xp.sqrt(xp.maximum(1 + 3 * u, 0)),
-                    1 - 0.5 * xp.sqrt(xp.maximum(1 - 3 * u, 0)))
+    """S2::UVtoST, the quadratic projection.
+
+    S2 computes ``0.5·√(1 + 3u)`` for u ≥ 0 and ``1 − 0.5·√(1 − 3u)`` otherwise;
+    ``1 − 3u == 1 + 3|u|`` exactly, so one square root serves both branches.
+    """
+    half_root = 0.5 * xp.sqrt(1 + 3 * xp.abs(u))
+    return xp.where(u >= 0, half_root, 1 - half_root)
 
 
 def _uv_from_st(xp, s):
@@ -140,8 +140,9 @@ def _ij_from_st(xp, s):
     s that is not > 0 (NaN included); a point exactly on a leaf boundary
     therefore belongs to the leaf above it.
     """
-    ij = xp.floor(_LIMIT_IJ * xp.where(s > 0, s, 0))
-    return xp.minimum(ij, _LIMIT_IJ - 1).astype(xp.int32)
+    # Truncation is floor here: the argument is ≥ 0 (and ≤ 2^30).
+    ij = (_LIMIT_IJ * xp.where(s > 0, s, 0)).astype(xp.int32)
+    return xp.minimum(ij, _LIMIT_IJ - 1)
 
 
 def _compose_lookup_pos(lookup_pos: np.ndarray) -> np.ndarray:
@@ -160,18 +161,22 @@ def _compose_lookup_pos(lookup_pos: np.ndarray) -> np.ndarray:
 _LOOKUP_POS8 = _compose_lookup_pos(_LOOKUP_POS)
 
 
-def _words_from_face_ij(xp, face, i, j):
+def _words_from_face_ij(xp, face, i, j, level=MAX_LEVEL):
     """S2CellId::FromFaceIJ for leaf cells, as two uint32 words (hi, lo).
 
     The Hilbert position is built 16 bits at a time from 8-bit chunks of i and
     j.  The 64-bit id is ``(face << 60 | position) << 1 | 1`` with a 60-bit
     position; chunks 3 and 2 form its high word and chunks 1 and 0 its low
-    word, so no 64-bit integer type is needed.
+    word, so no 64-bit integer type is needed.  Chunks finer than ``level``
+    are skipped (left zero): the caller takes the parent at ``level`` anyway.
     """
     table = xp.asarray(_LOOKUP_POS8)
     bits = face & _SWAP_MASK
     chunks = []
     for k in range(3, -1, -1):
+        if 8 * k + 7 < MAX_LEVEL - level:  # i, j bits 8k..8k+7 only refine below `level`
+            chunks.append(xp.zeros_like(chunks[0]))
+            continue
         bits = bits + (((i >> (8 * k)) & 255) << 10) + (((j >> (8 * k)) & 255) << 2)
         bits = table[bits]
         chunks.append((bits >> 2).astype(xp.uint32))
@@ -357,10 +362,10 @@ def cell_id_from_face_ij(face_: Any, i: Any, j: Any, level_: int = MAX_LEVEL) ->
 
 
 def cell_id_from_xyz(xyz: Any, level_: int = MAX_LEVEL) -> np.ndarray:
-    """S2CellId(S2Point): the cell containing each point (need not be unit length).
+    """S2CellId(S2Point).parent(level): the cell containing each point.
 
     Args:
-      xyz: array ``(..., 3)`` of non-zero finite points.
+      xyz: array ``(..., 3)`` of non-zero finite points (need not be unit length).
       level_: level of the returned cells, 0..30.
     """
     p = np.asarray(xyz, dtype=np.float64)
@@ -371,7 +376,7 @@ def cell_id_from_xyz(xyz: Any, level_: int = MAX_LEVEL) -> np.ndarray:
         idx = int(np.flatnonzero(bad.ravel())[0])
         raise ValueError(f"{int(bad.sum())} points are non-finite or zero (first at flat index {idx}).")
     _check_level(level_)
-    return _map_chunks(lambda q: _leaf_ids_from_xyz(q), p, level_)
+    return _map_chunks(lambda q: _ids_from_xyz(q, level_), p)
 
 
 def cell_id_from_latlng(lat: Any, lng: Any, level_: int = MAX_LEVEL) -> np.ndarray:
@@ -380,18 +385,28 @@ def cell_id_from_latlng(lat: Any, lng: Any, level_: int = MAX_LEVEL) -> np.ndarr
     Latitudes must be finite and within [−90, 90] (a ValueError says how many
     are not and where the first one is); longitudes are wrapped into
     [−180, 180) first (values already in range are untouched, so 180 maps to
-    the cell of −180, as s2geometry does for −180).
+    the cell of −180).  Large inputs run in cache-sized chunks on all cores.
     """
-    lat, lng = sphere.validate_latlng(lat, lng)
     _check_level(level_)
+    lat = np.asarray(lat, dtype=np.float64)
+    lng = np.asarray(lng, dtype=np.float64)
     latlng = np.stack(np.broadcast_arrays(lat, lng), axis=-1)
-    return _map_chunks(lambda q: _leaf_ids_from_xyz(sphere.latlng_to_xyz(q[..., 0], q[..., 1])),
-                       latlng, level_)
+
+    def chunk_ids(q: np.ndarray) -> np.ndarray:
+        la, ln = sphere.validate_latlng(q[:, 0], q[:, 1])  # chunk-local; see except below
+        return _ids_from_xyz(sphere.latlng_to_xyz(la, ln), level_)
+
+    try:
+        return _map_chunks(chunk_ids, latlng)
+    except ValueError:
+        sphere.validate_latlng(lat, lng)  # re-raise with indices into the whole input
+        raise
 
 
-def _leaf_ids_from_xyz(xyz: np.ndarray) -> np.ndarray:
+def _ids_from_xyz(xyz: np.ndarray, level_: int) -> np.ndarray:
     f, i, j = _face_ij_from_xyz(np, xyz[..., 0], xyz[..., 1], xyz[..., 2])
-    return _join(*_words_from_face_ij(np, f, i, j))
+    ids = _join(*_words_from_face_ij(np, f, i, j, level_))
+    return ids if level_ == MAX_LEVEL else _parent_unchecked(ids, level_)
 
 
 def _parent_unchecked(ids: np.ndarray, level_: int) -> np.ndarray:
@@ -400,7 +415,7 @@ def _parent_unchecked(ids: np.ndarray, level_: int) -> np.ndarray:
 
 
 # Large inputs are cut into cache-sized chunks spread over a thread pool:
-# numpy releases the GIL inside its loops, and a chain of ~60 elementwise
+# numpy releases the GIL inside its loops, and a chain of ~50 elementwise
 # passes is memory-bound on whole arrays but cache-resident on 32k chunks.
 _CHUNK = 1 << 15
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
@@ -414,14 +429,13 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     return _POOL
 
 
-def _map_chunks(leaf_fn, rows: np.ndarray, level_: int) -> np.ndarray:
-    """Applies ``leaf_fn`` ((k, 3|2) → (k,) leaf ids) over chunks of ``rows``, then takes parents."""
+def _map_chunks(fn, rows: np.ndarray) -> np.ndarray:
+    """Applies ``fn`` ((k, d) rows → (k,) uint64) over chunks of ``rows`` (..., d)."""
     flat = rows.reshape(-1, rows.shape[-1])
     out = np.empty(flat.shape[0], np.uint64)
 
     def work(start: int) -> None:
-        ids = leaf_fn(flat[start:start + _CHUNK])
-        out[start:start + _CHUNK] = ids if level_ == MAX_LEVEL else _parent_unchecked(ids, level_)
+        out[start:start + _CHUNK] = fn(flat[start:start + _CHUNK])
 
     starts = range(0, flat.shape[0], _CHUNK)
     if len(starts) <= 1:

@@ -83,7 +83,7 @@ def cell_id_from_xyz(xyz, level: int = MAX_LEVEL) -> CellIdWords:
 
 def _from_xyz(xyz, level: int) -> CellIdWords:
     f, i, j = _s2._face_ij_from_xyz(jnp, xyz[..., 0], xyz[..., 1], xyz[..., 2])  # pylint: disable=protected-access
-    hi, lo = _s2._words_from_face_ij(jnp, f, i, j)  # pylint: disable=protected-access
+    hi, lo = _s2._words_from_face_ij(jnp, f, i, j, level)  # pylint: disable=protected-access
     return parent(CellIdWords(hi, lo), level) if level < MAX_LEVEL else CellIdWords(hi, lo)
 
 
