@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from geojax.geo import s2
+from geojax.geo import s2, sphere
 from geojax.partitions import base
 
 
@@ -71,34 +71,69 @@ class S2CellPartition(base.Partition):
         return cls(cell_ids=arrays["cell_ids"], cell_class=arrays["cell_class"], **common)
 
 
+class SortedLeaves:
+    """Training points sorted by S2 leaf id, with their unit vectors.
+
+    Built once and shared by partition builders: counts and coordinate sums of
+    any set of disjoint S2 cells are then two binary searches per cell and one
+    segmented sum, with no per-point assignment.
+    """
+
+    def __init__(self, lat: np.ndarray, lng: np.ndarray, leaf_ids: np.ndarray | None = None):
+        lat, lng = base.validated_points(lat, lng)
+        leaf = s2.cell_id_from_latlng(lat, lng) if leaf_ids is None else np.asarray(leaf_ids, np.uint64)
+        order = np.argsort(leaf, kind="stable")
+        self.leaf = leaf[order]
+        self.xyz = sphere.latlng_to_xyz(lat[order], lng[order])
+        self.size = int(leaf.size)
+
+    def cell_sums(self, cell_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(counts (K,), xyz sums (K, 3)) of the points inside each of K disjoint cells."""
+        cell_ids = np.asarray(cell_ids, np.uint64)
+        starts = np.searchsorted(self.leaf, s2.range_min(cell_ids), side="left")
+        ends = np.searchsorted(self.leaf, s2.range_max(cell_ids), side="right")
+        counts = (ends - starts).astype(np.int64)
+        sums = np.zeros((cell_ids.size, 3))
+        nonempty = counts > 0
+        if nonempty.any():
+            # Disjoint cells occupy disjoint runs of the sorted points, so each
+            # non-empty run is exactly one reduceat segment.
+            bounds = np.unique(np.concatenate([starts[nonempty], ends[nonempty]]))
+            bounds = bounds[bounds < self.size]
+            run_sums = np.add.reduceat(self.xyz, bounds, axis=0)
+            sums[nonempty] = run_sums[np.searchsorted(bounds, starts[nonempty])]
+        return counts, sums
+
+
 def from_cells(name: str, scheme_params: dict[str, Any], cell_ids: np.ndarray, cell_class: np.ndarray,
-               lat: np.ndarray, lng: np.ndarray, *, num_input_points: int | None = None,
-               leaf_ids: np.ndarray | None = None) -> S2CellPartition:
+               lat: np.ndarray | None = None, lng: np.ndarray | None = None, *,
+               points: SortedLeaves | None = None, leaf_ids: np.ndarray | None = None) -> S2CellPartition:
     """Builds an :class:`S2CellPartition` and its per-class statistics from training points.
 
-    Cell centroids are the centre of the class's single cell, or for a class
-    of several cells the spherical mean of their centres weighted by area
-    (cells of one level have near-equal areas; the weight is 4^−level).
+    Pass the points as ``lat``/``lng`` or, when building several partitions of
+    the same points, as one shared :class:`SortedLeaves`.  The cell centroid
+    of a one-cell class is the cell's centre; of a class of several cells, the
+    spherical mean of their centres weighted by area (4^−level, exact for cells
+    of one level up to S2's small area distortion).  The imagery centroid is
+    the spherical mean of the class's training points (002 §3.1.2); a class
+    with no points gets its cell centroid.
     """
+    if points is None:
+        if lat is None or lng is None:
+            raise TypeError("from_cells needs lat and lng, or points=SortedLeaves(...).")
+        points = SortedLeaves(lat, lng, leaf_ids)
     cell_ids = np.asarray(cell_ids, np.uint64)
     cell_class = np.asarray(cell_class, np.int32)
     num_classes = int(cell_class.max()) + 1 if cell_class.size else 0
-    part = S2CellPartition(
-        name=name, params=scheme_params, counts=np.zeros(num_classes, np.int64),
-        cell_latlng=np.zeros((num_classes, 2)), imagery_latlng=np.zeros((num_classes, 2)),
-        num_input_points=0, num_dropped_points=0, cell_ids=cell_ids, cell_class=cell_class)
-    if leaf_ids is None:
-        leaf_ids = s2.cell_id_from_latlng(lat, lng)
-    cls = part.assign_leaves(leaf_ids)
-    counts, imagery = base.class_statistics(lat, lng, cls, num_classes)
-    centres = s2.cell_center_xyz(part.cell_ids) * (4.0 ** -s2.level(part.cell_ids))[:, None]
-    sums = np.stack([np.bincount(part.cell_class, centres[:, k], minlength=num_classes) for k in range(3)], -1)
-    c_lat, c_lng = s2.sphere.xyz_to_latlng(sums)
-    cell_latlng = np.stack([c_lat, c_lng], -1)
-    imagery = np.where(np.isnan(imagery), cell_latlng, imagery)
-    part.counts = counts
-    part.cell_latlng = cell_latlng
-    part.imagery_latlng = imagery
-    part.num_input_points = int(lat.size if num_input_points is None else num_input_points)
-    part.num_dropped_points = int((cls < 0).sum())
-    return part
+    cell_counts, cell_sums = points.cell_sums(cell_ids)
+    counts = np.bincount(cell_class, cell_counts, minlength=num_classes).astype(np.int64)
+    sums = np.stack([np.bincount(cell_class, cell_sums[:, k], minlength=num_classes) for k in range(3)], -1)
+    centres = s2.cell_center_xyz(cell_ids) * (4.0 ** -s2.level(cell_ids))[:, None]
+    csums = np.stack([np.bincount(cell_class, centres[:, k], minlength=num_classes) for k in range(3)], -1)
+    cell_latlng = np.stack(sphere.xyz_to_latlng(csums), -1)
+    imagery = np.stack(sphere.xyz_to_latlng(sums), -1)
+    imagery[counts == 0] = cell_latlng[counts == 0]
+    return S2CellPartition(
+        name=name, params=scheme_params, counts=counts, cell_latlng=cell_latlng, imagery_latlng=imagery,
+        num_input_points=points.size, num_dropped_points=points.size - int(counts.sum()),
+        cell_ids=cell_ids, cell_class=cell_class)
