@@ -142,3 +142,19 @@ def test_errors(setup):
         combinatorial.CombinatorialIndex.build([], lat, lng)
     with pytest.raises(base.PartitionError, match="base_level"):
         combinatorial.CombinatorialIndex.build(parts, lat, lng, base_level=31)
+
+
+def test_fine_partitions_view(setup, rng):
+    lat, lng, parts = setup
+    index = combinatorial.CombinatorialIndex.build(parts, lat, lng, base_level=10)
+    view = combinatorial.FinePartitions(parts, index)
+    fine = view.assign(lat, lng)
+    assert (fine >= 0).all()
+    # Each training point's fine partition has its class tuple.
+    np.testing.assert_array_equal(index.fine_classes[fine], np.stack([p.assign(lat, lng) for p in parts], 1))
+    assert (np.bincount(fine, minlength=view.num_classes) == index.fine_counts).all()
+    # A tuple that no training image has maps to -1.
+    unseen = np.array([[0, 0, parts[2].num_classes - 1]])
+    seen = {tuple(t) for t in index.fine_classes}
+    if tuple(unseen[0]) not in seen:
+        assert index.assign_tuples(unseen)[0] == -1

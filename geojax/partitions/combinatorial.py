@@ -122,8 +122,14 @@ class CombinatorialIndex:
         keys = np.concatenate([base_cells.view(np.int64)[:, None], classes.astype(np.int64)], axis=1)
         cell_keys, point_cell = np.unique(keys, axis=0, return_inverse=True)
         point_cell = point_cell.ravel()
-        cell_ids = cell_keys[:, 0].view(np.uint64).copy()
-        cell_classes = cell_keys[:, 1:].astype(np.int32)
+        # np.unique sorted the ids as int64; order them as the uint64 S2 ids they are.
+        cell_ids = cell_keys[:, 0].copy().view(np.uint64)
+        perm = np.argsort(cell_ids, kind="stable")
+        rank = np.empty_like(perm)
+        rank[perm] = np.arange(perm.size)
+        cell_ids = cell_ids[perm]
+        cell_classes = cell_keys[perm, 1:].astype(np.int32)
+        point_cell = rank[point_cell]
         fine_classes, cell_fine = np.unique(cell_classes, axis=0, return_inverse=True)
         cell_fine = cell_fine.ravel().astype(np.int32)
         point_fine = cell_fine[point_cell]
@@ -148,6 +154,18 @@ class CombinatorialIndex:
         """The fine partitions inside class ``class_id`` of partition number ``partition``."""
         ptr = self.class_fine_ptr[partition]
         return self.class_fine[partition][ptr[class_id]:ptr[class_id + 1]]
+
+    def assign_tuples(self, tuples: np.ndarray) -> np.ndarray:
+        """Fine partition of each (n, N) class tuple; −1 for combinations with no training image."""
+        tuples = np.asarray(tuples, np.int64)
+        both = np.concatenate([self.fine_classes.astype(np.int64), tuples], axis=0)
+        _, inverse = np.unique(both, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        fine_of_key = np.full(inverse.max() + 1, -1, np.int64)
+        fine_of_key[inverse[:self.num_fine_partitions]] = np.arange(self.num_fine_partitions)
+        out = fine_of_key[inverse[self.num_fine_partitions:]]
+        out[(tuples < 0).any(axis=1)] = -1
+        return out.astype(np.int32)
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
@@ -199,6 +217,36 @@ class CombinatorialIndex:
                    fine_xyz_sum=a["fine_xyz_sum"], cells_per_class=[a[f"cells_per_class_{i}"] for i in range(n)],
                    class_fine_ptr=[a[f"class_fine_ptr_{i}"] for i in range(n)],
                    class_fine=[a[f"class_fine_{i}"] for i in range(n)])
+
+
+class FinePartitions:
+    """The fine partitions of an index seen as a partition (for oracle accuracy and maps).
+
+    ``assign`` maps points to the fine partition of their class tuple (−1 when
+    that combination holds no training image); ``centroids("imagery")`` are
+    the fine partitions' imagery centroids.
+    """
+
+    def __init__(self, partitions: Sequence[base.Partition], index: CombinatorialIndex, name: str = "fine"):
+        self.partitions = list(partitions)
+        self.index = index
+        self.name = name
+        self.num_classes = index.num_fine_partitions
+        self.counts = index.fine_counts
+        self.imagery_latlng = index.fine_latlng
+
+    def assign(self, lat: Any, lng: Any) -> np.ndarray:
+        lat, lng = sphere.validate_latlng(lat, lng)
+        lat, lng = np.ravel(lat), np.ravel(lng)
+        leaf = s2.cell_id_from_latlng(lat, lng)
+        tuples = np.stack([p.assign_leaves(leaf) if isinstance(p, S2CellPartition) else p.assign(lat, lng)
+                           for p in self.partitions], axis=1)
+        return self.index.assign_tuples(tuples)
+
+    def centroids(self, kind: str = "imagery") -> np.ndarray:
+        if kind != "imagery":
+            raise ValueError("fine partitions have imagery centroids only (their regions are unions of cells).")
+        return self.imagery_latlng
 
 
 # ---------------------------------------------------------------------------- jittable scoring
