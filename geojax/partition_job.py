@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from geojax import fileio
+
 from geojax.evaluation import baselines, metrics, oracle, report
 from geojax.partitions import base, combinatorial, s2_adaptive
 
@@ -153,7 +155,7 @@ def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print
             for p in parts:
                 p.params.update(group=group, input_sha256=digest)
                 p.save(os.path.join(root, p.name))
-            base._atomic_write(manifest_path, (json.dumps(  # pylint: disable=protected-access
+            fileio.atomic_write(manifest_path, (json.dumps(
                 {**wanted, "partitions": [p.name for p in parts]}, indent=2) + "\n").encode())
             log(f"[partition] {group}: built {len(parts)} partition(s) in {time.perf_counter() - t0:.1f}s")
         for p in parts:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from geojax import fileio
 from geojax.evaluation import oracle
 from geojax.geo import s2, sphere
 from geojax.partitions import base, hierarchy, s2_adaptive
@@ -178,20 +179,20 @@ def test_crash_while_saving_keeps_previous(tmp_path, rng, monkeypatch):
     old = s2_adaptive.build_s2_partition(lat, lng, t_max=200, t_min=5)
     old.save(tmp_path)
     new = s2_adaptive.build_s2_partition(lat, lng, t_max=50, t_min=5)
-    real = base._atomic_write
+    real = fileio.atomic_write
 
     def crash_on_metadata(path, payload):
         if path.endswith(base.METADATA_FILE):
             raise KeyboardInterrupt("killed")
         real(path, payload)
 
-    monkeypatch.setattr(base, "_atomic_write", crash_on_metadata)
+    monkeypatch.setattr(fileio, "atomic_write", crash_on_metadata)
     with pytest.raises(KeyboardInterrupt):
         new.save(tmp_path)
     monkeypatch.undo()
     back = base.Partition.load(tmp_path)
     np.testing.assert_array_equal(back.cell_ids, old.cell_ids)
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
 def test_truncated_or_newer_files_are_rejected(tmp_path, rng):

@@ -37,9 +37,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.metadata
+import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from geojax import fileio
 from geojax.geo import s2
 from geojax.geo import sphere
 
@@ -309,20 +310,9 @@ class Gazetteer:
 
     def save(self, path: str) -> None:
         """Writes the arrays to ``path`` (.npz) atomically: temp file, fsync, os.replace."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-gazetteer-", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(self.meta, sort_keys=True)),
-                         **self.arrays())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.array(json.dumps(self.meta, sort_keys=True)), **self.arrays())
+        fileio.atomic_write(path, buf.getvalue())
 
     @classmethod
     def read(cls, path: str) -> Gazetteer:

@@ -15,10 +15,10 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from geojax import fileio
 from geojax.evaluation import metrics
 
 MISSING = "–"  # en dash, printed for a figure that a row does not have.
@@ -197,23 +197,7 @@ def write_results(path: str | os.PathLike, rows: Mapping[str, Mapping[str, Any]]
         "rows": {str(name): dict(figures) for name, figures in rows.items()},
     }
     text = json.dumps(payload, indent=2, default=_json_default) + "\n"
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    fileio.atomic_write(path, text)
 
 
 def read_results(path: str | os.PathLike) -> dict[str, dict[str, Any]]:

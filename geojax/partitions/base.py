@@ -31,11 +31,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from typing import Any, ClassVar
 
 import numpy as np
 
+from geojax import fileio
 from geojax.geo import sphere
 
 FORMAT_VERSION = 1
@@ -133,7 +133,7 @@ class Partition(abc.ABC):
         payload = buf.getvalue()
         digest = hashlib.sha256(payload).hexdigest()
         arrays_name = f"arrays-{digest[:16]}.npz"
-        _atomic_write(os.path.join(directory, arrays_name), payload)
+        fileio.atomic_write(os.path.join(directory, arrays_name), payload)
         meta = {
             "format_version": FORMAT_VERSION,
             "scheme": self.scheme,
@@ -147,7 +147,7 @@ class Partition(abc.ABC):
         }
         meta_path = os.path.join(directory, METADATA_FILE)
         old = _read_json(meta_path) if os.path.exists(meta_path) else None
-        _atomic_write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+        fileio.atomic_write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
         # Only now is the previous arrays file unreferenced.
         if old and old.get("arrays_file") not in (None, arrays_name):
             try:
@@ -214,22 +214,6 @@ def _read_json(path: str) -> dict[str, Any]:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise PartitionError(f"cannot read partition metadata {path}: {e}.") from e
-
-
-def _atomic_write(path: str, payload: bytes) -> None:
-    """Writes ``payload`` to ``path`` via a synced temporary file and ``os.replace``."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from geojax import fileio
+
 from geojax.geo import s2, sphere
 from geojax.partitions import base
 from geojax.partitions.s2_cells import S2CellPartition
@@ -186,12 +188,12 @@ class CombinatorialIndex:
 
         digest = hashlib.sha256(payload).hexdigest()
         name = f"index-{digest[:16]}.npz"
-        base._atomic_write(os.path.join(directory, name), payload)  # pylint: disable=protected-access
+        fileio.atomic_write(os.path.join(directory, name), payload)
         meta = {"format_version": INDEX_FORMAT_VERSION, "kind": "combinatorial_index",
                 "base_level": self.base_level, "partition_names": self.partition_names,
                 "num_fine_partitions": self.num_fine_partitions, "num_cells": int(self.cell_ids.size),
                 "arrays_file": name, "arrays_sha256": digest}
-        base._atomic_write(os.path.join(directory, "index.json"),  # pylint: disable=protected-access
+        fileio.atomic_write(os.path.join(directory, "index.json"),
                            (json.dumps(meta, indent=2) + "\n").encode())
 
     @classmethod

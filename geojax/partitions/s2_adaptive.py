@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from geojax import fileio
+
 from geojax.geo import s2
 from geojax.partitions import base
 from geojax.partitions.s2_cells import S2CellPartition, SortedLeaves, from_cells
@@ -218,4 +220,4 @@ def write_cells_csv(partition: S2CellPartition, path: str | os.PathLike) -> None
     for c in range(partition.num_classes):
         lat, lng = partition.imagery_latlng[c]
         w.writerow([c, tokens[c], int(partition.counts[c]), repr(float(lat)), repr(float(lng))])
-    base._atomic_write(os.fspath(path), buf.getvalue().encode())  # pylint: disable=protected-access
+    fileio.atomic_write(path, buf.getvalue())
