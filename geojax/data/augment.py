@@ -1,0 +1,386 @@
+"""Image augmentation on the host: train augmentation, eval resize + crops.
+
+Everything here works on one decoded image (uint8 ``(H, W, 3)`` numpy array)
+and returns uint8 by default (cheapest to ship to the accelerator; normalise
+there with :func:`normalize`), or float32 normalised with ``normalize_output=True``.
+Randomness comes only from the ``numpy.random.Generator`` passed in, so an
+augmentation is a pure function of (image, generator state): the grain
+pipeline hands each record a generator derived from (seed, index), which makes
+a resumed run bit-identical to an uninterrupted one.
+
+Resizing, rotation and colour jitter go through PIL (C code, releases the GIL,
+so grain's reader threads run it in parallel).  Resizing is PIL's *bilinear*
+filter, which is antialiased: when downscaling, its support widens with the
+scale factor (like ``torchvision.transforms.Resize(antialias=True)``), so no
+aliasing from plain 2x2 interpolation.
+
+Train augmentation (:class:`TrainAugment`) follows Clark et al. (GeoDecoder,
+paper 003 §8.4.2):
+
+* Random affine rotation, 1–15 degrees (magnitude uniform in ``rotate``,
+  random sign; fill black, bilinear);
+* colour jitter, brightness 0.4, contrast 0.4, saturation 0.4, hue 0.1 — the
+  torchvision ``ColorJitter`` semantics: factors uniform in
+  ``[max(0, 1 - x), 1 + x]`` (hue shift uniform in ``[-h, h]`` of a full turn),
+  the four operations in a random order, brightness / contrast / saturation
+  with the PIL operators torchvision uses on PIL images
+  (``ImageEnhance.Brightness``, ``Contrast``, ``Color``).  The hue shift is, by
+  default (``hue_space="yiq"``), a rotation of the chroma plane in YIQ space —
+  one 3x3 colour matrix in PIL's C ``convert``, ~10x cheaper than a round trip
+  through HSV; it keeps luma and leaves greys grey, and differs from
+  torchvision's HSV shift in detail only.  ``hue_space="hsv"`` gives
+  torchvision's exact PIL operation (shift of the H channel in PIL's HSV);
+* random horizontal flip, p = 0.5;
+* Resize(256) and RandomCrop(224) (``crop="resize_random"``, the paper's
+  recipe and the default; the paper writes "Resize (256 256)", which may mean
+  a square resize: ``square=True`` gives that reading) — or, with ``crop="random_resized"``, an Inception
+  style random resized crop: area fraction uniform in ``scale`` (default
+  ``(0.08, 1.0)``), aspect ratio log-uniform in ``ratio`` (default
+  ``(3/4, 4/3)``), 10 tries then a centre crop with the ratio clamped
+  (torchvision's ``RandomResizedCrop`` algorithm), cropped and resized in one
+  PIL call.
+
+For speed the geometric steps run first and the colour steps on the small
+crop: resize → rotate + crop → flip → jitter, where rotate + crop is one PIL
+affine transform that computes only the S×S output pixels (the same sampling
+positions as rotating the whole image and then cropping).  Rotation about the
+centre commutes with an isotropic resize, so this matches the paper's
+rotate-then-resize geometry; the colour operations are per-pixel and commute
+with cropping (contrast uses the crop's mean rather than the full image's).
+
+Eval (:func:`eval_crops`): resize the shorter side to ``resize`` (256 for 224
+crops, the longer side ``int(resize * long / short)`` as torchvision does;
+``square=True`` resizes to ``resize × resize`` instead), then a centre crop
+``(S, S, 3)``, a five-crop ``(5, S, S, 3)`` (top-left, top-right, bottom-left,
+bottom-right, centre) or a ten-crop ``(10, S, S, 3)``: the five crops
+followed by the horizontal flips of the same five, in the same order
+(torchvision's ``TenCrop`` yields the same ten crops, ordered differently:
+it five-crops the flipped image, so its 6th crop is the flip of the 2nd).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+# ImageNet statistics on the 0–255 scale (0.485/0.456/0.406 and 0.229/0.224/0.225 times 255).
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+CROPS = ("center", "five", "ten")
+
+_BILINEAR = Image.Resampling.BILINEAR
+
+
+# ---------------------------------------------------------------------------- basics
+def as_rgb_uint8(image: Any) -> np.ndarray:
+    """``image`` as a C-contiguous uint8 ``(H, W, 3)`` array.
+
+    Accepts ``(H, W)`` / ``(H, W, 1)`` grey (replicated), ``(H, W, 4)`` RGBA
+    (alpha dropped) and ``(H, W, 3)``; anything else, an empty image or a
+    non-uint8 dtype, is a ``ValueError``.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {arr.dtype}.")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W, 3) image, got shape {arr.shape}.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"empty image, shape {arr.shape}.")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+def normalize(images: Any, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD, dtype: Any = np.float32) -> Any:
+    """``(images - mean) / std`` over the last (channel) axis, 0–255 scale statistics.
+
+    Works on numpy and ``jax.numpy`` arrays alike (plain arithmetic), so the
+    pipeline can ship uint8 and normalise on the accelerator.
+    """
+    mean = np.asarray(mean, np.float32)
+    inv_std = np.float32(1.0) / np.asarray(std, np.float32)
+    return ((images.astype(dtype) - mean.astype(dtype)) * inv_std.astype(dtype)).astype(dtype)
+
+
+def _finish(pil: Image.Image | np.ndarray, normalize_output: bool) -> np.ndarray:
+    arr = np.array(pil, dtype=np.uint8)  # a fresh, writable, contiguous copy
+    return normalize(arr) if normalize_output else arr
+
+
+def _resize_shorter_pil(img: Image.Image, size: int, square: bool = False) -> Image.Image:
+    w, h = img.size
+    if square:
+        new_w = new_h = size
+    elif w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) == (w, h):
+        return img
+    return img.resize((new_w, new_h), _BILINEAR)
+
+
+def resize_shorter(image: np.ndarray, size: int, *, square: bool = False) -> np.ndarray:
+    """Resizes so that the shorter side is ``size`` (PIL bilinear, antialiased).
+
+    The longer side becomes ``int(size * long / short)`` (torchvision's
+    ``Resize(size)``); ``square=True`` resizes to ``size × size`` instead.  An
+    image already of the target size is returned unchanged (a copy).
+    """
+    img = Image.fromarray(as_rgb_uint8(image))
+    return np.array(_resize_shorter_pil(img, size, square), dtype=np.uint8)
+
+
+def _crop_offsets(h: int, w: int, size: int) -> tuple[int, int]:
+    if h < size or w < size:
+        raise ValueError(f"cannot take a {size}x{size} crop of a {h}x{w} image; resize first.")
+    return int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central ``(size, size, 3)`` crop (offsets ``round((H - size) / 2)``, as torchvision)."""
+    arr = as_rgb_uint8(image)
+    top, left = _crop_offsets(arr.shape[0], arr.shape[1], size)
+    return arr[top:top + size, left:left + size].copy()
+
+
+def five_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """``(5, size, size, 3)``: top-left, top-right, bottom-left, bottom-right, centre."""
+    arr = as_rgb_uint8(image)
+    h, w = arr.shape[:2]
+    top, left = _crop_offsets(h, w, size)
+    corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
+    return np.stack([arr[y:y + size, x:x + size] for y, x in corners])
+
+
+def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """``(10, size, size, 3)``: :func:`five_crop`, then the horizontal flips of those five crops."""
+    five = five_crop(image, size)
+    return np.concatenate([five, five[:, :, ::-1]])
+
+
+def eval_crops(image: np.ndarray, *, image_size: int = 224, resize: int | None = 256,
+               crops: str = "center", square: bool = False,
+               normalize_output: bool = False) -> np.ndarray:
+    """Eval view(s) of one image: resize the shorter side to ``resize``, then crop.
+
+    ``crops``: ``"center"`` → ``(S, S, 3)``; ``"five"`` → ``(5, S, S, 3)``;
+    ``"ten"`` → ``(10, S, S, 3)`` (see the module docstring for the order).
+    ``resize=None`` crops the image as it is.
+    """
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, got {crops!r}.")
+    arr = as_rgb_uint8(image)
+    if resize is not None:
+        arr = np.array(_resize_shorter_pil(Image.fromarray(arr), resize, square), dtype=np.uint8)
+    if crops == "center":
+        out = center_crop(arr, image_size)
+    elif crops == "five":
+        out = five_crop(arr, image_size)
+    else:
+        out = ten_crop(arr, image_size)
+    return normalize(out) if normalize_output else out
+
+
+# ---------------------------------------------------------------------------- random ops
+def _random_resized_box(w: int, h: int, rng: np.random.Generator, scale: tuple[float, float],
+                        ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of a random resized crop (torchvision's algorithm)."""
+    area = w * h
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        cw = int(round(math.sqrt(target_area * aspect)))
+        ch = int(round(math.sqrt(target_area / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(rng.integers(0, h - ch + 1))
+            left = int(rng.integers(0, w - cw + 1))
+            return left, top, cw, ch
+    # Fallback: a centre crop with the aspect ratio clamped to the range.
+    in_ratio = w / h
+    if in_ratio < min(ratio):
+        cw, ch = w, int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        cw, ch = int(round(h * max(ratio))), h
+    else:
+        cw, ch = w, h
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+def _adjust_hue_pil(img: Image.Image, hue_factor: float) -> Image.Image:
+    """Rotates the hue by ``hue_factor`` of a full turn in PIL's HSV (torchvision's PIL path)."""
+    h, s, v = img.convert("HSV").split()
+    shift = np.uint8(int(round(hue_factor * 255)) % 256)
+    h_arr = np.asarray(h, dtype=np.uint8) + shift  # uint8 addition wraps around the hue circle
+    h = Image.fromarray(h_arr, "L")
+    return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+
+# RGB → YIQ and back; a hue shift of h turns is a rotation of (I, Q) by −2πh.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+
+
+def _adjust_hue_yiq_pil(img: Image.Image, hue_factor: float) -> Image.Image:
+    """Rotates the hue by ``hue_factor`` of a full turn in YIQ space (one PIL colour matrix)."""
+    theta = -2.0 * math.pi * hue_factor
+    c, s = math.cos(theta), math.sin(theta)
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    m = _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
+    matrix = tuple(float(v) for row in m for v in (*row, 0.0))
+    return img.convert("RGB", matrix)
+
+
+def _color_jitter_pil(img: Image.Image, rng: np.random.Generator, brightness: float,
+                      contrast: float, saturation: float, hue: float,
+                      hue_space: str = "yiq") -> Image.Image:
+    # Draw every factor and the order up front, always, so the generator advances the same way.
+    factors = [rng.uniform(max(0.0, 1.0 - x), 1.0 + x) for x in (brightness, contrast, saturation)]
+    hue_factor = rng.uniform(-hue, hue)
+    order = rng.permutation(4)
+    enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+    for op in order:
+        if op < 3:
+            amount = (brightness, contrast, saturation)[op]
+            if amount > 0:
+                img = enhancers[op](img).enhance(float(factors[op]))
+        elif hue > 0:
+            adjust = _adjust_hue_yiq_pil if hue_space == "yiq" else _adjust_hue_pil
+            img = adjust(img, float(hue_factor))
+    return img
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator, *, brightness: float = 0.4,
+                 contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.1,
+                 hue_space: str = "yiq") -> np.ndarray:
+    """torchvision ``ColorJitter`` on one uint8 image (see the module docstring)."""
+    if not 0 <= hue <= 0.5:
+        raise ValueError(f"hue must be in [0, 0.5], got {hue}.")
+    if hue_space not in ("yiq", "hsv"):
+        raise ValueError(f"hue_space must be 'yiq' or 'hsv', got {hue_space!r}.")
+    img = Image.fromarray(as_rgb_uint8(image))
+    return np.array(_color_jitter_pil(img, rng, brightness, contrast, saturation, hue, hue_space),
+                    np.uint8)
+
+
+def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator, *,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """An Inception-style random crop resized to ``(size, size, 3)`` (PIL bilinear)."""
+    img = Image.fromarray(as_rgb_uint8(image))
+    left, top, cw, ch = _random_resized_box(img.width, img.height, rng, scale, ratio)
+    return np.array(img.resize((size, size), _BILINEAR, box=(left, top, left + cw, top + ch)),
+                    np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainAugment:
+    """Train augmentation; the defaults are paper 003 §8.4.2 (see the module docstring).
+
+    Attributes:
+      image_size: output side ``S``; the output is ``(S, S, 3)``.
+      crop: ``"resize_random"`` (resize the shorter side to ``resize`` — or to
+        ``resize × resize`` with ``square`` — then a uniformly placed S×S crop)
+        or ``"random_resized"`` (``scale`` / ``ratio`` below).
+      resize: the resize before the random crop (256 for 224 crops).
+      square: resize to ``resize × resize`` instead of the shorter side.
+      scale: area fraction range of ``"random_resized"``.
+      ratio: aspect ratio (w / h) range of ``"random_resized"``, sampled log-uniformly.
+      flip_prob: horizontal flip probability.
+      brightness, contrast, saturation, hue: colour jitter strengths (0 disables one).
+      hue_space: ``"yiq"`` (fast chroma rotation) or ``"hsv"`` (torchvision's exact op).
+      rotate: ``(min_deg, max_deg)`` magnitude range of the random rotation
+        (random sign), or ``None`` for no rotation.
+      normalize_output: return float32 normalised with ImageNet mean/std
+        (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`) instead of uint8.
+    """
+
+    image_size: int = 224
+    crop: str = "resize_random"
+    resize: int = 256
+    square: bool = False
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_prob: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    hue_space: str = "yiq"
+    rotate: tuple[float, float] | None = (1.0, 15.0)
+    normalize_output: bool = False
+
+    def __post_init__(self):
+        if self.crop not in ("resize_random", "random_resized"):
+            raise ValueError("crop must be 'resize_random' or 'random_resized', "
+                             f"got {self.crop!r}.")
+        if self.crop == "resize_random" and self.resize < self.image_size:
+            raise ValueError(f"resize ({self.resize}) must be at least image_size "
+                             f"({self.image_size}).")
+        if not (0 < self.scale[0] <= self.scale[1] <= 1):
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {self.scale}.")
+        if not (0 < self.ratio[0] <= self.ratio[1]):
+            raise ValueError(f"ratio must satisfy 0 < min <= max, got {self.ratio}.")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}.")
+        if self.hue_space not in ("yiq", "hsv"):
+            raise ValueError(f"hue_space must be 'yiq' or 'hsv', got {self.hue_space!r}.")
+        if self.rotate is not None and not (0 <= self.rotate[0] <= self.rotate[1]):
+            raise ValueError("rotate must be (min_deg, max_deg) with 0 <= min <= max, "
+                             f"got {self.rotate}.")
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One augmented view of ``image``; a pure function of (image, ``rng``'s state)."""
+        img = Image.fromarray(as_rgb_uint8(image))
+        s = self.image_size
+        if self.crop == "resize_random":
+            img = _resize_shorter_pil(img, self.resize, self.square)
+            angle = self._angle(rng)
+            top = int(rng.integers(0, img.height - s + 1))
+            left = int(rng.integers(0, img.width - s + 1))
+            img = _rotate_crop_pil(img, angle, left, top, s)
+        else:
+            left, top, cw, ch = _random_resized_box(img.width, img.height, rng, self.scale,
+                                                    self.ratio)
+            img = img.resize((s, s), _BILINEAR, box=(left, top, left + cw, top + ch))
+            img = _rotate_crop_pil(img, self._angle(rng), 0, 0, s)
+        if rng.uniform() < self.flip_prob:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img = _color_jitter_pil(img, rng, self.brightness, self.contrast, self.saturation, self.hue,
+                                self.hue_space)
+        return _finish(img, self.normalize_output)
+
+    def _angle(self, rng: np.random.Generator) -> float:
+        if self.rotate is None:
+            return 0.0
+        magnitude = rng.uniform(self.rotate[0], self.rotate[1])
+        return float(magnitude if rng.uniform() < 0.5 else -magnitude)
+
+
+def _rotate_crop_pil(img: Image.Image, angle: float, left: int, top: int, size: int) -> Image.Image:
+    """``img.rotate(angle)`` (about the centre, bilinear, black fill) then the size×size crop at
+    (left, top), as one affine transform that computes only the output pixels."""
+    if angle == 0.0:
+        return img.crop((left, top, left + size, top + size))
+    # PIL's rotate: output pixel (x, y) samples the input at (a x + b y + c, d x + e y + f).
+    theta = -math.radians(angle)
+    a, b = round(math.cos(theta), 15), round(math.sin(theta), 15)
+    d, e = round(-math.sin(theta), 15), round(math.cos(theta), 15)
+    cx, cy = img.width / 2.0, img.height / 2.0
+    c = a * -cx + b * -cy + cx
+    f = d * -cx + e * -cy + cy
+    # Shifting the output window by (left, top) shifts the sampled point by the linear part.
+    matrix = (a, b, c + a * left + b * top, d, e, f + d * left + e * top)
+    return img.transform((size, size), Image.Transform.AFFINE, matrix, _BILINEAR,
+                         fillcolor=(0, 0, 0))

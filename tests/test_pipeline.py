@@ -1,0 +1,332 @@
+"""Tests for geojax.data.pipeline: order, resume, process slices, bad records, labels, devices."""
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+
+import grain
+import numpy as np
+import pytest
+from PIL import Image
+
+from geojax.data import pipeline
+from geojax.partitions.s2_adaptive import build_s2_partition
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _coords(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-70, 70, n), rng.uniform(-180, 180, n)
+
+
+def _records(n: int, *, size: int = 12, seed: int = 0, encoded: bool = False) -> list[dict]:
+    """Records shaped like GeoWorld's (``image``) or the on-disk readers' (``image_bytes``)."""
+    lat, lng = _coords(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    records = []
+    for i in range(n):
+        image = rng.integers(0, 256, (size, size + 3, 3), dtype=np.uint8)
+        record = dict(lat=float(lat[i]), lng=float(lng[i]), id=f"img{i:04d}", user=f"u{i % 5}",
+                      timestamp=1_600_000_000 + i)
+        if encoded:
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, format="PNG" if i % 2 else "JPEG")
+            record["image_bytes"] = buf.getvalue()
+        else:
+            record["image"] = image
+        records.append(record)
+    return records
+
+
+def _dataset(records, **kwargs):
+    args = dict(train=True, global_batch_size=4, image_size=8, seed=42, process_index=0,
+                process_count=1)
+    args.update(kwargs)
+    return pipeline.make_dataset(pipeline.InMemorySource(records), **args)
+
+
+def _take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def _assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert sorted(x) == sorted(y)
+        for key in x:
+            np.testing.assert_array_equal(np.asarray(x[key]), np.asarray(y[key]), err_msg=key)
+            assert np.asarray(x[key]).dtype == np.asarray(y[key]).dtype, key
+
+
+def _ids(batches):
+    return [i for b in batches for i, v in zip(b["id"], b["valid"]) if v]
+
+
+# ---------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("worker_count", [0, 2])
+def test_restore_mid_epoch_is_bit_identical(worker_count, tmp_path):
+    records = _records(40, encoded=True)
+    ds = _dataset(records, num_epochs=3, worker_count=worker_count)
+    it = iter(ds)
+    _take(it, 3)
+    state = it.get_state()
+    pipeline.save_iterator_state(it, tmp_path)
+    expected = _take(it, 12)  # runs across the epoch boundary (10 batches per epoch)
+    it.close()
+
+    fresh = iter(ds)
+    fresh.set_state(state)
+    _assert_batches_equal(_take(fresh, 12), expected)
+    fresh.close()
+
+    from_file = pipeline.restore_iterator_state(iter(ds), tmp_path)
+    _assert_batches_equal(_take(from_file, 12), expected)
+    from_file.close()
+
+
+def test_restore_through_orbax_checkpoint_manager(tmp_path):
+    import orbax.checkpoint as ocp
+
+    ds = _dataset(_records(30), num_epochs=None)
+    it = iter(ds)
+    _take(it, 4)
+    manager = ocp.CheckpointManager(tmp_path / "ckpt", item_names=("data",),
+                                    item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+    manager.save(4, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    manager.wait_until_finished()
+    expected = _take(it, 5)
+
+    restored = iter(ds)
+    manager.restore(4, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
+    _assert_batches_equal(_take(restored, 5), expected)
+    manager.close()
+
+
+def test_restore_into_a_different_pipeline_is_refused():
+    it = iter(_dataset(_records(20)))
+    next(it)
+    state = it.get_state()
+    other = iter(_dataset(_records(20), global_batch_size=8))
+    with pytest.raises(pipeline.PipelineError, match="global_batch_size"):
+        other.set_state(state)
+    # Extending the run (more epochs) keeps the position.
+    expected = _take(it, 3)
+    longer = iter(_dataset(_records(20), num_epochs=50))
+    longer.set_state(state)
+    _assert_batches_equal(_take(longer, 3), expected)
+
+
+# ---------------------------------------------------------------------------- order
+def test_every_record_once_per_epoch_and_epochs_reshuffled():
+    n = 24
+    batches = list(iter(_dataset(_records(n), num_epochs=3)))
+    ids = _ids(batches)
+    assert len(ids) == 3 * n
+    epochs = [ids[k * n:(k + 1) * n] for k in range(3)]
+    every = sorted(f"img{i:04d}" for i in range(n))
+    for epoch in epochs:
+        assert sorted(epoch) == every
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
+    assert epochs[0] != every  # shuffled
+
+
+def test_drop_remainder_and_padding():
+    n = 26  # 2 epochs = 52 records = 13 batches of 4: no remainder; 1 epoch leaves 2
+    dropped = list(iter(_dataset(_records(n), num_epochs=1)))
+    assert len(dropped) == 6
+    ids = _ids(dropped)
+    assert len(ids) == len(set(ids)) == 24
+    padded = list(iter(_dataset(_records(n), num_epochs=1, drop_remainder=False)))
+    assert len(padded) == 7
+    last = padded[-1]
+    assert last["valid"].tolist() == [True, True, False, False]
+    assert last["image"].shape == (4, 8, 8, 3) and not last["image"][2:].any()
+    assert sorted(_ids(padded)) == sorted(f"img{i:04d}" for i in range(n))
+
+
+def test_no_shuffle_keeps_source_order_and_seed_changes_order():
+    records = _records(12)
+    plain = _ids(iter(_dataset(records, num_epochs=1, shuffle=False, train=False)))
+    assert plain == [f"img{i:04d}" for i in range(12)]
+    a = _ids(iter(_dataset(records, num_epochs=1, seed=1)))
+    b = _ids(iter(_dataset(records, num_epochs=1, seed=2)))
+    assert a != b and sorted(a) == sorted(b)
+
+
+def test_process_slices_are_disjoint_and_complete():
+    n = 30
+    records = _records(n)
+    per_process = []
+    for process_index in range(4):
+        ds = _dataset(records, global_batch_size=8, process_index=process_index, process_count=4,
+                      num_epochs=1, drop_remainder=False)
+        batches = list(iter(ds))
+        assert all(b["image"].shape[0] == 2 for b in batches)  # 8 / 4 per process
+        per_process.append(set(_ids(batches)))
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not per_process[i] & per_process[j]
+    assert set().union(*per_process) == {f"img{i:04d}" for i in range(n)}
+
+
+def test_configuration_errors():
+    with pytest.raises(pipeline.PipelineError, match="multiple of process_count"):
+        _dataset(_records(10), global_batch_size=6, process_count=4)
+    with pytest.raises(pipeline.PipelineError, match="crops"):
+        _dataset(_records(10), train=False, crops="seven")
+    with pytest.raises(pipeline.PipelineError, match="fewer than"):
+        _dataset(_records(2), process_count=4, process_index=0)
+
+
+# ---------------------------------------------------------------------------- contents
+def test_batch_fields_and_eval_crops():
+    batch = next(iter(_dataset(_records(8), train=False, crops="ten", shuffle=False)))
+    assert batch["image"].shape == (4, 10, 8, 8, 3) and batch["image"].dtype == np.uint8
+    assert batch["lat"].dtype == np.float64 and batch["lng"].dtype == np.float64
+    assert batch["id"].tolist() == ["img0000", "img0001", "img0002", "img0003"]
+    assert batch["user"].tolist() == ["u0", "u1", "u2", "u3"]
+    assert batch["timestamp"].tolist() == [1_600_000_000 + i for i in range(4)]
+    assert batch["num_skipped"] == 0
+    np.testing.assert_array_equal(batch["image"][:, 5:], batch["image"][:, :5, :, ::-1])
+
+
+def test_labels_equal_partition_assign():
+    records = _records(200, seed=3)
+    lat = np.array([r["lat"] for r in records])
+    lng = np.array([r["lng"] for r in records])
+    coarse = build_s2_partition(lat, lng, t_max=60, t_min=5, name="coarse")
+    fine = build_s2_partition(lat, lng, t_max=15, t_min=5, name="fine")
+    expected = {name: dict(zip([r["id"] for r in records], p.assign(lat, lng)))
+                for name, p in (("coarse", coarse), ("fine", fine))}
+    ds = _dataset(records, partitions={"coarse": coarse, "fine": fine}, num_epochs=1,
+                  global_batch_size=16, drop_remainder=False)
+    for batch in iter(ds):
+        for name, p in (("coarse", coarse), ("fine", fine)):
+            labels = batch[f"label_{name}"]
+            assert labels.dtype == np.int32
+            valid = batch["valid"]
+            np.testing.assert_array_equal(labels[valid], p.assign(batch["lat"][valid],
+                                                                  batch["lng"][valid]))
+            assert (labels[~valid] == -1).all()
+            assert [expected[name][i] for i in batch["id"][valid]] == labels[valid].tolist()
+
+
+# ---------------------------------------------------------------------------- bad records
+def _with_bad_records(n: int, bad: dict[int, str]) -> list[dict]:
+    records = _records(n, encoded=True)
+    for index, kind in bad.items():
+        r = records[index]
+        if kind == "garbage":
+            r["image_bytes"] = b"this is not an image"
+        elif kind == "truncated":
+            r["image_bytes"] = r["image_bytes"][: len(r["image_bytes"]) // 2]
+        elif kind == "nan":
+            r["lat"] = float("nan")
+        elif kind == "range":
+            r["lat"] = 123.0
+        elif kind == "missing":
+            del r["image_bytes"]
+    return records
+
+
+def test_bad_records_are_dropped_and_counted():
+    bad = {3: "garbage", 10: "truncated", 17: "nan", 25: "range", 31: "missing"}
+    records = _with_bad_records(40, bad)
+    it = iter(_dataset(records, num_epochs=1, max_bad_fraction=0.5))
+    batches = list(it)
+    ids = _ids(batches)
+    bad_ids = {f"img{i:04d}" for i in bad}
+    assert not bad_ids & set(ids)
+    assert len(ids) == 32 and len(set(ids)) == 32  # 35 good records, 8 full batches of 4
+    assert it.stats.num_bad == 5 and sum(int(b["num_skipped"]) for b in batches) <= 5
+    assert it.stats.seen >= 37
+    by_reason = {reason: set(it.stats.example_ids[reason]) for reason in it.stats.bad}
+    assert by_reason["records with undecodable image_bytes"] == {"img0003", "img0010"}
+    assert by_reason["records with NaN/infinite coordinates"] == {"img0017"}
+    out_of_range = "records with out-of-range coordinates (|lat| > 90 or |lng| > 180)"
+    assert by_reason[out_of_range] == {"img0025"}
+    assert by_reason["records without image or image_bytes"] == {"img0031"}
+    assert "5 of" in it.stats.summary()
+    # The counts survive a resume: they are part of the iterator state.
+    restored = iter(_dataset(records, num_epochs=1, max_bad_fraction=0.5))
+    restored.set_state(it.get_state())
+    assert restored.stats == it.stats
+
+
+def test_too_many_bad_records_raise():
+    bad = {i: "garbage" for i in range(0, 200, 10)}  # 10 %
+    records = _with_bad_records(200, bad)
+    it = iter(_dataset(records, num_epochs=1, max_bad_fraction=0.05))
+    message = r"too many bad input records.*records skipped.*e\.g\. img0"
+    with pytest.raises(pipeline.PipelineError, match=message):
+        list(it)
+    # Under the threshold: no error, all counted.
+    ok = iter(_dataset(_with_bad_records(200, {5: "nan"}), num_epochs=1))
+    assert len(_ids(list(ok))) == 196 and ok.stats.num_bad == 1
+
+
+def test_only_bad_records_fail_fast():
+    records = _with_bad_records(400, {i: "nan" for i in range(400)})
+    it = iter(_dataset(records, num_epochs=None))  # endless: must not search forever
+    with pytest.raises(pipeline.PipelineError, match=r"100 of 100 records skipped"):
+        next(it)
+
+
+def test_too_many_bad_records_raise_from_workers():
+    records = _with_bad_records(200, {i: "nan" for i in range(0, 200, 4)})  # 25 %
+    it = iter(_dataset(records, num_epochs=1, worker_count=2))
+    with pytest.raises(pipeline.PipelineError, match="too many bad input records"):
+        list(it)
+    it.close()
+
+
+# ---------------------------------------------------------------------------- devices
+_DEVICE_SCRIPT = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+    import numpy as np
+    from geojax.data import pipeline
+
+    assert jax.device_count() == 8, jax.devices()
+    rng = np.random.default_rng(0)
+    records = [dict(image=rng.integers(0, 256, (10, 10, 3), dtype=np.uint8), lat=float(i % 80),
+                    lng=float(i), id=f"r{i}") for i in range(64)]
+    ds = pipeline.make_dataset(pipeline.InMemorySource(records), train=True, global_batch_size=16,
+                               image_size=8, seed=0)
+    batch = next(iter(ds))
+    for axes, shape in ((("data",), (8,)), (("data", "model"), (4, 2))):
+        mesh = jax.make_mesh(shape, axes)
+        arrays = pipeline.to_global_arrays(batch, mesh)
+        assert set(arrays) == {"image", "lat", "lng", "valid"}, sorted(arrays)
+        assert arrays["lat"].dtype == np.float32
+        for key, arr in arrays.items():
+            host = np.asarray(batch[key]).astype(arr.dtype)
+            assert arr.shape == host.shape == (16,) + host.shape[1:], (key, arr.shape)
+            rows = []
+            for shard in arr.addressable_shards:
+                index = shard.index[0]
+                np.testing.assert_array_equal(np.asarray(shard.data), host[index])
+                rows.append((index.start, index.stop))
+            distinct = sorted(set(rows))
+            assert len(distinct) == shape[0], distinct  # one distinct slice per 'data' device
+            assert len(rows) == 8  # replicated over 'model' where there is one
+            covered = [i for start, stop in distinct for i in range(start, stop)]
+            assert covered == list(range(16)), covered  # disjoint and complete
+            np.testing.assert_array_equal(np.asarray(arr), host)
+    print("OK")
+""")
+
+
+def test_to_global_arrays_on_8_fake_devices():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["JAX_PLATFORMS"] = "cpu"
+    result = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
