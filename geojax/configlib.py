@@ -22,13 +22,15 @@ def parse_arg(arg: str | None) -> dict[str, str | bool]:
 def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
     """Where training and evaluation coordinates come from.
 
-    ``source="places"``: the real-geography samplers of ``geojax.data.places``
-    (GeoNames places; MP-16-like training split; Im2GPS3k-, YFCC4k- and
-    GWS15k-like evaluation splits).  ``source="csv"``: ``train_csv`` /
-    ``eval_csv`` files with LAT/LON columns.
+    ``source="geoworld"`` (default): the embedded GeoWorld dataset
+    (``geojax.data.geoworld``; MP-16-like ``train`` split and Im2GPS3k-,
+    YFCC4k- and GWS15k-like evaluation splits; ``eval_size=0`` takes each
+    split's paper size).  ``source="places"``: the bare location samplers of
+    ``geojax.data.places``.  ``source="csv"``: ``train_csv`` / ``eval_csv``
+    metadata files with LAT/LON columns.
     """
     return ml_collections.ConfigDict(dict(
-        source="places",
+        source="geoworld",
         seed=0,
         train_size=20_000 if runlocal else 400_000,
         eval_splits=("im2gps3k", "yfcc4k", "gws15k"),

@@ -34,6 +34,17 @@ REFERENCE_POINTS = s2_adaptive.MP16_NUM_IMAGES  # thresholds in configs are MP-1
 # ---------------------------------------------------------------------------- coordinates
 def load_coordinates(data_config) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Training (lat, lng) and each evaluation split's (lat, lng) from ``config.data``."""
+    if data_config.source == "geoworld":
+        from geojax.data import geoworld  # pylint: disable=import-outside-toplevel
+
+        def coords(split: str, size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+            ds = geoworld.GeoWorld(split, size or None, seed)  # metadata only; nothing is rendered
+            return np.asarray(ds.lat), np.asarray(ds.lng)
+
+        train = coords("train", data_config.train_size, data_config.seed)
+        evals = {s: coords(s, data_config.eval_size, data_config.seed + 1 + k)
+                 for k, s in enumerate(data_config.eval_splits)}
+        return train, evals
     if data_config.source == "places":
         from geojax.data import places  # pylint: disable=import-outside-toplevel
 
@@ -52,7 +63,7 @@ def load_coordinates(data_config) -> tuple[tuple[np.ndarray, np.ndarray], dict[s
         train = sources.read_coordinates_csv(data_config.train_csv)
         evals = {"eval": sources.read_coordinates_csv(data_config.eval_csv)} if data_config.eval_csv else {}
         return train, evals
-    raise ValueError(f"config.data.source must be 'places' or 'csv', got {data_config.source!r}.")
+    raise ValueError(f"config.data.source must be 'geoworld', 'places' or 'csv', got {data_config.source!r}.")
 
 
 def _fingerprint(lat: np.ndarray, lng: np.ndarray) -> str:
