@@ -54,7 +54,9 @@ def load_coordinates(data_config) -> tuple[tuple[np.ndarray, np.ndarray], dict[s
         if unknown:
             raise ValueError(f"unknown eval split(s) {unknown}; choose from {sorted(samplers)}.")
         train = samplers["mp16"](data_config.train_size, data_config.seed)
-        evals = {s: samplers[s](data_config.eval_size, data_config.seed + 1 + k)
+        from geojax.data.geoworld import DEFAULT_SIZES  # pylint: disable=import-outside-toplevel
+
+        evals = {s: samplers[s](data_config.eval_size or DEFAULT_SIZES[s], data_config.seed + 1 + k)
                  for k, s in enumerate(data_config.eval_splits)}
         return (train["lat"], train["lng"]), {s: (v["lat"], v["lng"]) for s, v in evals.items()}
     if data_config.source == "csv":
