@@ -376,7 +376,8 @@ def cell_id_from_xyz(xyz: Any, level_: int = MAX_LEVEL) -> np.ndarray:
         idx = int(np.flatnonzero(bad.ravel())[0])
         raise ValueError(f"{int(bad.sum())} points are non-finite or zero (first at flat index {idx}).")
     _check_level(level_)
-    return _map_chunks(lambda q: _ids_from_xyz(q, level_), p)
+    x, y, z = (np.ascontiguousarray(p[..., k]) for k in range(3))
+    return _map_chunks(lambda a, b, c: _ids_from_xyz(a, b, c, level_), x, y, z)
 
 
 def cell_id_from_latlng(lat: Any, lng: Any, level_: int = MAX_LEVEL) -> np.ndarray:
@@ -385,26 +386,26 @@ def cell_id_from_latlng(lat: Any, lng: Any, level_: int = MAX_LEVEL) -> np.ndarr
     Latitudes must be finite and within [−90, 90] (a ValueError says how many
     are not and where the first one is); longitudes are wrapped into
     [−180, 180) first (values already in range are untouched, so 180 maps to
-    the cell of −180).  Large inputs run in cache-sized chunks on all cores.
+    the cell of −180).  Large inputs run in chunks on all cores.
     """
     _check_level(level_)
     lat = np.asarray(lat, dtype=np.float64)
     lng = np.asarray(lng, dtype=np.float64)
-    latlng = np.stack(np.broadcast_arrays(lat, lng), axis=-1)
+    lat, lng = (np.ascontiguousarray(a) for a in np.broadcast_arrays(lat, lng))
 
-    def chunk_ids(q: np.ndarray) -> np.ndarray:
-        la, ln = sphere.validate_latlng(q[:, 0], q[:, 1])  # chunk-local; see except below
-        return _ids_from_xyz(sphere.latlng_to_xyz(la, ln), level_)
+    def chunk_ids(la: np.ndarray, ln: np.ndarray) -> np.ndarray:
+        la, ln = sphere.validate_latlng(la, ln)  # chunk-local; see except below
+        return _ids_from_xyz(*sphere.latlng_to_xyz_components(la, ln), level_)
 
     try:
-        return _map_chunks(chunk_ids, latlng)
+        return _map_chunks(chunk_ids, lat, lng)
     except ValueError:
         sphere.validate_latlng(lat, lng)  # re-raise with indices into the whole input
         raise
 
 
-def _ids_from_xyz(xyz: np.ndarray, level_: int) -> np.ndarray:
-    f, i, j = _face_ij_from_xyz(np, xyz[..., 0], xyz[..., 1], xyz[..., 2])
+def _ids_from_xyz(x: np.ndarray, y: np.ndarray, z: np.ndarray, level_: int) -> np.ndarray:
+    f, i, j = _face_ij_from_xyz(np, x, y, z)
     ids = _join(*_words_from_face_ij(np, f, i, j, level_))
     return ids if level_ == MAX_LEVEL else _parent_unchecked(ids, level_)
 
@@ -414,10 +415,10 @@ def _parent_unchecked(ids: np.ndarray, level_: int) -> np.ndarray:
     return (ids & (~lsb + _U64(1))) | lsb
 
 
-# Large inputs are cut into cache-sized chunks spread over a thread pool:
-# numpy releases the GIL inside its loops, and a chain of ~50 elementwise
-# passes is memory-bound on whole arrays but cache-resident on 32k chunks.
-_CHUNK = 1 << 15
+# Large inputs are cut into chunks spread over a thread pool: numpy releases
+# the GIL inside its loops, so the ~50 elementwise passes run on every core.
+# (Chunks much smaller than this pay numpy's per-call overhead many times.)
+_CHUNK = 1 << 17
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -429,21 +430,23 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     return _POOL
 
 
-def _map_chunks(fn, rows: np.ndarray) -> np.ndarray:
-    """Applies ``fn`` ((k, d) rows → (k,) uint64) over chunks of ``rows`` (..., d)."""
-    flat = rows.reshape(-1, rows.shape[-1])
-    out = np.empty(flat.shape[0], np.uint64)
+def _map_chunks(fn, *arrays: np.ndarray) -> np.ndarray:
+    """Applies ``fn`` (chunks of the same-shape ``arrays`` → (k,) uint64) over chunks."""
+    shape = arrays[0].shape
+    flat = [a.reshape(-1) for a in arrays]
+    n = flat[0].size
+    out = np.empty(n, np.uint64)
 
     def work(start: int) -> None:
-        out[start:start + _CHUNK] = fn(flat[start:start + _CHUNK])
+        out[start:start + _CHUNK] = fn(*(a[start:start + _CHUNK] for a in flat))
 
-    starts = range(0, flat.shape[0], _CHUNK)
+    starts = range(0, n, _CHUNK)
     if len(starts) <= 1:
         for s in starts:
             work(s)
     else:
         list(_pool().map(work, starts))
-    return out.reshape(rows.shape[:-1])
+    return out.reshape(shape)
 
 
 def to_face_ij(cell_id: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

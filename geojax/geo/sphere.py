@@ -233,6 +233,12 @@ def latlng_to_xyz(lat: Any, lng: Any, *, xp: Any = None) -> Any:
       Array of shape ``broadcast(lat, lng).shape + (3,)``.
     """
     xp = _ns(xp, lat, lng)
+    return xp.stack(latlng_to_xyz_components(lat, lng, xp=xp), axis=-1)
+
+
+def latlng_to_xyz_components(lat: Any, lng: Any, *, xp: Any = None) -> tuple[Any, Any, Any]:
+    """:func:`latlng_to_xyz` as three separate (contiguous) arrays ``x, y, z``."""
+    xp = _ns(xp, lat, lng)
     lat = _as_float(xp, lat)
     lng = _as_float(xp, lng)
     phi = lat * DEG_TO_RAD
@@ -242,7 +248,7 @@ def latlng_to_xyz(lat: Any, lng: Any, *, xp: Any = None) -> Any:
     y = xp.sin(theta) * cosphi
     z = xp.sin(phi)
     x, y, z = xp.broadcast_arrays(x, y, z)
-    return xp.stack([x, y, z], axis=-1)
+    return x, y, z
 
 
 def xyz_to_latlng(xyz: Any, *, xp: Any = None) -> tuple[Any, Any]:
