@@ -1,0 +1,195 @@
+"""ResNet-18 and ResNet-50 (v1.5) feature extractors.
+
+The architecture is He et al., *Deep Residual Learning for Image Recognition*, in the "v1.5"
+variant used by most modern ImageNet training recipes: in a bottleneck block the spatial stride
+sits on the 3x3 convolution, not on the first 1x1. Shortcuts are the identity, or a strided 1x1
+convolution + batch norm when the shape changes ("option B"). Convolutions carry no bias (batch
+norm follows each one); padding is symmetric (``k // 2``), so the layer layout and the output
+sizes are those of the reference definition and pretrained weights map one-to-one.
+
+The classifier is removed: the module maps images ``(B, H, W, 3)`` to globally average-pooled
+features ``(B, 512)`` (ResNet-18) or ``(B, 2048)`` (ResNet-50). Input normalisation (mean/std)
+is the data pipeline's job, not the model's.
+
+Parameter paths: ``stem_conv``, ``stem_bn``, ``stage{s}_block{b}/{conv1,bn1,...,proj_conv,
+proj_bn}`` with ``s`` and ``b`` counted from 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Batch-norm hyper-parameters of the reference training recipe (PyTorch's momentum 0.1 is
+# flax's 0.9: flax keeps ``momentum * running + (1 - momentum) * batch``).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+# He initialisation with fan-out, as in the reference implementation.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _pad(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Symmetric padding ``kernel // 2`` on both spatial axes."""
+    return ((kernel // 2, kernel // 2), (kernel // 2, kernel // 2))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34).
+
+    Attributes:
+        features: output channels of both convolutions.
+        strides: stride of the first 3x3 convolution (and of the projection shortcut).
+        zero_init_residual: initialise the scale of the block's last batch norm to zero, so that
+            the block starts as the identity (Goyal et al., 2017).
+        dtype: computation dtype; parameters are always float32.
+    """
+
+    features: int
+    strides: int = 1
+    zero_init_residual: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                       kernel_init=conv_kernel_init)
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                       epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32)
+        last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+
+        y = conv(self.features, (3, 3), self.strides, _pad(3), name="conv1")(x)
+        y = nn.relu(norm(name="bn1")(y))
+        y = conv(self.features, (3, 3), 1, _pad(3), name="conv2")(y)
+        y = norm(scale_init=last_scale, name="bn2")(y)
+
+        shortcut = x
+        if self.strides != 1 or x.shape[-1] != self.features:
+            shortcut = conv(self.features, (1, 1), self.strides, "VALID", name="proj_conv")(x)
+            shortcut = norm(name="proj_bn")(shortcut)
+        return nn.relu(y + shortcut)
+
+
+class BottleneckBlock(nn.Module):
+    """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand by 4, with a residual connection.
+
+    Attributes:
+        features: width of the block (channels of the 1x1 reduce and the 3x3 convolution);
+            the block outputs ``4 * features`` channels.
+        strides: stride of the 3x3 convolution (and of the projection shortcut).
+        zero_init_residual: initialise the scale of the block's last batch norm to zero.
+        dtype: computation dtype; parameters are always float32.
+    """
+
+    features: int
+    strides: int = 1
+    zero_init_residual: bool = True
+    dtype: Dtype = jnp.float32
+
+    expansion: ClassVar[int] = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                       kernel_init=conv_kernel_init)
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                       epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32)
+        last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+        out_features = self.expansion * self.features
+
+        y = conv(self.features, (1, 1), 1, "VALID", name="conv1")(x)
+        y = nn.relu(norm(name="bn1")(y))
+        y = conv(self.features, (3, 3), self.strides, _pad(3), name="conv2")(y)
+        y = nn.relu(norm(name="bn2")(y))
+        y = conv(out_features, (1, 1), 1, "VALID", name="conv3")(y)
+        y = norm(scale_init=last_scale, name="bn3")(y)
+
+        shortcut = x
+        if self.strides != 1 or x.shape[-1] != out_features:
+            shortcut = conv(out_features, (1, 1), self.strides, "VALID", name="proj_conv")(x)
+            shortcut = norm(name="proj_bn")(shortcut)
+        return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+    """A ResNet feature extractor: stem, four stages of residual blocks, global average pool.
+
+    Attributes:
+        stage_sizes: number of blocks in each stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        block: ``"basic"`` (two 3x3 convolutions) or ``"bottleneck"`` (1x1-3x3-1x1, v1.5).
+        width: channels of the stem and of the first stage; stage ``s`` (from 0) has width
+            ``width * 2**s``.
+        zero_init_residual: zero-initialise the last batch-norm scale of every residual block.
+        dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters and batch statistics are
+            float32 whatever it is.
+    """
+
+    stage_sizes: Sequence[int]
+    block: str = "bottleneck"
+    width: int = 64
+    zero_init_residual: bool = True
+    dtype: Dtype = jnp.float32
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the pooled feature vector."""
+        expansion = BottleneckBlock.expansion if self.block == "bottleneck" else 1
+        return self.width * 2 ** (len(self.stage_sizes) - 1) * expansion
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+        """Maps ``(B, H, W, 3)`` float images to ``(B, feature_dim)`` features.
+
+        ``train=True`` normalises with batch statistics and updates the running averages
+        (call ``apply`` with ``mutable=["batch_stats"]``); ``train=False`` uses the running
+        averages and leaves them unchanged.
+        """
+        if self.block == "bottleneck":
+            block_cls = BottleneckBlock
+        elif self.block == "basic":
+            block_cls = BasicBlock
+        else:
+            raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+        if images.ndim != 4:
+            raise ValueError(f"images must be (B, H, W, C), got shape {images.shape}")
+
+        x = nn.Conv(self.width, (7, 7), 2, _pad(7), use_bias=False, dtype=self.dtype,
+                    param_dtype=jnp.float32, kernel_init=conv_kernel_init,
+                    name="stem_conv")(images)
+        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                         epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                         name="stem_bn")(x)
+        x = nn.relu(x)
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+
+        for stage, num_blocks in enumerate(self.stage_sizes):
+            for index in range(num_blocks):
+                strides = 2 if stage > 0 and index == 0 else 1
+                x = block_cls(features=self.width * 2**stage, strides=strides,
+                              zero_init_residual=self.zero_init_residual, dtype=self.dtype,
+                              name=f"stage{stage + 1}_block{index + 1}")(x, train)
+        return jnp.mean(x, axis=(1, 2))
+
+
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18: basic blocks ``(2, 2, 2, 2)``, 512-d features, 11,176,512 parameters.
+
+    ``kwargs`` set the other attributes (``dtype``, ``zero_init_residual``, ``width``) and may
+    override the preset ones (e.g. ``stage_sizes=(1, 1, 1, 1)`` for a tiny test model).
+    """
+    return ResNet(**{**dict(stage_sizes=(2, 2, 2, 2), block="basic"), **kwargs})
+
+
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50 v1.5: bottlenecks ``(3, 4, 6, 3)``, 2048-d features, 23,508,032 parameters.
+
+    ``kwargs`` set the other attributes and may override the preset ones.
+    """
+    return ResNet(**{**dict(stage_sizes=(3, 4, 6, 3), block="bottleneck"), **kwargs})
