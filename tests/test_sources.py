@@ -405,7 +405,7 @@ def test_array_record_decoded_images(tmp_path):
 def test_array_record_crash_safety(tmp_path, monkeypatch):
     src = _DecodedSource(12)
     out = tmp_path / "data" / "ds"
-    real, calls = sources._serialize_record, []
+    real, calls = sources.array_record._serialize_record, []
 
     def failing(record, image_format):
         calls.append(1)
@@ -413,22 +413,22 @@ def test_array_record_crash_safety(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real(record, image_format)
 
-    monkeypatch.setattr(sources, "_serialize_record", failing)
+    monkeypatch.setattr(sources.array_record, "_serialize_record", failing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         sources.convert_to_array_record(src, out, num_shards=3, log=lambda _: None)
     assert not out.exists() and os.listdir(tmp_path / "data") == []  # no dataset, no leftovers
-    monkeypatch.setattr(sources, "_serialize_record", real)
+    monkeypatch.setattr(sources.array_record, "_serialize_record", real)
     sources.convert_to_array_record(src, out, num_shards=3, log=lambda _: None)
     assert len(sources.ArrayRecordSource(out)) == 12
     with pytest.raises(FileExistsError, match="overwrite"):
         sources.convert_to_array_record(_DecodedSource(5), out, log=lambda _: None)
     # A failed overwrite leaves the old dataset intact; a finished one replaces it.
-    monkeypatch.setattr(sources, "_serialize_record", failing)
+    monkeypatch.setattr(sources.array_record, "_serialize_record", failing)
     calls.clear()
     with pytest.raises(RuntimeError):
         sources.convert_to_array_record(_DecodedSource(10), out, overwrite=True, log=lambda _: None)
     assert len(sources.ArrayRecordSource(out)) == 12
-    monkeypatch.setattr(sources, "_serialize_record", real)
+    monkeypatch.setattr(sources.array_record, "_serialize_record", real)
     sources.convert_to_array_record(_DecodedSource(5), out, overwrite=True, log=lambda _: None)
     assert len(sources.ArrayRecordSource(out)) == 5 and os.listdir(tmp_path / "data") == ["ds"]
     # A folder without metadata.json (e.g. a copy interrupted) is not a dataset.

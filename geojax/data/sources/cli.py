@@ -1,0 +1,79 @@
+"""The command line: ``python -m geojax.data.sources convert|info ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+from geojax.data.sources.array_record import ArrayRecordSource, convert_to_array_record
+from geojax.data.sources.csv_folder import CsvImageFolderSource
+from geojax.data.sources.mp16 import Mp16MsgpackSource
+from geojax.data.sources.osv5m import Osv5mSource
+
+# ----------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m geojax.data.sources",
+                                     description="Convert geolocation datasets to ArrayRecord.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    conv = commands.add_parser("convert", help="read a dataset, print its report, write ArrayRecord")
+    conv.add_argument("--format", required=True, choices=("csv", "mp16", "osv5m"))
+    conv.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    conv.add_argument("--csv", help="csv/mp16: the metadata CSV")
+    conv.add_argument("--images", help="csv: the image folder")
+    conv.add_argument("--shards", help="mp16: glob or folder of shard_N.msg")
+    conv.add_argument("--key-column", default="IMG_ID", help="mp16: CSV column holding the shard ids")
+    conv.add_argument("--root", help="osv5m: dataset folder")
+    conv.add_argument("--split", default="train", choices=("train", "test"), help="osv5m: split")
+    conv.add_argument("--max-bad-fraction", type=float, default=0.01)
+    conv.add_argument("--partial", action="store_true", help="mp16/osv5m: only some shards/zips present")
+    conv.add_argument("--num-shards", type=int, default=None)
+    conv.add_argument("--name", default="geojax")
+    conv.add_argument("--image-format", default="png", choices=("png", "jpeg"),
+                      help="encoding of decoded images (GeoWorld); encoded bytes are copied as they are")
+    conv.add_argument("--check-images", action="store_true", help="drop undecodable images")
+    conv.add_argument("--overwrite", action="store_true")
+    info = commands.add_parser("info", help="print the metadata of a converted dataset")
+    info.add_argument("dir")
+    return parser
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise ValueError(f"--format={args.format} needs {' '.join(missing)}.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            print(json.dumps(ArrayRecordSource(args.dir).metadata, indent=1))
+            return 0
+        if args.format == "csv":
+            _require(args, "csv", "images")
+            source = CsvImageFolderSource(args.csv, args.images, max_bad_fraction=args.max_bad_fraction)
+        elif args.format == "mp16":
+            _require(args, "shards", "csv")
+            source = Mp16MsgpackSource(args.shards, args.csv, key_column=args.key_column,
+                                       max_bad_fraction=args.max_bad_fraction, partial=args.partial)
+        else:
+            _require(args, "root")
+            source = Osv5mSource(args.root, args.split, max_bad_fraction=args.max_bad_fraction,
+                                 partial=args.partial)
+        print(source.report.summary())
+        convert_to_array_record(source, args.out, num_shards=args.num_shards, name=args.name,
+                                overwrite=args.overwrite, image_format=args.image_format,
+                                check_images=args.check_images)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+

@@ -1,0 +1,430 @@
+"""Shared pieces of the readers: reports, image decoding, metadata CSVs, the source base."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+import operator
+import os
+import threading
+from typing import Any, Callable, Iterable, Iterator, Sequence, SupportsIndex
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from geojax.geo import sphere
+
+_log = logging.getLogger(__name__)
+
+_LAT_COLUMNS = ("lat", "latitude")
+_LNG_COLUMNS = ("lon", "lng", "longitude")
+_SCENE_INT_COLUMNS = {"s3_label": "scene3", "s16_label": "scene16", "s365_label": "scene365"}
+_SCENE_FLOAT_COLUMNS = {"prob_indoor": "prob_indoor", "prob_natural": "prob_natural",
+                        "prob_urban": "prob_urban"}
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_OSV5M_COLUMNS = ("country", "region", "sub-region", "city")
+
+# ----------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ReadReport:
+    """What a reader skipped, by reason, with the ids of the skipped rows.
+
+    ``skipped`` rows count towards the bad fraction; ``notes`` are facts worth
+    reporting that lose no example (an image without a metadata row, a row kept with an
+    unparsable scene label, a metadata row whose shard was not given with ``partial``).
+    """
+
+    path: str
+    rows: int = 0
+    kept: int = 0
+    skipped: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    notes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    def skip(self, reason: str, row_id: str) -> None:
+        self.skipped.setdefault(reason, []).append(row_id)
+
+    def note(self, reason: str, row_id: str) -> None:
+        self.notes.setdefault(reason, []).append(row_id)
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(len(v) for v in self.skipped.values())
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.num_skipped / self.rows if self.rows else 0.0
+
+    def summary(self, max_ids: int = 5) -> str:
+        def listing(groups: dict[str, list[str]]) -> str:
+            return "; ".join(f"{len(ids)} {reason} (e.g. {', '.join(ids[:max_ids])})"
+                             for reason, ids in groups.items())
+
+        if not self.skipped:
+            text = f"{self.path}: {self.kept} rows read, none skipped."
+        else:
+            text = f"{self.path}: {self.kept} of {self.rows} rows read; skipped {listing(self.skipped)}."
+        if self.notes:
+            text += f" Noted: {listing(self.notes)}."
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check(self, max_bad_fraction: float) -> None:
+        """Raises ``ValueError`` if more than ``max_bad_fraction`` of the rows were skipped."""
+        if self.rows and self.bad_fraction > max_bad_fraction:
+            raise ValueError(f"too many bad rows ({self.num_skipped} of {self.rows}, more than "
+                             f"{max_bad_fraction:.1%}): {self.summary()} Fix the data or raise "
+                             "max_bad_fraction.")
+
+
+def _check_fraction(max_bad_fraction: float) -> None:
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}.")
+
+
+# ----------------------------------------------------------------------------------
+# Image bytes
+# ----------------------------------------------------------------------------------
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not a complete image PIL can decode (corrupt, truncated, empty)."""
+
+
+def decode_image(image_bytes: bytes, *, record_id: str | None = None) -> np.ndarray:
+    """Decodes JPEG/PNG/... bytes into a writable uint8 ``(H, W, 3)`` RGB array.
+
+    Truncated images are errors, never partial images: this resets PIL's process-wide
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` to False (geojax never wants it on) and forces
+    the full decode with ``Image.load()``. No EXIF rotation is applied (as the published
+    pipelines of these datasets did).
+
+    Raises:
+      ImageDecodeError: the bytes are empty, not an image, truncated or corrupt; the
+        message names ``record_id`` and PIL's reason.
+    """
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    what = f"image {record_id!r}" if record_id is not None else "image"
+    if not image_bytes:
+        raise ImageDecodeError(f"{what}: no bytes (empty file or record).")
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(f"{what} ({len(image_bytes)} bytes) cannot be decoded: {e}") from e
+    return np.array(rgb, dtype=np.uint8)
+
+
+def encode_image(image: np.ndarray, image_format: str = "png") -> bytes:
+    """Encodes a uint8 ``(H, W, 3)`` (or ``(H, W)``) array as PNG (lossless) or JPEG quality 95."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}.")
+    buf = io.BytesIO()
+    if image_format == "png":
+        Image.fromarray(image).save(buf, format="PNG")
+    elif image_format == "jpeg":
+        Image.fromarray(image).save(buf, format="JPEG", quality=95)
+    else:
+        raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}.")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------
+# Metadata CSVs
+# ----------------------------------------------------------------------------------
+
+
+def _column(header: list[str], names: tuple[str, ...], path: str, required: bool = True) -> int | None:
+    lowered = [h.strip().lower() for h in header]
+    for n in names:
+        if n in lowered:
+            return lowered.index(n)
+    if required:
+        raise ValueError(f"{path}: no {names[0].upper()} column (looked for {', '.join(names)}); header is {header}.")
+    return None
+
+
+def _parse_latlng(row: list[str], c_lat: int, c_lng: int) -> tuple[float, float] | str:
+    """``(lat, lng)`` of a CSV row, or the reason the row is bad."""
+    try:
+        lat, lng = float(row[c_lat]), float(row[c_lng])
+    except (IndexError, ValueError):
+        return "rows with missing or non-numeric coordinates"
+    if not (math.isfinite(lat) and math.isfinite(lng)):
+        return "rows with NaN/infinite coordinates"
+    if abs(lat) > 90:
+        return "rows with |LAT| > 90 (LAT/LON swapped?)" if abs(lng) <= 90 else "rows with |LAT| > 90"
+    return lat, lng
+
+
+def read_coordinates_csv(path: str | os.PathLike, *, max_bad_fraction: float = 0.01,
+                         return_report: bool = False):
+    """(lat, lng) float64 arrays from a metadata CSV; see the module docstring for bad rows.
+
+    Returns ``(lat, lng)``, or ``(lat, lng, ids, report)`` with ``return_report=True``.
+    """
+    path = os.fspath(path)
+    report = ReadReport(path)
+    lats, lngs, ids = [], [], []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError(f"{path}: empty file, expected a header with LAT and LON columns.") from None
+        c_lat = _column(header, _LAT_COLUMNS, path)
+        c_lng = _column(header, _LNG_COLUMNS, path)
+        c_id = _column(header, ("img_id", "img_file", "id"), path, required=False)
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            report.rows += 1
+            row_id = row[c_id] if c_id is not None and c_id < len(row) else f"line {line_no}"
+            parsed = _parse_latlng(row, c_lat, c_lng)
+            if isinstance(parsed, str):
+                report.skip(parsed, row_id)
+                continue
+            lats.append(parsed[0])
+            lngs.append(parsed[1])
+            ids.append(row_id)
+    report.kept = len(lats)
+    report.check(max_bad_fraction)
+    if not lats:
+        raise ValueError(f"{path}: no usable coordinates. {report.summary()}")
+    if report.num_skipped:
+        print(report.summary())
+    lat, lng = sphere.validate_latlng(lats, lngs, name=path)
+    if return_report:
+        return lat, lng, ids, report
+    return lat, lng
+
+
+@dataclasses.dataclass
+class _Metadata:
+    """The good rows of a metadata CSV, in file order."""
+
+    ids: list[str]
+    lat: np.ndarray
+    lng: np.ndarray
+    columns: dict[str, np.ndarray | list[str]]  # record key -> values per good row
+    rejected: set[str]  # ids of rows skipped for their coordinates
+
+
+def _read_metadata(path: str | os.PathLike, report: ReadReport, *, id_columns: tuple[str, ...],
+                   string_columns: Sequence[str] | None = ()) -> _Metadata:
+    """Reads a metadata CSV, skipping (and reporting) rows without id, duplicates, bad coordinates.
+
+    Scene columns and ``AUTHOR`` (-> ``user``) are picked up automatically;
+    ``string_columns`` names further columns kept verbatim as strings (None: all of them).
+    """
+    path = os.fspath(path)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path}: empty file, expected a header with id, LAT and LON columns.")
+        c_id = _column(header, id_columns, path)
+        c_lat = _column(header, _LAT_COLUMNS, path)
+        c_lng = _column(header, _LNG_COLUMNS, path)
+        lowered = [h.strip().lower() for h in header]
+        ints = {lowered.index(c): key for c, key in _SCENE_INT_COLUMNS.items() if c in lowered}
+        floats = {lowered.index(c): key for c, key in _SCENE_FLOAT_COLUMNS.items() if c in lowered}
+        strings = {lowered.index("author"): "user"} if "author" in lowered else {}
+        used = {c_id, c_lat, c_lng, *ints, *floats, *strings}
+        if string_columns is None:
+            strings.update({c: header[c].strip() for c in range(len(header)) if c not in used})
+        else:
+            strings.update({lowered.index(n.lower()): n for n in string_columns if n.lower() in lowered})
+        ids, lats, lngs, rejected, seen = [], [], [], set(), set()
+        values: dict[str, list] = {key: [] for key in (*ints.values(), *floats.values(), *strings.values())}
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            report.rows += 1
+            row_id = row[c_id].strip() if c_id < len(row) else ""
+            if not row_id:
+                report.skip("rows without an id", f"line {line_no}")
+                continue
+            if row_id in seen:
+                report.skip("rows with a duplicate id", row_id)
+                continue
+            seen.add(row_id)
+            parsed = _parse_latlng(row, c_lat, c_lng)
+            if isinstance(parsed, str):
+                report.skip(parsed, row_id)
+                rejected.add(row_id)
+                continue
+            ids.append(row_id)
+            lats.append(parsed[0])
+            lngs.append(parsed[1])
+            bad_scene = False
+            for c, key in ints.items():
+                try:
+                    values[key].append(int(float(row[c])))
+                except (IndexError, ValueError, OverflowError):
+                    values[key].append(-1)
+                    bad_scene = True
+            for c, key in floats.items():
+                try:
+                    values[key].append(float(row[c]))
+                except (IndexError, ValueError):
+                    values[key].append(math.nan)
+                    bad_scene = True
+            for c, key in strings.items():
+                values[key].append(row[c] if c < len(row) else "")
+            if bad_scene:
+                report.note("rows with unparsable scene columns (kept as -1 / NaN)", row_id)
+    columns: dict[str, np.ndarray | list[str]] = dict(values)
+    for key in ints.values():
+        columns[key] = np.array(values[key], np.int64)
+    for key in floats.values():
+        columns[key] = np.array(values[key], np.float64)
+    lat, lng = sphere.validate_latlng(np.array(lats, np.float64), np.array(lngs, np.float64), name=path)
+    return _Metadata(ids, lat, lng, columns, rejected)
+
+
+# ----------------------------------------------------------------------------------
+# Shared machinery of the sources
+# ----------------------------------------------------------------------------------
+
+
+class _Strings:
+    """An immutable column of str stored as one UTF-8 buffer plus offsets.
+
+    Millions of Python str objects would be copied page by page into every forked
+    worker as their reference counts change; two numpy arrays are shared.
+    """
+
+    def __init__(self, values: Iterable[str]):
+        encoded = [v.encode("utf-8", "surrogateescape") for v in values]
+        self._offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
+        self._data = np.frombuffer(b"".join(encoded), np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self._data[self._offsets[i]:self._offsets[i + 1]].tobytes().decode("utf-8", "surrogateescape")
+
+
+class _OpenFiles:
+    """Per-process cache of open files, reopened after ``fork`` (checked with ``os.getpid``).
+
+    ``opener`` must be picklable (a class or a module-level function): sources travel to
+    grain worker processes by pickling, and only the opener travels, not the handles.
+    """
+
+    def __init__(self, opener: Callable[[str], Any]):
+        self._opener = opener
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._files: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> Any:
+        if os.getpid() != self._pid:  # a forked child: never share the parent's handles
+            self._reset()
+        handle = self._files.get(path)
+        if handle is None:
+            with self._lock:
+                handle = self._files.get(path)
+                if handle is None:
+                    handle = self._files[path] = self._opener(path)
+        return handle
+
+    def close(self) -> None:
+        if os.getpid() == self._pid:
+            for handle in self._files.values():
+                if isinstance(handle, int):
+                    os.close(handle)
+                else:
+                    handle.close()
+        self._reset()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_opener": self._opener}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._opener = state["_opener"]
+        self._reset()
+
+
+def _check_index(i: SupportsIndex, n: int) -> int:
+    """``i`` as a non-negative int in ``[0, n)`` (negative counts from the end), else IndexError."""
+    i = operator.index(i)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"record {i} out of range for {n} records.")
+    return i
+
+
+def _open_fd(path: str) -> int:
+    return os.open(path, os.O_RDONLY)
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class _Source:
+    """Index columns of the kept rows and record assembly, shared by the readers."""
+
+    report: ReadReport
+
+    def _init_rows(self, meta: _Metadata, keep: Sequence[int] | np.ndarray, max_bad_fraction: float) -> None:
+        """Keeps rows ``keep`` of ``meta`` (in that order) after the bad-fraction check."""
+        keep = np.asarray(keep, np.int64)
+        self.report.kept = len(keep)
+        self.report.check(max_bad_fraction)
+        if not len(keep):
+            raise ValueError(f"no usable records: {self.report.summary()}")
+        if self.report.skipped or self.report.notes:
+            _log.warning("%s", self.report.summary())
+        self._ids = _Strings(meta.ids[k] for k in keep)
+        self._lat, self._lng = meta.lat[keep], meta.lng[keep]
+        self._columns = {key: v[keep] if isinstance(v, np.ndarray) else _Strings(v[k] for k in keep)
+                         for key, v in meta.columns.items()}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+    def _record(self, i: int, image_bytes: bytes) -> dict[str, Any]:
+        record = {"image_bytes": image_bytes, "lat": self._lat[i], "lng": self._lng[i], "id": self._ids[i]}
+        for key, column in self._columns.items():
+            record[key] = column[i]
+        return record
+
+    def __getitem__(self, i: SupportsIndex) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Closes the files this process opened (reads reopen them)."""
+        files = getattr(self, "_files", None)
+        if files is not None:
+            files.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
