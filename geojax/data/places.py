@@ -34,7 +34,6 @@ sample_gws_like    GWS15k (003 §4)              country ∝ land area, a unifor
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.metadata
 import io
@@ -42,13 +41,12 @@ import json
 import os
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from geojax import fileio
-from geojax.geo import s2
 from geojax.geo import sphere
 
 __all__ = [
