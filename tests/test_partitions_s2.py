@@ -316,3 +316,19 @@ def test_oracle_accuracy_hand_computed():
     assert r["acc@5000km"] == 0.75 and r["n_missing"] == 1
     cell = oracle.oracle_accuracy(p, test_lat[:1], test_lng[:1], centroid="cell", thresholds_km=(1,))
     assert cell["acc@1km"] == 1.0  # the centre of face 0 is (0, 0)
+
+
+def test_non_nested_parent_map_matches_dense_majority(rng):
+    """Majority rule on non-nested partitions (boxes vs S2 cells) equals a dense count."""
+    from geojax.partitions import latlon_split
+
+    lat, lng = _clustered(rng, 6000, centres=20, spread_deg=3.0)
+    fine = latlon_split.build_latlon_partition(lat, lng, t_img=40, t_area_km2=1.0)
+    coarse = s2_adaptive.build_s2_partition(lat, lng, t_max=600, t_min=1)
+    got = hierarchy.parent_map(fine, coarse, lat, lng)
+    f, c = fine.assign(lat, lng), coarse.assign(lat, lng)
+    dense = np.zeros((fine.num_classes, coarse.num_classes), np.int64)
+    np.add.at(dense, (f[(f >= 0) & (c >= 0)], c[(f >= 0) & (c >= 0)]), 1)
+    want = np.where(dense.max(1) > 0, dense.argmax(1), -2)  # argmax: ties to the lower id
+    has_points = want >= 0
+    np.testing.assert_array_equal(got[has_points], want[has_points])

@@ -50,12 +50,17 @@ def parent_map(fine: base.Partition, coarse: base.Partition, lat: Any = None, ln
         f = fine.assign(lat, lng)
         c = coarse.assign(lat, lng)
         ok = (f >= 0) & (c >= 0)
-        pair = np.zeros((fine.num_classes, coarse.num_classes + 1), np.int64)
-        np.add.at(pair, (f[ok], c[ok]), 1)
-        pair[:, -1] = 0
-        best = pair[:, :-1].argmax(axis=1) if coarse.num_classes else np.zeros(fine.num_classes, np.int64)
-        has = pair[:, :-1].max(axis=1) > 0 if coarse.num_classes else np.zeros(fine.num_classes, bool)
-        by_points = np.where(has, best, -1)
+        # Sparse (fine, coarse) co-occurrence counts: O(points), not O(C_fine · C_coarse).
+        pairs, counts = np.unique(f[ok].astype(np.int64) * coarse.num_classes + c[ok], return_counts=True)
+        pf, pc = pairs // max(coarse.num_classes, 1), pairs % max(coarse.num_classes, 1)
+        # Per fine class the coarse class with most points, ties to the lower coarse id:
+        # sort by (fine, −count, coarse) and take each fine class's first row.
+        order = np.lexsort((pc, -counts, pf))
+        pf, pc = pf[order], pc[order]
+        first = np.concatenate([[True], pf[1:] != pf[:-1]]) if pf.size else np.zeros(0, bool)
+        by_points = np.full(fine.num_classes, -1, np.int64)
+        by_points[pf[first]] = pc[first]
+        has = by_points >= 0
         # Fine classes without training points fall back to their imagery centroid.
         by_centroid = coarse.assign(fine.imagery_latlng[:, 0], fine.imagery_latlng[:, 1])
         return np.where(has, by_points, by_centroid).astype(np.int32)
