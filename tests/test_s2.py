@@ -318,3 +318,15 @@ def test_jax_invalid_input_gives_id_zero():
     words = jax.jit(s2_jax.cell_id_from_latlng)(lat, lng)
     np.testing.assert_array_equal(np.asarray(jax.jit(s2_jax.is_valid)(words)), [False, False, False, True])
     np.testing.assert_array_equal(s2_jax.join_words(words)[:3], 0)
+
+
+def test_forked_child_converts_large_arrays(rng):
+    """The chunk thread pool is per process: a child forked after use must not hang."""
+    import multiprocessing
+
+    lat, lng = _random_points(rng, 3 * s2._CHUNK)
+    parent = s2.cell_id_from_latlng(lat, lng)  # creates the parent's pool
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(s2.cell_id_from_latlng, (lat, lng)).get(timeout=120)
+    np.testing.assert_array_equal(child, parent)

@@ -420,13 +420,16 @@ def _parent_unchecked(ids: np.ndarray, level_: int) -> np.ndarray:
 # (Chunks much smaller than this pay numpy's per-call overhead many times.)
 _CHUNK = 1 << 17
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL_PID = -1
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
+    """The process's thread pool; a forked child (e.g. a grain worker) makes its own."""
+    global _POOL, _POOL_PID
+    if _POOL is None or _POOL_PID != os.getpid():  # threads do not survive fork()
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         _POOL = concurrent.futures.ThreadPoolExecutor(max(1, workers or 1), thread_name_prefix="geojax-s2")
+        _POOL_PID = os.getpid()
     return _POOL
 
 
