@@ -159,6 +159,9 @@ def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print
             raise ValueError(f"config.partitions.{group}.scheme={scheme!r} is not one of {sorted(BUILDERS)}.")
         manifest_path = os.path.join(root, f"{group}.json")
         wanted = {"spec": _jsonable(spec), "input_sha256": digest}
+        if scheme == "cells_csv":  # the file is an input too: a changed file is rebuilt
+            with open(spec["path"], "rb") as f:
+                wanted["file_sha256"] = hashlib.sha256(f.read()).hexdigest()
         parts = _reload(root, manifest_path, wanted)
         if parts is not None:
             log(f"[partition] {group}: reusing {len(parts)} saved partition(s) from {root}")
@@ -187,7 +190,7 @@ def _reload(root: str, manifest_path: str, wanted: dict[str, Any]) -> list[base.
     try:
         with open(manifest_path, encoding="utf-8") as f:
             manifest = json.load(f)
-        if manifest.get("spec") != wanted["spec"] or manifest.get("input_sha256") != wanted["input_sha256"]:
+        if any(manifest.get(key) != value for key, value in wanted.items()):
             return None
         return [base.Partition.load(os.path.join(root, name)) for name in manifest["partitions"]]
     except (OSError, ValueError, KeyError):

@@ -111,3 +111,21 @@ def test_command_line(tmp_path):
     bad = subprocess.run(cmd + ["--config.data.no_such_key=1"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode != 0 and "no_such_key" in bad.stderr
+
+
+def test_cells_csv_partition_rebuilt_when_file_changes(tmp_path):
+    from geojax.partitions import s2_adaptive
+
+    rng = np.random.default_rng(1)
+    lat, lng = rng.uniform(-60, 60, 3000), rng.uniform(-180, 180, 3000)
+    path = tmp_path / "cells.csv"
+    s2_adaptive.write_cells_csv(s2_adaptive.build_s2_partition(lat, lng, t_max=500, t_min=1), path)
+    config = load_config("planet")
+    with config.unlocked():
+        config.partitions = {"csvcells": {"scheme": "cells_csv", "path": str(path)}}
+    first = partition_job.build_partitions(config, str(tmp_path / "wd"), log=lambda _: None,
+                                           train=(lat, lng))["csvcells"][0]
+    s2_adaptive.write_cells_csv(s2_adaptive.build_s2_partition(lat, lng, t_max=50, t_min=1), path)
+    second = partition_job.build_partitions(config, str(tmp_path / "wd"), log=lambda _: None,
+                                            train=(lat, lng))["csvcells"][0]
+    assert second.num_classes > first.num_classes

@@ -330,3 +330,14 @@ def test_to_global_arrays_on_8_fake_devices():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+
+
+def test_state_saved_at_end_of_stream_resumes_with_more_epochs():
+    records = _records(10)
+    it = iter(_dataset(records, global_batch_size=4, num_epochs=1, seed=3))
+    first = list(it)
+    state = it.get_state()
+    longer = iter(_dataset(records, global_batch_size=4, num_epochs=2, seed=3))
+    longer.set_state(state)
+    rest = list(longer)
+    assert len(first) == 2 and len(rest) >= 2

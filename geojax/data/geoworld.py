@@ -556,7 +556,9 @@ def _render_params(world: GeoWorld, index: np.ndarray) -> dict[str, np.ndarray]:
     fake = _mix64(key ^ _SALT_FAKE)
 
     def entity(own: np.ndarray, salt: np.uint64, count: int) -> np.ndarray:
-        keys = np.where(informative, own, fake ^ salt)
+        # Hash the fake key with the salt so that the salt does not cancel below and each
+        # entity table of an uninformative photo draws from its own stream.
+        keys = np.where(informative, own, _mix64(fake ^ salt))
         return _uniforms(_mix64(_U64(world._world_key) ^ salt ^ keys), count)
 
     scene = world.scene[index]

@@ -329,7 +329,9 @@ class _BatchAndCountIterator(grain.DatasetIterator):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._parent.set_state(state["parent"])
-        self._exhausted = bool(state["exhausted"])
+        # Not restored: a state saved at the end of the stream must still resume when
+        # num_epochs was raised; an exhausted parent simply ends again.
+        self._exhausted = False
         self._counts = PipelineStats.from_state(state["stats"])
 
 
