@@ -520,6 +520,13 @@ def sample_population_weighted(
     return _result(gazetteer, lat, lng, place)
 
 
+def _flickr_weights(continent_weights: Mapping[str, float] | None,
+                    country_weights: Mapping[str, float] | None) -> dict[str, Mapping[str, float]]:
+    """The Flickr-like splits' weights: the module defaults where None was passed."""
+    return {"continent_weights": FLICKR_CONTINENT_WEIGHTS if continent_weights is None else continent_weights,
+            "country_weights": FLICKR_COUNTRY_WEIGHTS if country_weights is None else country_weights}
+
+
 def sample_mp16_like(
     n: int,
     seed: Any,
@@ -549,11 +556,7 @@ def sample_mp16_like(
     """
     return sample_population_weighted(
         n, seed, gazetteer=gazetteer, population_exponent=population_exponent,
-        continent_weights=FLICKR_CONTINENT_WEIGHTS if continent_weights is None
-        else continent_weights,
-        country_weights=FLICKR_COUNTRY_WEIGHTS if country_weights is None
-        else country_weights,
-        spread_km=spread_km, **kwargs)
+        **_flickr_weights(continent_weights, country_weights), spread_km=spread_km, **kwargs)
 
 
 def sample_im2gps_like(
@@ -581,11 +584,7 @@ def sample_im2gps_like(
     return sample_population_weighted(
         n, seed, gazetteer=gazetteer, population_exponent=population_exponent,
         min_place_population=min_place_population,
-        continent_weights=FLICKR_CONTINENT_WEIGHTS if continent_weights is None
-        else continent_weights,
-        country_weights=FLICKR_COUNTRY_WEIGHTS if country_weights is None
-        else country_weights,
-        spread_km=spread_km, **kwargs)
+        **_flickr_weights(continent_weights, country_weights), spread_km=spread_km, **kwargs)
 
 
 def sample_yfcc_like(
@@ -612,11 +611,7 @@ def sample_yfcc_like(
     return sample_population_weighted(
         n, seed, gazetteer=gazetteer, population_exponent=population_exponent,
         population_floor=population_floor,
-        continent_weights=FLICKR_CONTINENT_WEIGHTS if continent_weights is None
-        else continent_weights,
-        country_weights=FLICKR_COUNTRY_WEIGHTS if country_weights is None
-        else country_weights,
-        spread_km=spread_km, **kwargs)
+        **_flickr_weights(continent_weights, country_weights), spread_km=spread_km, **kwargs)
 
 
 def sample_gws_like(
