@@ -90,8 +90,8 @@ def vit_params(width: int, depth: int, image: int = 224, patch: int = 16) -> int
 
 
 def small_cnn_params(widths: tuple[int, ...] = (32, 64, 128, 256)) -> int:
-    """SmallCNN: a 3x3 conv (no bias) + BN per stage."""
-    total, cin = 0, 3
+    """SmallCNN: a 3x3 conv (no bias) + BN per stage, on a 2x2 space-to-depth input (12 channels)."""
+    total, cin = 0, 12
     for width in widths:
         total += conv_params(3, cin, width) + bn_params(width)
         cin = width
@@ -146,7 +146,7 @@ def test_hand_arithmetic_matches_well_known_totals():
     assert vit_params(width=768, depth=12) + dense_params(768, 1000) == 86_567_656
     assert vit_params(width=384, depth=12) == 21_665_664
     assert vit_params(width=384, depth=12) + dense_params(384, 1000) == 22_050_664
-    assert small_cnn_params() == 388_896
+    assert small_cnn_params() == 391_488
 
 
 @pytest.mark.parametrize("name, block, stage_sizes", [
@@ -176,7 +176,7 @@ def test_vit_parameter_counts(name, width):
 
 def test_small_cnn_parameter_count():
     variables = abstract_variables(SmallCNN(), 64)
-    assert count(variables["params"]) == small_cnn_params() == 388_896
+    assert count(variables["params"]) == small_cnn_params() == 391_488
     assert count(variables["batch_stats"]) == 2 * (32 + 64 + 128 + 256)
 
 
@@ -447,3 +447,21 @@ def test_registry_errors():
         feature_dim("vit_l16")
     with pytest.raises(ValueError, match="bad arguments for backbone 'small_cnn'"):
         get_backbone("small_cnn", no_such_attribute=1)
+
+
+def test_space_to_depth_is_a_lossless_rearrangement(rng):
+    from geojax.models.small_cnn import max_pool_2x2, space_to_depth
+    images = rng.normal(size=(2, 6, 4, 3)).astype(np.float32)
+    out = np.asarray(space_to_depth(jnp.asarray(images), 2))
+    assert out.shape == (2, 3, 2, 12)
+    for y in range(3):
+        for x in range(2):
+            for i in range(2):
+                for j in range(2):
+                    np.testing.assert_array_equal(out[:, y, x, (i * 2 + j) * 3:(i * 2 + j + 1) * 3],
+                                                  images[:, 2 * y + i, 2 * x + j])
+    with pytest.raises(ValueError, match="not a multiple of 2"):
+        space_to_depth(jnp.zeros((1, 5, 4, 3)))
+    # The reshape pool equals flax's reduce_window max pool (floor on odd sizes).
+    maps = jnp.asarray(rng.normal(size=(2, 7, 6, 5)), jnp.float32)
+    np.testing.assert_array_equal(max_pool_2x2(maps), nn.max_pool(maps, (2, 2), strides=(2, 2)))
