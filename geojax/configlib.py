@@ -35,6 +35,57 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
         train_size=20_000 if runlocal else 400_000,
         eval_splits=("im2gps3k", "yfcc4k", "gws15k"),
         eval_size=500 if runlocal else 0,  # 0: each split's paper size
-        train_csv="",
+        image_size=64,  # GeoWorld render size = crop size of the pipeline
+        worker_count=0,  # grain mp_prefetch worker processes (0: in the main process)
+        train_csv="",  # source="csv": metadata CSVs and their image folders
+        train_images="",
         eval_csv="",
+        eval_images="",
+        train_dir="",  # source="array_record": converted datasets
+        eval_dir="",
     ))
+
+
+def optimizer(name: str = "sgd", learning_rate: float = 0.1, *, schedule: str = "cosine",
+              warmup_steps: int = 0, **extra) -> dict:
+    """An optimizer section (keys of ``geojax.training.optim.default_config``)."""
+    out = dict(name=name, learning_rate=learning_rate,
+               schedule=dict(name=schedule, **({"warmup_steps": warmup_steps} if warmup_steps else {})))
+    out.update(extra)
+    return out
+
+
+def stage(heads, *, num_steps: int, batch_size: int, optimizer: dict, **extra) -> dict:
+    """One training stage (keys of ``geojax.training.train.STAGE_DEFAULTS``)."""
+    return dict(heads=tuple(heads), num_steps=num_steps, batch_size=batch_size,
+                optimizer=optimizer, **extra)
+
+
+def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
+             backbone: str = "small_cnn") -> ml_collections.ConfigDict:
+    """Adds the model, mesh, stages, evaluation and resume settings every training config has.
+
+    ``stages``: name → :func:`stage`, run in this order (``config.stage_order``).
+    """
+    config.seed = 0
+    config.model = ml_collections.ConfigDict(dict(
+        backbone=backbone,
+        backbone_kwargs={},
+        dtype="float32",  # "bfloat16": backbone compute in bf16
+        head_dropout=0.0,
+        bottleneck_dim=0,  # > 0: a hidden layer in each head
+    ))
+    # Devices: data parallel over every device; fsdp > 1 with param_sharding="fsdp" shards
+    # the parameters and optimizer state too (geojax.training.sharding).
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    config.param_sharding = "replicate"
+    config.stages = ml_collections.ConfigDict(stages)
+    config.stage_order = tuple(stages)
+    config.eval = ml_collections.ConfigDict(dict(
+        batch_size=64 if runlocal else 256,
+        crops="center",  # "five" / "ten": 003's TenCrop
+        oracle=True,  # oracle rows per head
+        map=True,  # predictions.png
+    ))
+    config.init_from = ""  # a checkpoint directory whose weights start the first stage
+    return config

@@ -8,26 +8,46 @@ after the path, e.g. ``:runlocal``); any field can be overridden with
 ``--config.a.b=value``.  ``--workdir`` defaults to ``./workdir/<config name>``.
 
 Modes:
-  partition  build the config's partitions into the workdir and report their
-             oracle accuracy (works today; the default until training lands).
+  train      (default) build the partitions, train every stage of the config (resuming
+             from the workdir's checkpoints), evaluate, write results.json / results.md /
+             predictions.png into the workdir (``geojax.training.train.train_and_evaluate``).
+  eval       evaluate the finished run in the workdir again.
+  partition  only build the config's partitions and report their oracle accuracy.
+
+Library INFO logs (Orbax, grain) are hidden unless ``--verbosity=0`` is given.
+Multi-host: every host runs the same command; set ``--jax_distributed`` (or the usual
+``JAX_COORDINATOR_ADDRESS`` / cluster environment) to call ``jax.distributed.initialize``.
 """
 
 from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory (default ./workdir/<config name>).")
-flags.DEFINE_enum("mode", "partition", ["partition"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "partition"], "What to run.")
+flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() first (multi-host; "
+                  "arguments from the cluster environment or the flags below).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host without a "
+                    "cluster environment).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # library INFO logs (Orbax, grain) only on request
+        logging.set_verbosity(logging.WARNING)
+    if FLAGS.jax_distributed or FLAGS.coordinator_address:
+        import jax  # pylint: disable=import-outside-toplevel
+
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
     config = FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/cplanet.py")
@@ -36,6 +56,13 @@ def main(argv: list[str]) -> None:
         from geojax import partition_job  # pylint: disable=import-outside-toplevel
 
         partition_job.run(config, workdir)
+        return
+    from geojax.training import train  # pylint: disable=import-outside-toplevel
+
+    if FLAGS.mode == "train":
+        train.train_and_evaluate(config, workdir)
+    elif FLAGS.mode == "eval":
+        train.evaluate_workdir(config, workdir)
 
 
 if __name__ == "__main__":

@@ -144,8 +144,14 @@ BUILDERS: dict[str, Callable[..., list[base.Partition]]] = {
 
 # ---------------------------------------------------------------------------- the job
 def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print,
-                     train: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, list[base.Partition]]:
-    """Builds (or reloads) every partition group of ``config``; returns group name → partitions."""
+                     train: tuple[np.ndarray, np.ndarray] | None = None,
+                     write: bool = True) -> dict[str, list[base.Partition]]:
+    """Builds (or reloads) every partition group of ``config``; returns group name → partitions.
+
+    ``write=False`` (the processes other than 0 of a multi-host job) builds without saving;
+    the partitions are deterministic in the config and the coordinates, so every process
+    gets the same ones.
+    """
     if train is None:
         train, _ = load_coordinates(config.data)
     lat, lng = base.validated_points(*train)
@@ -170,9 +176,11 @@ def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print
             parts = BUILDERS[scheme](lat, lng, group, spec)
             for p in parts:
                 p.params.update(group=group, input_sha256=digest)
-                p.save(os.path.join(root, p.name))
-            fileio.atomic_write(manifest_path, (json.dumps(
-                {**wanted, "partitions": [p.name for p in parts]}, indent=2) + "\n").encode())
+                if write:
+                    p.save(os.path.join(root, p.name))
+            if write:
+                fileio.atomic_write(manifest_path, (json.dumps(
+                    {**wanted, "partitions": [p.name for p in parts]}, indent=2) + "\n").encode())
             log(f"[partition] {group}: built {len(parts)} partition(s) in {time.perf_counter() - t0:.1f}s")
         for p in parts:
             log("  " + p.summary())

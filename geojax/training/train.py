@@ -1,0 +1,670 @@
+r"""``train_and_evaluate(config, workdir)``: partitions → training stages → evaluation.
+
+A run is a sequence of **stages** (``config.stage_order``, each ``config.stages.<name>``);
+every stage trains one model — a backbone and one classification head per partition — with
+its own optimizer, step count and checkpoints, starting from the previous stage's weights:
+
+* PlaNet / multi-partition / hierarchical configs: one stage training every head end to end
+  (001 [M], 003 L_geo: the sum of the heads' cross-entropies).
+* CPlaNet (004 §4.1, §5.2): ``pretrain`` trains a single-partition classifier end to end;
+  ``heads`` then trains the five geoclass-set heads on the *frozen* pretrained backbone
+  (``freeze_backbone``: no gradient reaches it, its batch-norm statistics stay fixed and the
+  optimizer gives it exact-zero updates and no state).
+
+A stage's model carries the heads of every earlier stage too (frozen, outside the loss), so
+the final evaluation can report every head.
+
+**Per step** one ``jax.jit``-ed ``train_step(state, batch) -> (state, metrics)`` runs on the
+device mesh of ``config.mesh`` (``geojax.training.sharding``: data parallel by default,
+FSDP-style parameter sharding by ``config.param_sharding``), with explicit in / out
+shardings and the state donated. Images arrive as uint8 and are normalised on the device;
+``config.model.dtype="bfloat16"`` runs the backbone in bf16 (parameters, heads and the loss
+stay float32).
+
+**Checkpoints** (``geojax.training.checkpointing``): every ``checkpoint_every`` steps and at
+the end of the stage, asynchronously, the train state and the input pipeline's position,
+into ``<workdir>/checkpoints/<stage>/``. On start the order is: the workdir's own latest
+checkpoint of the stage, else (first stage only) ``config.init_from`` (the weights of another
+run's checkpoint directory), else the previous stage's final weights, else scratch. A
+finished stage is never retrained. SIGTERM saves a checkpoint and stops
+(:class:`Preempted`); a non-finite loss stops with a message naming the step
+(``FloatingPointError``) and saves nothing, so the last good checkpoint stays the latest.
+The loss is checked every ``log_every`` steps and before every save.
+
+**Partitions** are built once into ``<workdir>/partitions/`` (reused on resume;
+``geojax.partition_job``). Every process builds them in memory (deterministically); only
+process 0 writes files, logs and reports.
+
+**Evaluation** (:func:`evaluate`): for each eval split, the acc@km table (002/003/004's
+1 / 25 / 200 / 750 / 2500 km, median km, GeoScore) of every predictor
+(``geojax.inference.predictors``: each head's arg-max imagery centroid; the hierarchical
+product for ``config.hierarchical.groups``; combinatorial NormalizedSum and SimpleSum for
+``config.combinatorial.groups``), plus the constant baseline (001) and the partitions'
+oracle (002 Table 6) as reference rows. Written to ``<workdir>/results.json`` and
+``results.md``, printed, and drawn as ``predictions.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from geojax import progress
+from geojax.data import datasets, pipeline
+from geojax.models import heads as heads_lib
+from geojax.models import registry
+from geojax.training import checkpointing, losses, optim, sharding
+
+# ImageNet statistics (0-255 scale), as the papers' ImageNet-pretrained backbones expect.
+IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+
+STAGE_DEFAULTS = dict(
+    heads=(),  # partition groups whose partitions get a trained head in this stage
+    batch_size=128,  # global
+    num_steps=1000,
+    optimizer=optim.default_config().to_dict(),
+    freeze_backbone=False,
+    label_smoothing=0.0,
+    haversine_tau_km=0.0,  # > 0: haversine soft targets (an option, not in 001-004)
+    log_every=50,
+    checkpoint_every=500,
+    keep_checkpoints=2,
+    eval_every=0,  # > 0: evaluate every this many steps too (0: only at the end)
+)
+
+
+class Preempted(RuntimeError):
+    """Training stopped on SIGTERM after saving a checkpoint; re-run the command to resume."""
+
+
+class ConfigError(ValueError):
+    """The config cannot run; raised before any compute, with what to change."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a train step updates (a plain pytree: checkpointed as it is)."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+# ---------------------------------------------------------------------------------------- config
+def stage_config(name: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The stage's settings with defaults filled in; unknown keys are an error."""
+    raw = config.stages[name]
+    raw = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
+    unknown = sorted(set(raw) - set(STAGE_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"config.stages.{name} has unknown keys {unknown}; known keys: "
+                          f"{sorted(STAGE_DEFAULTS)}.")
+    out = {**STAGE_DEFAULTS, **raw}
+    out["heads"] = tuple(out["heads"])
+    return out
+
+
+def check_config(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
+    """Validates everything that can be checked without data; returns the stage settings."""
+    if "stages" not in config or "stage_order" not in config or not config.stage_order:
+        raise ConfigError("the config has no training stages (config.stages and "
+                          "config.stage_order); see configs/planet.py for the layout.")
+    missing = [s for s in config.stage_order if s not in config.stages]
+    if missing:
+        raise ConfigError(f"config.stage_order names stages {missing} that config.stages lacks.")
+    stages = {name: stage_config(name, config) for name in config.stage_order}
+    groups = set(config.partitions)
+    for name, st in stages.items():
+        if not st["heads"]:
+            raise ConfigError(f"config.stages.{name}.heads is empty: name the partition groups "
+                              f"to train (one of {sorted(groups)}).")
+        bad = [g for g in st["heads"] if g not in groups]
+        if bad:
+            raise ConfigError(f"config.stages.{name}.heads names {bad}, which are not partition "
+                              f"groups of config.partitions ({sorted(groups)}).")
+        for key in ("num_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if int(st[key]) < 1:
+                raise ConfigError(f"config.stages.{name}.{key} must be >= 1, got {st[key]}.")
+    if config.model.backbone not in registry.backbone_names():
+        raise ConfigError(f"config.model.backbone={config.model.backbone!r}; available: "
+                          f"{registry.backbone_names()}.")
+    for group in config.get("hierarchical", {}).get("groups", ()):
+        if group not in groups:
+            raise ConfigError(f"config.hierarchical.groups names {group!r}, not a partition group.")
+    return stages
+
+
+def _dtype(name: str) -> Any:
+    try:
+        return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+    except KeyError:
+        raise ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', got {name!r}.") from None
+
+
+# ---------------------------------------------------------------------------------------- model
+def build_model(config: ml_collections.ConfigDict, num_classes: Mapping[str, int], *,
+                freeze_backbone: bool) -> heads_lib.GeoModel:
+    """Backbone of ``config.model`` + one head per entry of ``num_classes``."""
+    mcfg = config.model
+    kwargs = dict(mcfg.get("backbone_kwargs", {}) or {})
+    backbone = registry.get_backbone(mcfg.backbone, dtype=_dtype(mcfg.get("dtype", "float32")),
+                                     **kwargs)
+    bottleneck = mcfg.get("bottleneck_dim") or None
+    return heads_lib.GeoModel(
+        backbone,
+        heads_lib.MultiPartitionHeads(dict(num_classes), dropout_rate=float(mcfg.get("head_dropout", 0.0)),
+                                      bottleneck_dim=bottleneck),
+        stop_gradient_backbone=freeze_backbone)
+
+
+def normalize_images(images: jax.Array) -> jax.Array:
+    """uint8 (..., 3) → float32 (x − ImageNet mean) / std."""
+    return (images.astype(jnp.float32) - IMAGE_MEAN) / IMAGE_STD
+
+
+def _merge_into(target: Any, source: Any) -> Any:
+    """``target`` with every leaf also present (same path and shape) in ``source`` replaced."""
+    flat_source = {path: leaf for path, leaf in
+                   jax.tree_util.tree_flatten_with_path(source)[0]} if source is not None else {}
+
+    def pick(path: Any, leaf: Any) -> Any:
+        other = flat_source.get(path)
+        if other is not None and np.shape(other) == np.shape(leaf):
+            return jnp.asarray(other, leaf.dtype)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(pick, target)
+
+
+def load_weights(directory: str) -> dict[str, Any]:
+    """``{"params", "batch_stats"}`` of the latest checkpoint under a stage directory
+    (``<workdir>/checkpoints/<stage>``) or of one checkpoint step directory, as numpy."""
+    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
+    directory = os.path.abspath(directory)
+    step_dir = directory
+    if not os.path.isdir(os.path.join(directory, "state")):
+        steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+        if not steps:
+            raise FileNotFoundError(f"init_from={directory!r} holds no checkpoint (expected a "
+                                    "stage directory <workdir>/checkpoints/<stage> or one of its "
+                                    "step directories).")
+        step_dir = os.path.join(directory, str(max(steps)))
+    restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
+    return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+
+
+# ---------------------------------------------------------------------------------------- steps
+def make_train_step(model: heads_lib.GeoModel, tx: optax.GradientTransformation,
+                    schedule: Callable[[Any], Any], trained_heads: Sequence[str], *, seed: int,
+                    label_smoothing: float = 0.0, haversine: Mapping[str, np.ndarray] | None = None,
+                    haversine_tau_km: float = 0.0) -> Callable[[TrainState, dict[str, Any]],
+                                                               tuple[TrainState, dict[str, Any]]]:
+    """The (un-jitted) train step: forward, multi-partition loss, backward, optimizer update.
+
+    ``batch`` holds ``image`` (uint8), ``valid`` and ``label_<head>`` for every trained head
+    (plus ``lat``, ``lng`` with haversine smoothing). Dropout keys are ``fold_in(seed, step)``,
+    so a resumed run draws the same masks.
+    """
+    trained_heads = tuple(trained_heads)
+    base_key = jax.random.key(seed)
+
+    def train_step(state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict[str, Any]]:
+        images = normalize_images(batch["image"])
+        labels = {h: batch[f"label_{h}"] for h in trained_heads}
+        soft = None
+        if haversine:
+            soft = {h: losses.haversine_soft_targets(batch["lat"], batch["lng"], haversine[h],
+                                                     tau_km=haversine_tau_km)
+                    for h in trained_heads}
+            labels = {}
+        rng = jax.random.fold_in(base_key, state.step)
+
+        def loss_fn(params: Any) -> tuple[jax.Array, Any]:
+            variables = {"params": params}
+            if state.batch_stats:
+                variables["batch_stats"] = state.batch_stats
+            out, mutated = model.apply(variables, images, train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": rng})
+            logits = {h: out["logits"][h] for h in trained_heads}
+            loss, parts = losses.multi_partition_loss(logits, labels, valid=batch["valid"],
+                                                      soft_targets=soft,
+                                                      label_smoothing=label_smoothing)
+            return loss, (parts, logits, mutated.get("batch_stats", state.batch_stats))
+
+        (loss, (parts, logits, batch_stats)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "learning_rate": schedule(state.step),
+                   "grad_norm": optax.global_norm(grads)}
+        for h in trained_heads:
+            label = batch[f"label_{h}"]
+            counted = batch["valid"] & (label >= 0)
+            hit = (jnp.argmax(logits[h], -1) == label) & counted
+            metrics[f"loss/{h}"] = parts[h]
+            metrics[f"accuracy/{h}"] = hit.sum() / jnp.maximum(counted.sum(), 1)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_predict_fn(model: heads_lib.GeoModel, predictors: Sequence[Any]) -> Callable[..., Any]:
+    """``(params, batch_stats, batch) -> {method: (lat, lng)}`` for eval batches.
+
+    Multi-crop batches (``image`` of shape ``(B, n, S, S, 3)``, FiveCrop / TenCrop) are
+    scored per crop and the class probabilities averaged over the crops (003 §8.4.2's
+    TenCrop); the predictors then see ``log`` of the mean probabilities.
+    """
+    def predict(params: Any, batch_stats: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        images = batch["image"]
+        crops = images.shape[1] if images.ndim == 5 else 0
+        if crops:
+            images = images.reshape((-1,) + images.shape[2:])
+        variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+        logits = model.apply(variables, normalize_images(images), train=False)["logits"]
+        if crops:
+            logits = {h: jnp.log(jax.nn.softmax(v.astype(jnp.float32), -1)
+                                 .reshape(-1, crops, v.shape[-1]).mean(1) + 1e-30)
+                      for h, v in logits.items()}
+        from geojax.inference import predictors as pred_lib  # pylint: disable=import-outside-toplevel
+        return pred_lib.predict_all(predictors, logits)
+
+    return predict
+
+
+# ---------------------------------------------------------------------------------------- logging
+class MetricsWriter:
+    """Appends JSON lines to ``<workdir>/metrics.jsonl`` (process 0 only) and echoes a summary."""
+
+    def __init__(self, workdir: str, *, log: Callable[[str], None] = print):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.log = log if self.enabled else (lambda _msg: None)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (float(v) if isinstance(v, (np.floating, np.integer, float)) or
+                     (hasattr(v, "shape") and np.shape(v) == ()) else v) for k, v in record.items()}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(clean, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------------------- run
+@dataclasses.dataclass
+class RunContext:
+    """What every stage of a run shares."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: Any
+    groups: dict[str, list[Any]]  # partition group → partitions
+    train_source: Any
+    train_coords: tuple[np.ndarray, np.ndarray]
+    writer: MetricsWriter
+    log: Callable[[str], None]
+
+    def partitions_of(self, group_names: Sequence[str]) -> dict[str, Any]:
+        return {p.name: p for g in group_names for p in self.groups[g]}
+
+
+def _stage_heads(ctx: RunContext, stages: Mapping[str, dict[str, Any]], upto: str) -> dict[str, Any]:
+    """Head name → partition for every head of the stages up to and including ``upto``."""
+    out: dict[str, Any] = {}
+    for name in ctx.config.stage_order:
+        out.update(ctx.partitions_of(stages[name]["heads"]))
+        if name == upto:
+            break
+    return out
+
+
+def _init_state(model: heads_lib.GeoModel, tx: optax.GradientTransformation, image_size: int,
+                seed: int, shardings: Any, warm: dict[str, Any] | None) -> TrainState:
+    """A fresh state (sharded by ``shardings``), with ``warm`` weights copied in where they fit."""
+    def init() -> TrainState:
+        variables = model.init(jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)),
+                               train=False)
+        params = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
+        if warm is not None:
+            params = _merge_into(params, warm.get("params"))
+            batch_stats = _merge_into(batch_stats, warm.get("batch_stats"))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                          opt_state=tx.init(params))
+
+    return jax.jit(init, out_shardings=shardings)()
+
+
+def _abstract_state(model: heads_lib.GeoModel, tx: optax.GradientTransformation,
+                    image_size: int) -> TrainState:
+    def init() -> TrainState:
+        variables = model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=tx.init(variables["params"]))
+
+    return jax.eval_shape(init)
+
+
+def _host_weights(state: TrainState) -> dict[str, Any]:
+    """The state's weights as host numpy (to seed the next stage)."""
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    fetch = (multihost_utils.process_allgather if jax.process_count() > 1 else
+             (lambda tree: jax.tree.map(np.asarray, tree)))
+    return {"params": fetch(state.params), "batch_stats": fetch(state.batch_stats)}
+
+
+def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
+              warm: dict[str, Any] | None, *, stop_after: int | None = None) -> TrainState:
+    """Trains (or resumes, or skips when finished) stage ``name``; returns its final state.
+
+    ``stop_after``: stop (as if preempted, after a checkpoint) once this many steps are done —
+    for tests of resumption.
+    """
+    cfg, config, mesh = stages[name], ctx.config, ctx.mesh
+    image_size = int(config.data.image_size)
+    all_heads = _stage_heads(ctx, stages, name)
+    trained = ctx.partitions_of(cfg["heads"])
+    model = build_model(config, {h: p.num_classes for h, p in all_heads.items()},
+                        freeze_backbone=bool(cfg["freeze_backbone"]))
+    frozen = [f"^heads/{h}/" for h in all_heads if h not in trained]
+    if cfg["freeze_backbone"]:
+        frozen.insert(0, "^backbone/")
+    opt_cfg = ml_collections.ConfigDict(cfg["optimizer"])
+    with opt_cfg.unlocked():
+        opt_cfg.frozen = tuple(opt_cfg.get("frozen", ())) + tuple(frozen)
+    num_steps = int(cfg["num_steps"])
+    steps_per_epoch = max(1, len(ctx.train_source) // int(cfg["batch_size"]))
+    abstract = _abstract_state(model, optax.identity(), image_size)
+    tx, schedule = optim.make_optimizer(opt_cfg, abstract.params, steps_per_epoch=steps_per_epoch,
+                                        total_steps=num_steps)
+    abstract = _abstract_state(model, tx, image_size)
+    state_sh = sharding.state_shardings(abstract, mesh, config.get("param_sharding", "replicate"))
+
+    dataset = pipeline.make_dataset(
+        ctx.train_source, partitions=trained, train=True, global_batch_size=int(cfg["batch_size"]),
+        image_size=image_size, seed=int(config.seed) + 1000 * list(config.stage_order).index(name),
+        worker_count=int(config.data.get("worker_count", 0)))
+    iterator = iter(dataset)
+    ckpt = checkpointing.Checkpointer(os.path.join(ctx.workdir, "checkpoints", name),
+                                      keep=int(cfg["keep_checkpoints"]))
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state = ckpt.restore(latest, checkpointing.abstract_like(abstract, state_sh), iterator)
+        ctx.log(f"[{name}] resumed from its checkpoint at step {latest}/{num_steps}")
+    else:
+        state = _init_state(model, tx, image_size, int(config.seed), state_sh, warm)
+        how = "warm-started from the previous stage" if warm is not None else "from scratch"
+        ctx.log(f"[{name}] {num_steps} steps, batch {cfg['batch_size']}, heads "
+                f"{ {h: p.num_classes for h, p in trained.items()} }, "
+                f"{'frozen backbone, ' if cfg['freeze_backbone'] else ''}{how}")
+    start = int(jax.device_get(state.step))
+    if start >= num_steps:
+        ckpt.close()
+        return state
+
+    haversine = None
+    if float(cfg["haversine_tau_km"]) > 0:
+        haversine = {h: np.asarray(p.centroids("imagery"), np.float32) for h, p in trained.items()}
+    step_fn = make_train_step(model, tx, schedule, tuple(trained), seed=int(config.seed),
+                              label_smoothing=float(cfg["label_smoothing"]), haversine=haversine,
+                              haversine_tau_km=float(cfg["haversine_tau_km"]))
+    batch_keys = ["image", "valid"] + [f"label_{h}" for h in trained]
+    if haversine:
+        batch_keys += ["lat", "lng"]
+    batch_sh = sharding.batch_sharding(mesh)
+    train_step = jax.jit(step_fn, in_shardings=(state_sh, {k: batch_sh for k in batch_keys}),
+                         out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+
+    bar = progress.Progress(num_steps, desc=f"[{name}]", unit="step", initial=start)
+    last_metrics: dict[str, Any] | None = None
+    window_t0, window_n = time.perf_counter(), 0
+
+    def checked(step: int) -> dict[str, float] | None:
+        if last_metrics is None:
+            return None
+        host = {k: float(v) for k, v in jax.device_get(last_metrics).items()}
+        losses.check_finite(host["loss"], step,
+                            parts={k: v for k, v in host.items() if k.startswith("loss/")})
+        return host
+
+    try:
+        with checkpointing.PreemptionFlag() as preempt:
+            for step in range(start + 1, num_steps + 1):
+                batch = next(iterator)
+                gbatch = pipeline.to_global_arrays(batch, batch_sh, keys=batch_keys)
+                state, last_metrics = train_step(state, gbatch)
+                window_n += 1
+                final = step == num_steps
+                log_now = step % int(cfg["log_every"]) == 0 or final
+                save_now = step % int(cfg["checkpoint_every"]) == 0 or final
+                stop_now = (stop_after is not None and step >= stop_after) or (
+                    (log_now or jax.process_count() == 1) and preempt.agreed())
+                if log_now or save_now or stop_now:
+                    host = checked(step)  # raises on a non-finite loss: nothing is saved
+                    if log_now:
+                        rate = window_n * int(cfg["batch_size"]) / (time.perf_counter() - window_t0)
+                        ctx.writer.write({"stage": name, "step": step, **host,
+                                          "images_per_second": rate,
+                                          "bad_records": iterator.stats.num_bad})
+                        window_t0, window_n = time.perf_counter(), 0
+                    bar.update(step - bar.n, loss=host["loss"])
+                    if save_now or stop_now:
+                        ckpt.save(step, state, iterator, force=True)
+                    if stop_now and not final:
+                        ckpt.wait()
+                        raise Preempted(f"[{name}] stopped at step {step}/{num_steps} after "
+                                        f"saving a checkpoint in {ckpt.directory}; re-run the "
+                                        "same command to resume.")
+                elif jax.process_index() == 0 and bar.tty:
+                    bar.update(step - bar.n)
+                if int(cfg["eval_every"]) > 0 and step % int(cfg["eval_every"]) == 0 and not final:
+                    evaluate(ctx, model, state, tag=f"{name}@{step}", write=False)
+        bar.close()
+        if iterator.stats.num_bad:
+            ctx.log(f"[{name}] input: {iterator.stats.summary()}")
+    finally:
+        ckpt.close()
+    return state
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *,
+          log: Callable[[str], None] = print) -> tuple[RunContext, dict[str, dict[str, Any]]]:
+    """Checks the config, builds the mesh, the sources and the partitions."""
+    from geojax import partition_job  # pylint: disable=import-outside-toplevel
+
+    stages = check_config(config)
+    mesh = sharding.make_mesh(config.get("mesh"))
+    for name, st in stages.items():
+        sharding.check_batch_size(int(st["batch_size"]), mesh, what=f"config.stages.{name}.batch_size")
+    sharding.check_batch_size(int(config.eval.batch_size), mesh, what="config.eval.batch_size")
+    is_main = jax.process_index() == 0
+    log = log if is_main else (lambda _msg: None)
+    os.makedirs(workdir, exist_ok=True)
+    train_source = datasets.train_source(config.data)
+    coords = (np.asarray(train_source.lat, np.float64), np.asarray(train_source.lng, np.float64)) \
+        if hasattr(train_source, "lat") else partition_job.load_coordinates(config.data)[0]
+    groups = partition_job.build_partitions(config, workdir, log=log, train=coords, write=is_main)
+    log(f"[mesh] {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s), {jax.process_count()} process(es)")
+    ctx = RunContext(config, workdir, mesh, groups, train_source, coords, MetricsWriter(workdir, log=log), log)
+    return ctx, stages
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, log: Callable[[str], None] = print,
+          stop_after: tuple[str, int] | None = None) -> tuple[RunContext, heads_lib.GeoModel, TrainState]:
+    """Runs every stage (resuming where the workdir left off); returns the final model and state."""
+    ctx, stages = setup(config, workdir, log=log)
+    warm = load_weights(config.init_from) if config.get("init_from") else None
+    state = None
+    for name in config.stage_order:
+        state = run_stage(ctx, stages, name, warm,
+                          stop_after=stop_after[1] if stop_after and stop_after[0] == name else None)
+        warm = _host_weights(state)
+    last = config.stage_order[-1]
+    model = build_model(config, {h: p.num_classes for h, p in _stage_heads(ctx, stages, last).items()},
+                        freeze_backbone=False)
+    return ctx, model, state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       log: Callable[[str], None] = print) -> dict[str, dict[str, dict[str, float]]]:
+    """Trains every stage of ``config`` in ``workdir`` (resuming), then evaluates; returns
+    ``{split: {method: figures}}`` (also written to ``<workdir>/results.json``)."""
+    t0 = time.perf_counter()
+    ctx, model, state = train(config, workdir, log=log)
+    results = evaluate(ctx, model, state)
+    ctx.log(f"[done] {time.perf_counter() - t0:.0f}s; results in {workdir}/results.json, results.md")
+    return results
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *,
+                     log: Callable[[str], None] = print) -> dict[str, dict[str, dict[str, float]]]:
+    """``--mode=eval``: evaluates the final checkpoint of a finished run in ``workdir``."""
+    ctx, stages = setup(config, workdir, log=log)
+    last = config.stage_order[-1]
+    weights_dir = os.path.join(workdir, "checkpoints", last)
+    steps = [int(d) for d in os.listdir(weights_dir) if d.isdigit()] if os.path.isdir(weights_dir) else []
+    if int(stages[last]["num_steps"]) not in steps:
+        raise FileNotFoundError(f"{workdir} has no finished training (no checkpoint of the last "
+                                f"stage {last!r} at step {stages[last]['num_steps']}); run "
+                                "--mode=train first.")
+    weights = load_weights(os.path.join(weights_dir, str(int(stages[last]["num_steps"]))))
+    model = build_model(config, {h: p.num_classes for h, p in _stage_heads(ctx, stages, last).items()},
+                        freeze_backbone=False)
+    state = TrainState(step=jnp.asarray(stages[last]["num_steps"]), params=weights["params"],
+                       batch_stats=weights["batch_stats"], opt_state=None)
+    return evaluate(ctx, model, state)
+
+
+# ---------------------------------------------------------------------------------------- eval
+def build_predictors(ctx: RunContext, head_names: Sequence[str]) -> list[Any]:
+    """The predictors of the config for a model with heads ``head_names``."""
+    from geojax.inference import predictors as pred_lib  # pylint: disable=import-outside-toplevel
+    from geojax.partitions import combinatorial  # pylint: disable=import-outside-toplevel
+
+    config, heads = ctx.config, set(head_names)
+    everything = {p.name: p for parts in ctx.groups.values() for p in parts}
+    out: list[Any] = [pred_lib.ArgmaxCentroid.from_partition(everything[h]) for h in head_names]
+    for group in config.get("hierarchical", {}).get("groups", ()):
+        parts = [p for p in ctx.groups[group] if p.name in heads]
+        if len(parts) > 1:
+            out.append(pred_lib.HierarchicalProduct.from_partitions(
+                parts, lat=ctx.train_coords[0], lng=ctx.train_coords[1],
+                name=f"{group} hierarchical product"))
+    if "combinatorial" in config:
+        for group in config.combinatorial.groups:
+            parts = [p for p in ctx.groups[group] if p.name in heads]
+            if len(parts) < 2:
+                continue
+            index_dir = os.path.join(ctx.workdir, "partitions", f"{group}_combinatorial")
+            index = None
+            if os.path.isdir(index_dir):
+                try:
+                    index = combinatorial.CombinatorialIndex.load(index_dir)
+                    if index.partition_names != [p.name for p in parts]:
+                        index = None
+                except (OSError, ValueError):
+                    index = None
+            if index is None:
+                index = combinatorial.CombinatorialIndex.build(
+                    parts, *ctx.train_coords, base_level=int(config.combinatorial.base_level))
+                if jax.process_index() == 0:
+                    index.save(index_dir)
+            for normalized in (True, False):
+                out.append(pred_lib.Combinatorial.from_index(index, normalized=normalized))
+    return out
+
+
+def evaluate(ctx: RunContext, model: heads_lib.GeoModel, state: TrainState, *, tag: str = "final",
+             write: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+    """The acc@km tables of every predictor on every eval split (see the module docstring)."""
+    from geojax.evaluation import baselines, maps, metrics, oracle, report  # pylint: disable=import-outside-toplevel
+
+    config, mesh = ctx.config, ctx.mesh
+    head_names = list(model.heads.names)
+    predictors = build_predictors(ctx, head_names)
+    predict = jax.jit(make_predict_fn(model, predictors),
+                      out_shardings=sharding.replicated(mesh))
+    batch_sh = sharding.batch_sharding(mesh)
+    ecfg = config.eval
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    markdown = [f"# `{config.get('name', 'run')}`: accuracy (%) within each distance\n"]
+    first_split_predictions = None
+    for split, source in datasets.eval_sources(config.data).items():
+        dataset = pipeline.make_dataset(
+            source, train=False, global_batch_size=int(ecfg.batch_size),
+            image_size=int(config.data.image_size), seed=0, num_epochs=1, shuffle=False,
+            drop_remainder=False, crops=ecfg.get("crops", "center"))
+        pred: dict[str, list[np.ndarray]] = {p.name: [] for p in predictors}
+        truth: list[np.ndarray] = []
+        num_batches = math.ceil(len(source) / int(ecfg.batch_size))
+        bar = progress.Progress(num_batches, desc=f"[eval {split}]", unit="batch")
+        for batch in dataset:
+            g = pipeline.to_global_arrays(batch, batch_sh, keys=["image", "valid", "lat", "lng"])
+            out = jax.device_get(predict(state.params, state.batch_stats, g))
+            rep = jax.device_get(_replicate(mesh)({"valid": g["valid"], "lat": g["lat"], "lng": g["lng"]}))
+            valid = np.asarray(rep["valid"], bool)
+            truth.append(np.stack([rep["lat"], rep["lng"]], -1)[valid].astype(np.float64))
+            for name, (lat, lng) in out.items():
+                pred[name].append(np.stack([lat, lng], -1)[valid].astype(np.float64))
+            bar.update(1)
+        bar.close()
+        true = np.concatenate(truth) if truth else np.zeros((0, 2))
+        rows: dict[str, dict[str, float]] = {}
+        rows["constant (densest cell)"] = baselines.constant_baseline(
+            ctx.train_coords[0], ctx.train_coords[1], true[:, 0], true[:, 1]).figures
+        best = None
+        for name, chunks in pred.items():
+            p = np.concatenate(chunks)
+            rows[name] = metrics.evaluate(p[:, 0], p[:, 1], true[:, 0], true[:, 1])
+            if best is None or rows[name]["geoscore"] > best[0]:
+                best = (rows[name]["geoscore"], name, p)
+        if first_split_predictions is None and best is not None:
+            first_split_predictions = (split, best[1], best[2], true)
+        if ecfg.get("oracle", True):
+            for h in head_names:
+                part = next(p for parts in ctx.groups.values() for p in parts if p.name == h)
+                rows[f"oracle: {h}"] = oracle.oracle_accuracy(part, true[:, 0], true[:, 1])
+        results[split] = rows
+        title = f"{split} ({true.shape[0]} images, {tag}): accuracy (%) within each distance"
+        ctx.log("\n" + report.format_table(rows, metrics.PAPER_THRESHOLDS_KM, title=title))
+        markdown.append(report.format_table(rows, metrics.PAPER_THRESHOLDS_KM, fmt="markdown",
+                                            title=f"{split} ({true.shape[0]} images)") + "\n")
+        ctx.writer.write({"stage": "eval", "tag": tag, "split": split,
+                          **{f"{m}/{k}": v for m, r in rows.items() for k, v in r.items()
+                             if isinstance(v, (int, float))}})
+    if write and jax.process_index() == 0:
+        report.write_results(os.path.join(ctx.workdir, "results.json"),
+                             {f"{s}/{m}": r for s, rows in results.items() for m, r in rows.items()})
+        with open(os.path.join(ctx.workdir, "results.md"), "w", encoding="utf-8") as f:
+            f.write("\n".join(markdown))
+        if first_split_predictions is not None and ecfg.get("map", True):
+            split, name, p, true = first_split_predictions
+            maps.plot_predictions(p[:, 0], p[:, 1], true[:, 0], true[:, 1],
+                                  os.path.join(ctx.workdir, "predictions.png"),
+                                  title=f"{split}: {name}")
+    return results
+
+
+@functools.lru_cache(maxsize=8)
+def _replicate(mesh: Any) -> Callable[[Any], Any]:
+    return jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
