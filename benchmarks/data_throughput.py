@@ -2,6 +2,7 @@
 
     python benchmarks/data_throughput.py                       # 640x480 JPEGs, 224 crops
     python benchmarks/data_throughput.py --images 512 --workers 0,2,4,8 --batch 128
+    python benchmarks/data_throughput.py --only geoworld             # (c) alone
 
 (a) per-image host work in one process, one thread, on synthetic JPEGs that the
     script writes to a temporary directory (smooth gradients, shapes and noise,
@@ -12,6 +13,11 @@
     in-memory source of those JPEG bytes, train mode, with labels from one
     adaptive S2 partition, for several ``worker_count`` values (0 = in the main
     process, with grain's reader threads).
+
+(c) the full pipeline over GeoWorld (``geojax.data.geoworld``, rendered from
+    the index, 64 px by default), read record by record (``read_chunk_size=0``)
+    and in batched reads (``_getitems``, the default for GeoWorld), train
+    (003 augmentation) and eval (centre crop), side by side.
 
 The table gives images/s in total and per worker (per process for (a); for
 (b) the total divided by ``max(worker_count, 1)``), and the milliseconds per
@@ -113,6 +119,26 @@ def bench_pipeline(payloads: list[bytes], image_size: int, batch: int, workers: 
     return num_batches * batch / elapsed
 
 
+def bench_geoworld(image_size: int, batch: int, chunk: int, workers: int, train: bool,
+                   num_batches: int, warmup: int) -> float:
+    from geojax.data.geoworld import GeoWorld  # pylint: disable=import-outside-toplevel
+    world = GeoWorld("train", size=50_000, seed=0, image_size=image_size)
+    ds = pipeline.make_dataset(world, train=train, global_batch_size=batch, image_size=image_size,
+                               seed=0, process_index=0, process_count=1, worker_count=workers,
+                               read_chunk_size=chunk)
+    it = iter(ds)
+    try:
+        for _ in range(warmup):
+            next(it)
+        t = time.perf_counter()
+        for _ in range(num_batches):
+            next(it)
+        elapsed = time.perf_counter() - t
+    finally:
+        it.close()
+    return num_batches * batch / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256, help="synthetic JPEGs to write")
@@ -126,11 +152,32 @@ def main() -> None:
     parser.add_argument("--workers", default=None,
                         help="comma-separated worker_count values (default 0,1,2,... up to CPUs)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", choices=("all", "jpeg", "geoworld"), default="all")
+    parser.add_argument("--geoworld_size", type=int, default=64, help="GeoWorld image side")
+    parser.add_argument("--geoworld_workers", default="0,2")
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
     workers = ([int(w) for w in args.workers.split(",")] if args.workers else
                sorted({0, 1, 2, min(4, cpus), min(8, cpus), cpus} - {c for c in [cpus] if c > 16}))
 
+    if args.only != "geoworld":
+        bench_jpeg(args, workers, cpus)
+    if args.only != "jpeg":
+        size = args.geoworld_size
+        print(f"\n(c) GeoWorld {size}x{size}, full pipeline, batch {args.batch} "
+              f"(images/s; read_chunk_size 0 = record by record)")
+        print(f"{'mode':>6} {'worker_count':>12} {'per record':>11} "
+              f"{'batched (' + str(pipeline.DEFAULT_READ_CHUNK_SIZE) + ')':>14} {'speed-up':>9}")
+        for train in (True, False):
+            for w in (int(x) for x in args.geoworld_workers.split(",")):
+                rates = [bench_geoworld(size, args.batch, chunk, w, train, args.batches,
+                                        args.warmup)
+                         for chunk in (0, pipeline.DEFAULT_READ_CHUNK_SIZE)]
+                print(f"{'train' if train else 'eval':>6} {w:>12} {rates[0]:>11.0f} "
+                      f"{rates[1]:>14.0f} {rates[1] / rates[0]:>8.1f}x")
+
+
+def bench_jpeg(args: argparse.Namespace, workers: list[int], cpus: int) -> None:
     with tempfile.TemporaryDirectory() as directory:
         payloads = write_jpegs(directory, args.images, args.width, args.height)
     mean_kb = np.mean([len(p) for p in payloads]) / 1024

@@ -341,3 +341,138 @@ def test_state_saved_at_end_of_stream_resumes_with_more_epochs():
     longer.set_state(state)
     rest = list(longer)
     assert len(first) == 2 and len(rest) >= 2
+
+
+# ---------------------------------------------------------------------------- batched reads
+class _BatchedSource(pipeline.InMemorySource):
+    """InMemorySource with grain's batched read, counting the calls."""
+
+    def __init__(self, records):
+        super().__init__(records)
+        self.batched_calls = 0
+
+    def _getitems(self, indices):
+        self.batched_calls += 1
+        return [self[i] for i in indices]
+
+
+def _geoworld(size=60):
+    from geojax.data.geoworld import GeoWorld
+    return GeoWorld("train", size=size, seed=0, image_size=16)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batched_reads_equal_per_record_reads(train):
+    # The contract: the same records in the same order with the same augmentation draws, so
+    # bit-identical batches (chunks only change how records are read).
+    world = _geoworld()
+    common = dict(train=train, global_batch_size=8, image_size=16, seed=5, process_index=1,
+                  process_count=2, num_epochs=2, drop_remainder=False)
+    per_record = list(iter(pipeline.make_dataset(world, read_chunk_size=0, **common)))
+    batched = list(iter(pipeline.make_dataset(world, read_chunk_size=7, **common)))
+    default = list(iter(pipeline.make_dataset(world, **common)))  # GeoWorld: batched by default
+    assert len(per_record) == 15  # 30 records x 2 epochs / 4 rows per process
+    _assert_batches_equal(batched, per_record)
+    _assert_batches_equal(default, per_record)
+
+
+def test_batched_reads_use_getitems_and_keep_bad_record_counts():
+    records = _with_bad_records(40, {3: "garbage", 17: "nan"})
+    source = _BatchedSource(records)
+    it = iter(pipeline.make_dataset(source, train=True, global_batch_size=4, image_size=8,
+                                    seed=42, process_index=0, process_count=1, num_epochs=1,
+                                    max_bad_fraction=0.5))
+    batches = list(it)
+    assert source.batched_calls >= 1  # chunks of 128: the whole epoch in one read
+    assert len(_ids(batches)) == 36 and it.stats.num_bad == 2
+    per_record = list(iter(_dataset(records, num_epochs=1, max_bad_fraction=0.5,
+                                    read_chunk_size=0)))
+    _assert_batches_equal(batches, per_record)
+
+
+@pytest.mark.parametrize("worker_count", [0, 2])
+def test_batched_reads_restore_mid_chunk_is_bit_identical(worker_count):
+    world = _geoworld(40)
+    ds = pipeline.make_dataset(world, train=True, global_batch_size=4, image_size=16, seed=1,
+                               process_index=0, process_count=1, num_epochs=3, read_chunk_size=6,
+                               worker_count=worker_count)
+    it = iter(ds)
+    _take(it, 4)  # 16 records: in the middle of a chunk of 6 (of each worker's chunks)
+    state = it.get_state()
+    expected = _take(it, 14)  # across the epoch boundary (10 batches per epoch)
+    it.close()
+    fresh = iter(ds)
+    fresh.set_state(state)
+    _assert_batches_equal(_take(fresh, 14), expected)
+    fresh.close()
+
+
+# ---------------------------------------------------------------------------- multi-host finite streams
+def _all_processes(records, process_count, global_batch_size, **kwargs):
+    out = []
+    for p in range(process_count):
+        it = iter(_dataset(records, global_batch_size=global_batch_size, process_index=p,
+                           process_count=process_count, **kwargs))
+        out.append((list(it), it))
+    return out
+
+
+@pytest.mark.parametrize("read_chunk_size,worker_count", [(0, 0), (3, 0), (0, 2)])
+def test_uneven_processes_yield_equal_batch_counts(read_chunk_size, worker_count):
+    # 10 records over 3 processes: 4, 3, 3.  Global batch 3 = 1 row per process.
+    records = _records(10)
+    kwargs = dict(num_epochs=1, drop_remainder=False, read_chunk_size=read_chunk_size,
+                  worker_count=worker_count)
+    runs = _all_processes(records, 3, 3, **kwargs)
+    expected = pipeline.batches_per_process(10, process_count=3, num_epochs=1,
+                                            local_batch_size=1, drop_remainder=False,
+                                            worker_count=worker_count,
+                                            read_chunk_size=read_chunk_size)
+    assert [len(batches) for batches, _ in runs] == [expected] * 3
+    assert expected >= 4
+    ids = [i for batches, _ in runs for i in _ids(batches)]
+    assert sorted(ids) == [f"img{i:04d}" for i in range(10)]  # each record exactly once
+    for batches, it in runs:
+        for b in batches:
+            assert b["image"].shape == (1, 8, 8, 3) and b["user"].shape == (1,)
+            assert not b["image"][~b["valid"]].any()
+        it.close()
+
+
+def test_uneven_processes_with_bad_records_pad_instead_of_shifting():
+    # Global batch 6 = 2 rows per process; bad records become invalid rows, and every
+    # process yields ceil(4 / 2) = 2 batches.
+    records = _with_bad_records(10, {0: "nan", 4: "garbage", 5: "missing"})
+    runs = _all_processes(records, 3, 6, num_epochs=1, drop_remainder=False,
+                          max_bad_fraction=1.0)
+    assert [len(batches) for batches, _ in runs] == [2, 2, 2]
+    ids = [i for batches, _ in runs for i in _ids(batches)]
+    assert sorted(ids) == sorted(f"img{i:04d}" for i in range(10) if i not in (0, 4, 5))
+    assert sum(it.stats.num_bad for _, it in runs) == 3
+    for batches, _ in runs:
+        for b in batches:
+            assert not b["image"][~b["valid"]].any() and not b["id"][~b["valid"]].any()
+
+
+def test_uneven_processes_drop_remainder_stop_together():
+    # 4, 3, 3 records x 2 epochs = 8, 6, 6 positions; 2 rows per process: every process
+    # stops at floor(6 / 2) = 3 batches (process 0 would have made 4).
+    records = _records(10)
+    runs = _all_processes(records, 3, 6, num_epochs=2, drop_remainder=True)
+    assert [len(batches) for batches, _ in runs] == [3, 3, 3]
+    assert all(b["valid"].all() for batches, _ in runs for b in batches)
+    # A process run short by bad records pads its last batches instead of ending early.
+    bad = _with_bad_records(10, {1: "nan", 4: "nan", 7: "nan"})  # all of process 1's records
+    runs = _all_processes(bad, 3, 6, num_epochs=2, drop_remainder=True, max_bad_fraction=1.0)
+    assert [len(batches) for batches, _ in runs] == [3, 3, 3]
+    assert not any(b["valid"].any() for b in runs[1][0])
+    assert runs[1][0][0]["image"].shape == (2, 8, 8, 3)
+
+
+def test_bad_records_in_a_dropped_last_batch_are_counted():
+    records = _with_bad_records(10, {9: "garbage"})
+    it = iter(_dataset(records, num_epochs=1, shuffle=False, max_bad_fraction=0.5))
+    batches = list(it)  # [0..3], [4..7]; 8 and the bad 9 are a dropped remainder
+    assert len(batches) == 2
+    assert it.stats.num_bad == 1
+    assert it.stats.example_ids["records with undecodable image_bytes"] == ["img0009"]

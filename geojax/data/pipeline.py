@@ -12,7 +12,19 @@
                                              labels ``label_<name>`` = partition.assign(lat, lng)
                                              once per batch (vectorised)
       .mp_prefetch(worker_count workers)     optional: the stages above run in worker processes
-      → stats                                in the main process: PipelineStats, the fault rule
+      → stats                                in the main process: PipelineStats, the fault rule;
+                                             a finite stream ends after the same number of
+                                             batches on every process (below)
+
+**Batched reads.** A source with grain's batched read ``_getitems(indices) ->
+list[record]`` (GeoWorld renders them vectorised) is read in chunks of
+``read_chunk_size`` (default 128) stream positions: the sliced, shuffled,
+repeated *index* range is cut into chunks, each chunk is one ``_getitems`` call
+and ``prepare`` runs on its records with the generator ``random_map`` would
+have given each position.  The batches are therefore bit-identical to the
+per-record path (``read_chunk_size=0``, the default for sources without
+``_getitems``); only the read pattern and the iterator state differ (the state
+is the chunk plus the offset in it; a restore re-reads that one chunk).
 
 and returns an ``IterDataset``; ``iter()`` of it is a :class:`PipelineIterator`
 (a grain ``DatasetIterator``) whose ``get_state()`` / ``set_state()`` capture
@@ -25,7 +37,8 @@ global ``jax.Array``s sharded over the mesh's ``"data"`` axis.
     image          uint8 (B, S, S, 3), or (B, 5|10, S, S, 3) for eval five/ten crops
     lat, lng       float64 (B,) degrees
     id             str (B,)
-    valid          bool (B,)   False only on padding rows (last batch, drop_remainder=False)
+    valid          bool (B,)   False on padding rows and, in a finite stream without
+                               drop_remainder, on rows of bad records (below)
     label_<name>   int32 (B,)  partition.assign(lat, lng); −1 where the point is in no
                                class (the loss must mask it) and on padding rows
     <extras>       every other record field (user, timestamp, scene, ...), stacked
@@ -36,12 +49,34 @@ Batches run across epoch boundaries (the stream is epoch 1's permutation, then
 epoch 2's, ...); with ``drop_remainder`` only the very end of a finite stream
 is dropped.
 
+**Finite streams on many processes** (``num_epochs`` set).  Processes hold
+``ceil`` or ``floor`` of ``len(source) / process_count`` records and may meet
+different numbers of bad records, yet a step on global arrays needs every
+process to yield the same number of batches.  So every process yields exactly
+:func:`batches_per_process` batches, computed up front from ``len(source)``,
+``process_count``, ``num_epochs``, the local batch size, ``worker_count`` and
+``read_chunk_size`` alone:
+
+* ``drop_remainder=False`` (evaluation): batches are *positional* — batch ``k``
+  holds the next ``B`` stream positions, a bad record is an invalid row
+  (``valid`` False, zeros, labels −1) instead of pulling the next record
+  forward, the last batch is padded, and a process with fewer positions ends
+  with all-padding batches.  Every record is in exactly one valid row.
+* ``drop_remainder=True`` (training on a finite stream): every process stops
+  at the smallest count over the processes (``floor(positions / B)`` per
+  process); batches are full unless bad records ran a process short, whose
+  last batches are then padded (``valid`` False, labels −1).
+
+Endless streams (``num_epochs=None``) always drop bad records and refill.
+
 **Bad records** (per-example faults: ``image_bytes`` that do not decode, a
 missing image, an image of the wrong shape, missing / non-numeric / non-finite
 coordinates, |lat| > 90 or |lng| > 180) are dropped and counted, never fatal
 alone.  The counts travel *with the batches* (``num_skipped``, ``skipped_ids``,
-``skipped_reasons``), so they reach the main process whether the batching ran
-there or in ``mp_prefetch`` workers; the main process folds them into the
+``skipped_reasons``; bad records read while filling a final batch that is then
+dropped travel in a row-less element that is counted, not yielded), so they
+reach the main process whether the batching ran there or in ``mp_prefetch``
+workers; the main process folds them into the
 iterator's :class:`PipelineStats` (``iterator.stats``: counts by reason, a few
 example ids each, ``summary()``), logs a warning the first time each reason is
 seen and whenever the bad count doubles, and keeps the stats in the iterator
@@ -71,13 +106,15 @@ model state::
 pipeline's own ``process_index``, which is the same thing in a real job).
 
 The state depends on ``worker_count`` (each worker reads every
-``worker_count``-th element), so resume with the same ``worker_count`` — and
+``worker_count``-th element) and ``read_chunk_size``, so resume with the same
+``worker_count`` and ``read_chunk_size`` — and
 the same source, batch size, seed and process layout — as the saved run;
 :meth:`PipelineIterator.set_state` checks and says which setting differs.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -96,6 +133,8 @@ from geojax.data import augment as augment_lib
 STATE_VERSION = 1
 _MAX_EXAMPLE_IDS = 5
 _IMAGE_KEYS = ("image", "image_bytes")
+_SKIP_ONLY = "_skip_only"  # marks an element that carries skip counts and no rows
+DEFAULT_READ_CHUNK_SIZE = 128
 
 
 class PipelineError(ValueError):
@@ -253,62 +292,175 @@ class _Prepare:
         return example
 
 
+# ---------------------------------------------------------------------------- batched reads
+def _record_rng(generator: np.random.Generator, position: int) -> np.random.Generator:
+    """``generator`` (Philox, keyed by the seed) moved to the stream of stream ``position``.
+
+    The same key and counter as the generator grain's ``random_map`` hands element
+    ``position``, so the batched and the per-record paths draw the same augmentation.
+    """
+    state = generator.bit_generator.state
+    state["state"]["counter"] = np.array([0, 0, 0, position], dtype=np.uint64)
+    state["buffer"] = np.zeros(4, np.uint64)
+    state["buffer_pos"] = 4
+    state["has_uint32"] = 0
+    state["uinteger"] = 0
+    generator.bit_generator.state = state
+    return generator
+
+
+class _ReadChunks(grain.MapDataset):
+    """Element ``c``: the prepared records at stream positions ``[c*C, (c+1)*C)``, as a list.
+
+    ``positions`` maps a stream position to a source index (the sliced, shuffled,
+    repeated range).  A chunk is read with one ``source._getitems(indices)`` call
+    when the source has it (grain's batched-read convention; GeoWorld renders the
+    chunk vectorised), else record by record.
+    """
+
+    def __init__(self, positions: grain.MapDataset, source: Any, prepare: _Prepare, seed: int,
+                 chunk_size: int):
+        super().__init__(positions)
+        self._source = source
+        self._prepare = prepare
+        self._seed = seed
+        self._chunk_size = chunk_size
+
+    def __len__(self) -> int:
+        return -(-len(self._parent) // self._chunk_size)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        start = index * self._chunk_size
+        stream = range(start, min(start + self._chunk_size, len(self._parent)))
+        indices = [int(self._parent[k]) for k in stream]
+        if callable(getattr(self._source, "_getitems", None)):
+            records = self._source._getitems(indices)  # pylint: disable=protected-access
+        else:
+            records = [self._source[i] for i in indices]
+        generator = np.random.Generator(np.random.Philox(self._seed))
+        return [self._prepare(record, _record_rng(generator, k))
+                for record, k in zip(records, stream)]
+
+    def __str__(self) -> str:
+        return f"ReadChunks(chunk_size={self._chunk_size})"
+
+
+class _Template:
+    """One prepared example of this process's data: the shape of an all-padding batch."""
+
+    def __init__(self, source: Any, prepare: _Prepare, indices: Sequence[int], resize: int):
+        self._source = source
+        self._prepare = prepare
+        self._indices = list(indices)
+        self._resize = resize
+        self._example: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        if self._example is None:
+            rng = np.random.default_rng(0)
+            for i in self._indices:
+                example = self._prepare(self._source[i], rng)
+                if not isinstance(example, _Bad):
+                    self._example = example
+                    break
+            else:  # no good record among the first few: the image and coordinates alone
+                side = max(self._resize, 1)
+                self._example = self._prepare(
+                    dict(image=np.zeros((side, side, 3), np.uint8), lat=0.0, lng=0.0, id=""), rng)
+        return self._example
+
+
+# ---------------------------------------------------------------------------- batches
 def _stack(values: list[Any]) -> np.ndarray:
     if values and isinstance(values[0], str):
         return np.array(values, dtype=str)
     return np.asarray(values)
 
 
-def _pad(arr: np.ndarray, n: int) -> np.ndarray:
-    if n == 0:
-        return arr
-    return np.concatenate([arr, np.zeros((n,) + arr.shape[1:], arr.dtype)])
-
-
-def _make_batch(examples: list[dict[str, Any]], batch_size: int, partitions: Mapping[str, Any],
-                skipped: list[_Bad]) -> dict[str, Any]:
+def _make_batch(rows: Sequence[dict[str, Any] | None], batch_size: int,
+                partitions: Mapping[str, Any], skipped: Sequence[_Bad],
+                template: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A batch of ``batch_size`` rows: ``rows[i]`` (None: a bad record) fills row ``i``;
+    bad and missing rows are zeros with ``valid`` False and labels −1."""
+    slots = [i for i, row in enumerate(rows) if row is not None]
+    examples = [rows[i] for i in slots]
+    shape_from = examples or [template()]
     keys: dict[str, None] = {}
-    for ex in examples:
+    for ex in shape_from:
         keys.update(dict.fromkeys(ex))
-    n, pad = len(examples), batch_size - len(examples)
     batch: dict[str, Any] = {}
     for key in keys:
-        values = [ex.get(key) for ex in examples]
+        values = [ex.get(key) for ex in shape_from]
         if key == "lat" or key == "lng":
             arr = np.asarray(values, np.float64)
         elif key == "id":
             arr = np.array(values, dtype=str)
         else:
             arr = _stack(values)
-        batch[key] = _pad(arr, pad)
-    batch["valid"] = np.arange(batch_size) < n
+        out = np.zeros((batch_size,) + arr.shape[1:], arr.dtype)
+        if examples:
+            out[slots] = arr
+        batch[key] = out
+    batch["valid"] = np.zeros(batch_size, bool)
+    batch["valid"][slots] = True
     for name, partition in partitions.items():
         labels = np.full(batch_size, -1, np.int32)
-        labels[:n] = np.asarray(partition.assign(batch["lat"][:n], batch["lng"][:n]), np.int32)
+        if slots:
+            labels[slots] = np.asarray(partition.assign(batch["lat"][slots],
+                                                        batch["lng"][slots]), np.int32)
         batch[f"label_{name}"] = labels
-    batch["num_skipped"] = np.int64(len(skipped))
-    batch["skipped_ids"] = np.array([b.record_id for b in skipped], dtype=str)
-    batch["skipped_reasons"] = np.array([b.reason for b in skipped], dtype=str)
+    batch.update(_skip_counts(skipped))
     return batch
+
+
+def _skip_counts(skipped: Sequence[_Bad]) -> dict[str, np.ndarray]:
+    return {"num_skipped": np.int64(len(skipped)),
+            "skipped_ids": np.array([b.record_id for b in skipped], dtype=str),
+            "skipped_reasons": np.array([b.reason for b in skipped], dtype=str)}
 
 
 # ---------------------------------------------------------------------------- batch + count stage
 class _BatchAndCountIterator(grain.DatasetIterator):
-    """Fills batches with good examples, counting (and dropping) the bad ones."""
+    """Fills batches, counting the bad records: dropped and refilled, or (positional) invalid rows.
+
+    With chunked reads the parent yields lists; the state is then the parent's
+    state before the current chunk plus the offset in it (a restore re-reads that
+    one chunk).  Bad records read while filling a final batch that is dropped
+    still reach the main process: as a skip-only element (no rows), which
+    :class:`PipelineIterator` counts and does not yield.
+    """
 
     def __init__(self, parent: grain.DatasetIterator, dataset: "_BatchAndCountDataset"):
         super().__init__(parent)
         self._ds = dataset
         self._counts = PipelineStats()
         self._exhausted = False
+        self._chunk: list[Any] | None = None
+        self._chunk_pos = 0
+        self._chunk_state: Any = None  # the parent's state before the current chunk
+        self._skip = 0  # after set_state: elements of the next chunk already consumed
+
+    def _next_element(self) -> Any:
+        if not self._ds.chunked:
+            return next(self._parent)
+        while self._chunk is None or self._chunk_pos >= len(self._chunk):
+            state = copy.deepcopy(self._parent.get_state())
+            self._chunk = next(self._parent)
+            self._chunk_state, self._chunk_pos, self._skip = state, self._skip, 0
+        element = self._chunk[self._chunk_pos]
+        self._chunk_pos += 1
+        return element
 
     def __next__(self) -> dict[str, Any]:
         ds = self._ds
-        examples: list[dict[str, Any]] = []
+        rows: list[dict[str, Any] | None] = []
         skipped: list[_Bad] = []
-        while len(examples) < ds.batch_size and not self._exhausted:
+        num_good = 0
+        while (len(rows) if ds.positional else num_good) < ds.batch_size and not self._exhausted:
             try:
-                element = next(self._parent)
+                element = self._next_element()
             except StopIteration:
                 self._exhausted = True
                 break
@@ -316,15 +468,24 @@ class _BatchAndCountIterator(grain.DatasetIterator):
                 skipped.append(element)
                 self._counts.add_bad(element.reason, element.record_id)
                 self._counts.check(ds.max_bad_fraction, ds.bad_check_after, ds.where)
+                if ds.positional:
+                    rows.append(None)
             else:
-                examples.append(element)
+                rows.append(element)
+                num_good += 1
                 self._counts.add_good(1)
-        if not examples or (len(examples) < ds.batch_size and ds.drop_remainder):
+        if not rows or (not ds.positional and num_good < ds.batch_size and ds.drop_remainder):
+            if skipped:
+                return {_SKIP_ONLY: np.bool_(True), **_skip_counts(skipped)}
             raise StopIteration
-        return _make_batch(examples, ds.batch_size, ds.partitions, skipped)
+        return _make_batch(rows, ds.batch_size, ds.partitions, skipped, ds.template)
 
     def get_state(self) -> dict[str, Any]:
-        return {"parent": self._parent.get_state(), "exhausted": self._exhausted,
+        if self._chunk is not None and self._chunk_pos < len(self._chunk):
+            parent, offset = self._chunk_state, self._chunk_pos
+        else:
+            parent, offset = self._parent.get_state(), self._skip
+        return {"parent": parent, "offset": offset, "exhausted": self._exhausted,
                 "stats": self._counts.to_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -332,18 +493,23 @@ class _BatchAndCountIterator(grain.DatasetIterator):
         # Not restored: a state saved at the end of the stream must still resume when
         # num_epochs was raised; an exhausted parent simply ends again.
         self._exhausted = False
+        self._chunk, self._chunk_pos, self._chunk_state = None, 0, None
+        self._skip = int(state.get("offset", 0))
         self._counts = PipelineStats.from_state(state["stats"])
 
 
 class _BatchAndCountDataset(grain.IterDataset):
     def __init__(self, parent: grain.IterDataset, *, batch_size: int, drop_remainder: bool,
-                 partitions: Mapping[str, Any], max_bad_fraction: float, bad_check_after: int,
-                 where: str):
+                 positional: bool, chunked: bool, partitions: Mapping[str, Any],
+                 template: _Template, max_bad_fraction: float, bad_check_after: int, where: str):
         super().__init__(parent)
         self.where = where
         self.batch_size = batch_size
         self.drop_remainder = drop_remainder
+        self.positional = positional
+        self.chunked = chunked
         self.partitions = dict(partitions)
+        self.template = template
         self.max_bad_fraction = max_bad_fraction
         self.bad_check_after = bad_check_after
 
@@ -351,7 +517,8 @@ class _BatchAndCountDataset(grain.IterDataset):
         return _BatchAndCountIterator(self._parent.__iter__(), self)
 
     def __str__(self) -> str:
-        return f"BatchAndCount(batch_size={self.batch_size}, drop_remainder={self.drop_remainder})"
+        return (f"BatchAndCount(batch_size={self.batch_size}, drop_remainder="
+                f"{self.drop_remainder}, positional={self.positional}, chunked={self.chunked})")
 
 
 # ---------------------------------------------------------------------------- main-process stage
@@ -368,12 +535,33 @@ class PipelineIterator(grain.DatasetIterator):
         self._ds = dataset
         self.stats = PipelineStats()
         self._next_warning_at = 1
+        self._batches = 0  # batches yielded (counted against dataset.num_batches)
         self.process_index = dataset.config["process_index"]
         self.process_count = dataset.config["process_count"]
 
     def __next__(self) -> dict[str, Any]:
-        batch = next(self._parent)
-        self.stats.add_good(int(np.count_nonzero(batch["valid"])))
+        target = self._ds.num_batches
+        if target is not None and self._batches >= target:
+            for batch in self._parent:  # what is left (dropped remainders): count, don't yield
+                self._count(batch)
+            raise StopIteration
+        while True:
+            try:
+                batch = next(self._parent)
+            except StopIteration:
+                if target is None:
+                    raise
+                batch = self._ds.padding_batch()  # every process yields `target` batches
+                break
+            self._count(batch)
+            if _SKIP_ONLY not in batch:
+                break
+        self._batches += 1
+        return batch
+
+    def _count(self, batch: Mapping[str, Any]) -> None:
+        if "valid" in batch:
+            self.stats.add_good(int(np.count_nonzero(batch["valid"])))
         first_reasons = []
         for record_id, reason in zip(batch["skipped_ids"], batch["skipped_reasons"]):
             if self.stats.add_bad(str(reason), str(record_id)):
@@ -389,12 +577,11 @@ class PipelineIterator(grain.DatasetIterator):
         if batch["num_skipped"]:
             self.stats.check(self._ds.max_bad_fraction, self._ds.bad_check_after,
                              f" (process {self.process_index})")
-        return batch
 
     def get_state(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "config": dict(self._ds.config),
                 "stats": self.stats.to_state(), "next_warning_at": self._next_warning_at,
-                "pipeline": self._parent.get_state()}
+                "batches": self._batches, "pipeline": self._parent.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
@@ -402,6 +589,7 @@ class PipelineIterator(grain.DatasetIterator):
                                 f"{STATE_VERSION}; it was saved by another geojax version.")
         saved, current = state["config"], self._ds.config
         # num_epochs may change (extending a run keeps every position and permutation).
+        saved = {"read_chunk_size": 0, **saved}  # states saved before batched reads existed
         diff = [f"{k}: saved {saved.get(k)!r}, now {current[k]!r}" for k in current
                 if k != "num_epochs" and saved.get(k) != current[k]]
         if diff:
@@ -410,13 +598,17 @@ class PipelineIterator(grain.DatasetIterator):
         self._parent.set_state(state["pipeline"])
         self.stats = PipelineStats.from_state(state["stats"])
         self._next_warning_at = int(state["next_warning_at"])
+        self._batches = int(state.get("batches", 0))
 
 
 class _PipelineDataset(grain.IterDataset):
     def __init__(self, parent: grain.IterDataset, *, config: dict[str, Any],
-                 max_bad_fraction: float, bad_check_after: int):
+                 max_bad_fraction: float, bad_check_after: int, num_batches: int | None,
+                 padding_batch: Callable[[], dict[str, Any]]):
         super().__init__(parent)
         self.config = config
+        self.num_batches = num_batches
+        self.padding_batch = padding_batch
         self.max_bad_fraction = max_bad_fraction
         self.bad_check_after = bad_check_after
 
@@ -458,11 +650,13 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
                  drop_remainder: bool = True, worker_count: int = 0, worker_buffer_size: int = 2,
                  max_bad_fraction: float = 0.01, bad_check_after: int = 100,
                  augment: augment_lib.TrainAugment | None = None, resize: int | None = None,
-                 read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
+                 read_options: grain.ReadOptions | None = None,
+                 read_chunk_size: int | None = None) -> grain.IterDataset:
     """The input pipeline of one process (see the module docstring).
 
     Args:
-      source: a random-access source (``__len__``, ``__getitem__(i) -> dict``)
+      source: a random-access source (``__len__``, ``__getitem__(i) -> dict``, optionally
+        ``_getitems(indices) -> list[dict]``)
         whose records hold ``image`` (uint8 HxWx3) or ``image_bytes``, ``lat``,
         ``lng``, ``id`` and optional extras.
       partitions: ``{name: Partition}``; each adds ``label_<name>``.
@@ -476,6 +670,8 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
       shuffle: reshuffle every epoch (a different permutation per epoch).
       crops: eval views, ``"center"``, ``"five"`` or ``"ten"``.
       drop_remainder: drop a last partial batch; otherwise pad it (``valid`` marks real rows).
+        Finite streams yield :func:`batches_per_process` batches on every process
+        (see the module docstring).
       worker_count: ``mp_prefetch`` worker processes (0: everything in this process).
       worker_buffer_size: batches buffered per worker.
       max_bad_fraction, bad_check_after: the fault rule.
@@ -483,6 +679,9 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
       resize: eval shorter-side resize; default ``round(S * 256 / 224)`` (256 for 224).
       read_options: grain reader threads / buffer; default 8 threads in the main process, or
         ``cpu_count / worker_count`` (2 to 8) per worker.
+      read_chunk_size: records per batched read (``source._getitems``); 0 reads record by
+        record; default :data:`DEFAULT_READ_CHUNK_SIZE` when the source has ``_getitems``,
+        else 0.  Batches are the same either way.
 
     Returns:
       a grain ``IterDataset``; ``iter()`` of it is a :class:`PipelineIterator`.
@@ -514,22 +713,41 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
         raise PipelineError(f"the source has {num_records} records, fewer than the "
                             f"{process_count} processes that share it.")
 
-    ds = grain.MapDataset.source(source)[process_index::process_count]
+    if read_chunk_size is None:
+        batched = callable(getattr(source, "_getitems", None))
+        read_chunk_size = DEFAULT_READ_CHUNK_SIZE if batched else 0
+    if read_chunk_size < 0:
+        raise PipelineError(f"read_chunk_size must be >= 0, got {read_chunk_size}.")
+
+    prepare = _Prepare(train=train, augment=augment, image_size=image_size, resize=resize,
+                       crops=crops)
+    prepare_seed = _derived_seed(seed, 1, process_index)
+    if read_chunk_size:
+        ds = grain.MapDataset.range(num_records)[process_index::process_count]
+    else:
+        ds = grain.MapDataset.source(source)[process_index::process_count]
     if shuffle:
         ds = ds.shuffle(seed=_derived_seed(seed, 0))
     ds = ds.repeat(num_epochs)
-    prepare = _Prepare(train=train, augment=augment, image_size=image_size, resize=resize,
-                       crops=crops)
-    ds = ds.random_map(prepare, seed=_derived_seed(seed, 1, process_index))
+    if read_chunk_size:
+        ds = _ReadChunks(ds, source, prepare, prepare_seed, read_chunk_size)
+    else:
+        ds = ds.random_map(prepare, seed=prepare_seed)
     if read_options is None:
         # Reader threads overlap decoding (PIL releases the GIL); with worker processes, share
         # the CPUs between them rather than oversubscribe.
         threads = 8 if worker_count == 0 else max(2, min(8, (os.cpu_count() or 1) // worker_count))
-        read_options = grain.ReadOptions(num_threads=threads,
-                                         prefetch_buffer_size=max(64, 2 * local_batch))
+        buffer = max(64, 2 * local_batch)
+        if read_chunk_size:  # the buffer counts chunks
+            buffer = max(threads, -(-2 * local_batch // read_chunk_size))
+        read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer)
+    template = _Template(source, prepare, range(process_index, num_records, process_count)[:16],
+                         resize)
     it_ds = ds.to_iter_dataset(read_options)
     it_ds = _BatchAndCountDataset(it_ds, batch_size=local_batch, drop_remainder=drop_remainder,
-                                  partitions=partitions, max_bad_fraction=max_bad_fraction,
+                                  positional=num_epochs is not None and not drop_remainder,
+                                  chunked=bool(read_chunk_size), partitions=partitions,
+                                  template=template, max_bad_fraction=max_bad_fraction,
                                   bad_check_after=bad_check_after,
                                   where=(f" (process {process_index}, in one of its "
                                          f"{worker_count} input workers)" if worker_count
@@ -542,9 +760,54 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
                   process_count=process_count, global_batch_size=global_batch_size,
                   image_size=image_size, seed=int(seed), num_epochs=num_epochs, shuffle=shuffle,
                   train=train, crops=crops, worker_count=worker_count,
-                  partitions=sorted(partitions))
-    return _PipelineDataset(it_ds, config=config, max_bad_fraction=max_bad_fraction,
-                            bad_check_after=bad_check_after)
+                  partitions=sorted(partitions), read_chunk_size=int(read_chunk_size))
+    num_batches = batches_per_process(
+        num_records, process_count=process_count, num_epochs=num_epochs,
+        local_batch_size=local_batch, drop_remainder=drop_remainder, worker_count=worker_count,
+        read_chunk_size=read_chunk_size)
+    return _PipelineDataset(
+        it_ds, config=config, max_bad_fraction=max_bad_fraction,
+        bad_check_after=bad_check_after, num_batches=num_batches,
+        padding_batch=lambda: _make_batch([], local_batch, partitions, [], template))
+
+
+def batches_per_process(num_records: int, *, process_count: int, num_epochs: int | None,
+                        local_batch_size: int, drop_remainder: bool, worker_count: int = 0,
+                        read_chunk_size: int = 0) -> int | None:
+    """How many batches every process yields from a finite stream (None: endless).
+
+    Process ``p`` reads ``len(range(p, num_records, process_count)) * num_epochs``
+    stream positions; each of its ``max(worker_count, 1)`` batchers gets every
+    ``worker_count``-th element below the batcher (a record, or a chunk of
+    ``read_chunk_size`` records) and makes its own batches.  Without
+    ``drop_remainder`` a batcher makes ``ceil(positions / B)`` batches (bad
+    records are invalid rows, the last batch is padded) and every process yields
+    the largest total over the processes, the others adding all-padding
+    batches; with ``drop_remainder`` a batcher makes ``floor(positions / B)``
+    and every process stops at the smallest total (padding only if bad records
+    ran a process short).  Deterministic, so all processes agree without talking.
+    """
+    if num_epochs is None:
+        return None
+    unit = max(read_chunk_size, 1)
+    totals = []
+    for per_process in {num_records // process_count, -(-num_records // process_count)}:
+        length = per_process * num_epochs
+        if worker_count == 0:
+            shares = [length]
+        else:
+            units = -(-length // unit)
+            shares = []
+            for w in range(worker_count):
+                mine = len(range(w, units, worker_count)) * unit
+                if units and (units - 1) % worker_count == w:
+                    mine -= units * unit - length  # the short last chunk
+                shares.append(mine)
+        if drop_remainder:
+            totals.append(sum(n // local_batch_size for n in shares))
+        else:
+            totals.append(sum(-(-n // local_batch_size) for n in shares))
+    return min(totals) if drop_remainder else max(totals)
 
 
 # ---------------------------------------------------------------------------- iterator state files
