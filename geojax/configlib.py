@@ -37,6 +37,11 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
         eval_size=500 if runlocal else 0,  # 0: each split's paper size
         image_size=64,  # GeoWorld render size = crop size of the pipeline
         worker_count=0,  # grain mp_prefetch worker processes (0: in the main process)
+        # Train augmentation: "crop" (resize to S*256/224, random SxS crop: GeoWorld's default,
+        # since its renders already vary crop, scale, colour and lighting, and its colours and
+        # stripe codes are location cues that colour jitter and flips would blur) or
+        # "paper_003" (003 §8.4.2: + flip, colour jitter, rotation; for real photos).
+        augment="crop",
         train_csv="",  # source="csv": metadata CSVs and their image folders
         train_images="",
         eval_csv="",
@@ -70,7 +75,8 @@ def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
     config.seed = 0
     config.model = ml_collections.ConfigDict(dict(
         backbone=backbone,
-        backbone_kwargs={},
+        # runlocal: a two-stage 8/16-channel CNN (seconds-long test runs)
+        backbone_kwargs={"widths": (8, 16)} if runlocal and backbone == "small_cnn" else {},
         dtype="float32",  # "bfloat16": backbone compute in bf16
         head_dropout=0.0,
         bottleneck_dim=0,  # > 0: a hidden layer in each head

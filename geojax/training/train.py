@@ -172,6 +172,21 @@ def build_model(config: ml_collections.ConfigDict, num_classes: Mapping[str, int
         stop_gradient_backbone=freeze_backbone)
 
 
+def train_augment(data_config: Any) -> Any:
+    """The ``TrainAugment`` named by ``config.data.augment`` (see ``configlib.data_config``)."""
+    from geojax.data import augment  # pylint: disable=import-outside-toplevel
+
+    size = int(data_config.image_size)
+    name = data_config.get("augment", "paper_003")
+    if name == "paper_003":
+        return augment.TrainAugment(image_size=size, resize=int(round(size * 256 / 224)))
+    if name == "crop":
+        return augment.TrainAugment(image_size=size, resize=int(round(size * 256 / 224)),
+                                    flip_prob=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+                                    hue=0.0, rotate=None)
+    raise ConfigError(f"config.data.augment={name!r}; use 'crop' or 'paper_003'.")
+
+
 def normalize_images(images: jax.Array) -> jax.Array:
     """uint8 (..., 3) → float32 (x − ImageNet mean) / std."""
     return (images.astype(jnp.float32) - IMAGE_MEAN) / IMAGE_STD
@@ -252,7 +267,7 @@ def make_train_step(model: heads_lib.GeoModel, tx: optax.GradientTransformation,
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "learning_rate": schedule(state.step),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": optax.tree.norm(grads)}
         for h in trained_heads:
             label = batch[f"label_{h}"]
             counted = batch["valid"] & (label >= 0)
@@ -402,7 +417,7 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     dataset = pipeline.make_dataset(
         ctx.train_source, partitions=trained, train=True, global_batch_size=int(cfg["batch_size"]),
         image_size=image_size, seed=int(config.seed) + 1000 * list(config.stage_order).index(name),
-        worker_count=int(config.data.get("worker_count", 0)))
+        worker_count=int(config.data.get("worker_count", 0)), augment=train_augment(config.data))
     iterator = iter(dataset)
     ckpt = checkpointing.Checkpointer(os.path.join(ctx.workdir, "checkpoints", name),
                                       keep=int(cfg["keep_checkpoints"]))

@@ -1,0 +1,218 @@
+"""End-to-end training: stages, checkpoints and resumption, failures, configs.
+
+Runs the configs' ``runlocal`` variants shrunk further (2,000 GeoWorld photos at 32 px, a
+two-stage CNN, a handful of steps), in process; the multi-device and multi-process runs are
+in ``test_train_distributed.py``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from geojax.training import checkpointing, sharding, train as train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--config.data.train_size=2000", "--config.data.eval_size=48",
+    "--config.data.image_size=32", "--config.data.eval_splits=('im2gps3k',)",
+    "--config.eval.batch_size=16", "--config.eval.map=False",
+]
+
+
+def load_config(name: str, **overrides):
+    """``configs/<name>.py:runlocal`` shrunk to a seconds-long run; ``overrides`` as dotted keys."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(REPO, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("runlocal")
+    values = dict(
+        **{"data.train_size": 2000, "data.eval_size": 48, "data.image_size": 32,
+           "data.eval_splits": ("im2gps3k",), "eval.batch_size": 16, "eval.map": False},
+        **overrides)
+    for key, value in values.items():
+        node = config
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def final_weights(workdir: str, stage: str) -> dict:
+    return train_lib.load_weights(os.path.join(workdir, "checkpoints", stage))
+
+
+def assert_trees_equal(a, b):
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------------------
+# Two stages, frozen backbone, interrupted and resumed == uninterrupted
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cplanet_reference(tmp_path_factory):
+    """An uninterrupted tiny CPlaNet run (pretrain 8 steps, heads 6 steps)."""
+    workdir = str(tmp_path_factory.mktemp("cplanet_ref"))
+    config = load_config("cplanet", **{"stages.pretrain.num_steps": 8,
+                                       "stages.pretrain.checkpoint_every": 3,
+                                       "stages.heads.num_steps": 6,
+                                       "stages.heads.checkpoint_every": 2})
+    results = train_lib.train_and_evaluate(config, workdir, log=quiet)
+    return config, workdir, results
+
+
+def test_cplanet_two_stages_freeze_the_backbone(cplanet_reference):
+    config, workdir, results = cplanet_reference
+    pre = final_weights(workdir, "pretrain")
+    heads = final_weights(workdir, "heads")
+    # The heads stage trains on the frozen pretrained backbone: weights and batch-norm
+    # statistics are exactly the pretrain's, and so is the (frozen) pretrain head.
+    assert_trees_equal(pre["params"]["backbone"], heads["params"]["backbone"])
+    assert_trees_equal(pre["batch_stats"], heads["batch_stats"])
+    assert_trees_equal(pre["params"]["heads"]["planet"], heads["params"]["heads"]["planet"])
+    geoclass = [k for k in heads["params"]["heads"] if k.startswith("geoclass")]
+    assert len(geoclass) == 5
+    # The report has every head, the combinatorial rows, the baseline and the oracles.
+    rows = results["im2gps3k"]
+    assert "constant (densest cell)" in rows and "oracle: planet" in rows
+    assert any(m.startswith("combinatorial NormalizedSum") for m in rows)
+    assert any(m.startswith("combinatorial SimpleSum") for m in rows)
+    for m in geoclass:
+        assert any(r.startswith(f"{m} (") for r in rows)
+    assert all(rows[m]["n"] == 48 for m in rows if not m.startswith(("constant", "oracle")))
+    from geojax.evaluation import report  # pylint: disable=import-outside-toplevel
+    saved = report.read_results(os.path.join(workdir, "results.json"))
+    assert saved.keys() == {f"im2gps3k/{m}" for m in rows}
+    lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
+    assert any('"stage": "heads"' in line for line in lines)
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted(cplanet_reference, tmp_path):
+    config, ref_dir, _ = cplanet_reference
+    workdir = str(tmp_path)
+    # Stop in the middle of each stage (a checkpoint is saved, Preempted raised), then resume.
+    with pytest.raises(train_lib.Preempted, match="re-run the same command"):
+        train_lib.train(config, workdir, log=quiet, stop_after=("pretrain", 5))
+    with pytest.raises(train_lib.Preempted):
+        train_lib.train(config, workdir, log=quiet, stop_after=("heads", 3))
+    train_lib.train(config, workdir, log=quiet)
+    for stage in ("pretrain", "heads"):
+        assert_trees_equal(final_weights(ref_dir, stage), final_weights(workdir, stage))
+
+
+def test_finished_run_is_not_retrained_and_eval_mode_reproduces(cplanet_reference):
+    config, workdir, results = cplanet_reference
+    before = sorted(glob.glob(os.path.join(workdir, "checkpoints", "*", "*")))
+    again = train_lib.evaluate_workdir(config, workdir, log=quiet)
+    assert sorted(glob.glob(os.path.join(workdir, "checkpoints", "*", "*"))) == before
+    for method, row in results["im2gps3k"].items():
+        assert again["im2gps3k"][method]["acc@2500km"] == row["acc@2500km"], method
+
+
+def test_sigkill_during_checkpoint_writes_then_resume(cplanet_reference, tmp_path):
+    """kill -9 while Orbax writes a checkpoint (every step here), then the same command."""
+    _, ref_dir, _ = cplanet_reference
+    workdir = str(tmp_path / "run")
+    command = [sys.executable, "-m", "geojax.main", f"--config={REPO}/configs/cplanet.py:runlocal",
+               f"--workdir={workdir}", *TINY,
+               "--config.stages.pretrain.num_steps=8", "--config.stages.pretrain.checkpoint_every=1",
+               "--config.stages.heads.num_steps=6", "--config.stages.heads.checkpoint_every=1"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pattern = os.path.join(workdir, "checkpoints", "pretrain", "*tmp*")
+    deadline = time.time() + 240
+    killed_in_write = False
+    while time.time() < deadline and proc.poll() is None:
+        names = os.listdir(os.path.dirname(pattern)) if os.path.isdir(os.path.dirname(pattern)) else []
+        if any("tmp" in n for n in names) and any(n.isdigit() for n in names):
+            proc.send_signal(signal.SIGKILL)
+            killed_in_write = True
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    if not killed_in_write:
+        pytest.skip("the run finished before a checkpoint write could be interrupted")
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"))
+    assert ckpt.latest_step() is not None and ckpt.latest_step() < 8
+    ckpt.close()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from its checkpoint" in done.stdout
+    for stage in ("pretrain", "heads"):
+        assert_trees_equal(final_weights(ref_dir, stage), final_weights(workdir, stage))
+
+
+# ------------------------------------------------------------------------------------------
+# Failures
+# ------------------------------------------------------------------------------------------
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = load_config("planet", **{"stages.train.num_steps": 6,
+                                      "stages.train.log_every": 1,
+                                      "stages.train.checkpoint_every": 1,
+                                      "stages.train.optimizer.learning_rate": 1e30,
+                                      "stages.train.optimizer.schedule.warmup_steps": 0})
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step \d"):
+        train_lib.train(config, str(tmp_path), log=quiet)
+    ckpt = checkpointing.Checkpointer(os.path.join(tmp_path, "checkpoints", "train"))
+    latest = ckpt.latest_step()
+    ckpt.close()
+    assert latest is not None and latest < 6
+    weights = final_weights(str(tmp_path), "train")
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(weights["params"]))
+
+
+def test_config_errors_fail_before_compute(tmp_path):
+    config = load_config("planet", **{"stages.train.bogus": 1})
+    with pytest.raises(train_lib.ConfigError, match=r"unknown keys \['bogus'\]"):
+        train_lib.train(config, str(tmp_path), log=quiet)
+    config = load_config("planet", **{"stages.train.heads": ("nope",)})
+    with pytest.raises(train_lib.ConfigError, match="not partition groups"):
+        train_lib.train(config, str(tmp_path), log=quiet)
+    config = load_config("planet", **{"mesh.data": 3})
+    with pytest.raises(sharding.MeshError, match="needs 3 devices but 1"):
+        train_lib.train(config, str(tmp_path), log=quiet)
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_mesh_shapes_and_batch_checks():
+    assert sharding.mesh_shape({"data": -1, "fsdp": 2}, 8) == {"data": 4, "fsdp": 2}
+    assert sharding.mesh_shape(None, 8) == {"data": 8, "fsdp": 1}
+    with pytest.raises(sharding.MeshError, match="cannot be split into groups of 3"):
+        sharding.mesh_shape({"fsdp": 3}, 8)
+    with pytest.raises(sharding.MeshError, match="unknown axes"):
+        sharding.mesh_shape({"model": 2}, 8)
+    with pytest.raises(sharding.MeshError, match="at most one axis may be -1"):
+        sharding.mesh_shape({"data": -1, "fsdp": -1}, 8)
+    mesh = sharding.make_mesh({"data": 1})
+    sharding.check_batch_size(3, mesh)
+    with pytest.raises(sharding.MeshError, match="use a multiple of"):
+        sharding.check_batch_size(0, mesh)
+    spec = sharding._fsdp_spec((3, 64, 8), 4, 1)  # pylint: disable=protected-access
+    assert tuple(spec) == (None, "fsdp", None)
+    assert tuple(sharding._fsdp_spec((3, 5), 4, 1)) == ()  # pylint: disable=protected-access
+
+
+def test_unknown_command_line_key_is_refused():
+    done = subprocess.run([sys.executable, "-m", "geojax.main",
+                           f"--config={REPO}/configs/planet.py:runlocal", "--config.no_such_key=1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "no_such_key" in done.stderr
