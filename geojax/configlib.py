@@ -85,6 +85,7 @@ def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
     # the parameters and optimizer state too (geojax.training.sharding).
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     config.param_sharding = "replicate"
+    config.fsdp_min_size = 2 ** 14  # under param_sharding="fsdp", smaller leaves stay replicated
     config.stages = ml_collections.ConfigDict(stages)
     config.stage_order = tuple(stages)
     config.eval = ml_collections.ConfigDict(dict(

@@ -220,7 +220,17 @@ def load_weights(directory: str) -> dict[str, Any]:
                                     "stage directory <workdir>/checkpoints/<stage> or one of its "
                                     "step directories).")
         step_dir = os.path.join(directory, str(max(steps)))
-    restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
+    path = os.path.join(step_dir, "state")
+    checkpointer = ocp.StandardCheckpointer()
+    meta = checkpointer.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    # Restore every array onto one local device, whatever topology saved it.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
+                          tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+    restored = checkpointer.restore(path, target)
+    restored = jax.tree.map(np.asarray, restored)
     return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
@@ -412,8 +422,13 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     tx, schedule = optim.make_optimizer(opt_cfg, abstract.params, steps_per_epoch=steps_per_epoch,
                                         total_steps=num_steps)
     abstract = _abstract_state(model, tx, image_size)
-    state_sh = sharding.state_shardings(abstract, mesh, config.get("param_sharding", "replicate"))
+    state_sh = sharding.state_shardings(abstract, mesh, config.get("param_sharding", "replicate"),
+                                        fsdp_min_size=int(config.get("fsdp_min_size", 2 ** 14)))
 
+    sharded = sum(1 for sh in jax.tree.leaves(state_sh.params) if any(a is not None for a in sh.spec))
+    if sharded:
+        ctx.log(f"[{name}] {sharded} of {len(jax.tree.leaves(state_sh.params))} parameter arrays "
+                "sharded over the fsdp axis")
     dataset = pipeline.make_dataset(
         ctx.train_source, partitions=trained, train=True, global_batch_size=int(cfg["batch_size"]),
         image_size=image_size, seed=int(config.seed) + 1000 * list(config.stage_order).index(name),
