@@ -216,3 +216,15 @@ def test_unknown_command_line_key_is_refused():
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "no_such_key" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["hierarchical", "multi_partition"])
+def test_other_configs_train_and_report(name, tmp_path):
+    config = load_config(name, **{"stages.train.num_steps": 3})
+    results = train_lib.train_and_evaluate(config, str(tmp_path), log=quiet)["im2gps3k"]
+    if name == "hierarchical":
+        assert "hierarchy hierarchical product" in results
+        assert sum(m.startswith("hierarchy") and "cl.)" in m for m in results) == 7
+    else:
+        assert sum(m.startswith("boxes") and "cl.)" in m for m in results) == 6
+    assert all(0 <= r["acc@2500km"] <= 1 for r in results.values())
