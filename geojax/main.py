@@ -60,7 +60,10 @@ def main(argv: list[str]) -> None:
     from geojax.training import train  # pylint: disable=import-outside-toplevel
 
     if FLAGS.mode == "train":
-        train.train_and_evaluate(config, workdir)
+        try:
+            train.train_and_evaluate(config, workdir)
+        except train.Preempted as stop:  # SIGTERM: a checkpoint was saved
+            raise SystemExit(f"preempted: {stop}") from None
     elif FLAGS.mode == "eval":
         train.evaluate_workdir(config, workdir)
 

@@ -158,6 +158,10 @@ def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print
     digest = _fingerprint(lat, lng)
     root = os.path.join(workdir, "partitions")
     groups: dict[str, list[base.Partition]] = {}
+    from geojax import progress  # pylint: disable=import-outside-toplevel
+
+    bar = progress.Progress(len(config.partitions), desc="[partition]", unit="group",
+                            enabled=write, log_interval=0.0)
     for group, spec in config.partitions.items():
         spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
         scheme = spec.get("scheme")
@@ -185,6 +189,8 @@ def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print
         for p in parts:
             log("  " + p.summary())
         groups[group] = parts
+        bar.update(1)
+    bar.close()
     return groups
 
 

@@ -128,36 +128,83 @@ def test_finished_run_is_not_retrained_and_eval_mode_reproduces(cplanet_referenc
         assert again["im2gps3k"][method]["acc@2500km"] == row["acc@2500km"], method
 
 
-def test_sigkill_during_checkpoint_writes_then_resume(cplanet_reference, tmp_path):
-    """kill -9 while Orbax writes a checkpoint (every step here), then the same command."""
+def _wait_for(condition, proc, timeout=240.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def test_sigterm_then_sigkill_during_checkpoint_write_then_resume(cplanet_reference, tmp_path):
+    """SIGTERM (preemption) saves and exits; kill -9 while Orbax writes a checkpoint (every
+    step here); then the same command resumes and ends where the uninterrupted run ended."""
     _, ref_dir, _ = cplanet_reference
     workdir = str(tmp_path / "run")
     command = [sys.executable, "-m", "geojax.main", f"--config={REPO}/configs/cplanet.py:runlocal",
                f"--workdir={workdir}", *TINY,
                "--config.stages.pretrain.num_steps=8", "--config.stages.pretrain.checkpoint_every=1",
                "--config.stages.heads.num_steps=6", "--config.stages.heads.checkpoint_every=1"]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    pattern = os.path.join(workdir, "checkpoints", "pretrain", "*tmp*")
-    deadline = time.time() + 240
-    killed_in_write = False
-    while time.time() < deadline and proc.poll() is None:
-        names = os.listdir(os.path.dirname(pattern)) if os.path.isdir(os.path.dirname(pattern)) else []
-        if any("tmp" in n for n in names) and any(n.isdigit() for n in names):
-            proc.send_signal(signal.SIGKILL)
-            killed_in_write = True
-            break
-        time.sleep(0.002)
-    proc.wait(timeout=60)
-    if not killed_in_write:
+    ckpt_dir = os.path.join(workdir, "checkpoints", "pretrain")
+
+    def names():
+        return os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+
+    def latest():
+        ckpt = checkpointing.Checkpointer(ckpt_dir)
+        step = ckpt.latest_step()
+        ckpt.close()
+        return step
+
+    # 1. SIGTERM once training has started: a clean, saved stop.
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    assert _wait_for(lambda: any(n.isdigit() for n in names()), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "preempted" in err and "re-run the same command" in err, err[-2000:]
+    stopped_at = latest()
+    assert stopped_at is not None and 1 <= stopped_at < 8
+    assert not any("tmp" in n for n in names())
+
+    # 2. kill -9 while a checkpoint is being written.
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = _wait_for(lambda: any("tmp" in n for n in names()), proc)
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=120)
+    if not killed:
         pytest.skip("the run finished before a checkpoint write could be interrupted")
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"))
-    assert ckpt.latest_step() is not None and ckpt.latest_step() < 8
-    ckpt.close()
+
+    # 3. The same command again: resumes from the last complete checkpoint and finishes.
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from its checkpoint" in done.stdout
     for stage in ("pretrain", "heads"):
         assert_trees_equal(final_weights(ref_dir, stage), final_weights(workdir, stage))
+
+
+def test_init_from_starts_the_first_stage_from_another_run(cplanet_reference, tmp_path):
+    """config.init_from: the weights of another run's checkpoint; with a frozen backbone the
+    backbone stays exactly the one loaded."""
+    _, ref_dir, _ = cplanet_reference
+    config = load_config("planet", **{"stages.train.num_steps": 2, "stages.train.freeze_backbone": True,
+                                      "init_from": os.path.join(ref_dir, "checkpoints", "pretrain")})
+    train_lib.train(config, str(tmp_path), log=quiet)
+    assert_trees_equal(final_weights(ref_dir, "pretrain")["params"]["backbone"],
+                       final_weights(str(tmp_path), "train")["params"]["backbone"])
+    config = load_config("planet", **{"init_from": str(tmp_path / "nothing")})
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        train_lib.train(config, str(tmp_path / "other"), log=quiet)
+
+
+def test_bfloat16_compute(tmp_path):
+    config = load_config("planet", **{"stages.train.num_steps": 2, "model.dtype": "bfloat16"})
+    _, model, state = train_lib.train(config, str(tmp_path), log=quiet)
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(state.params))
+    lines = open(os.path.join(tmp_path, "metrics.jsonl")).read().splitlines()
+    assert lines and all(np.isfinite(__import__("json").loads(l)["loss"]) for l in lines)
 
 
 # ------------------------------------------------------------------------------------------
