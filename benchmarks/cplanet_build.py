@@ -19,8 +19,8 @@ probability ∝ population^0.8.  Each photo is, independently:
 With the default seed this gives ≈1.85M non-empty level-14 cells, the upper
 end of what MP-16's 4.72M photos occupy.  With ``--feature_dim`` each photo
 also gets a synthetic feature (its city's random vector plus unit noise), so
-that sets 1 and 3–5 use visual distances too; the visual path evaluates
-edge weights with numpy per merge and is several times slower.
+that sets 1 and 3–5 use visual distances too (the merge rounds then also
+evaluate the cosine distances on the edges of the nodes merged in a round).
 
 The stages are timed separately — the shared initial graph (S2 cells, empty
 cell folding, adjacency), then for each set the greedy merge and the output
@@ -114,7 +114,6 @@ def main() -> None:
     start = _clock()
     lat_v, lng_v, level, feats = cplanet._prepare(lat, lng, args.base_level, features)
     graph = cplanet._base_graph(lat_v, lng_v, level)
-    graph.adjacency()
     wall, cpu = _since(start)
     total_wall, total_cpu = total_wall + wall, total_cpu + cpu
     print(f"initial graph: {graph.num_nodes:,} nodes, {graph.edges.shape[0]:,} edges, "
@@ -129,7 +128,6 @@ def main() -> None:
         task, params = cplanet._plan_set(graph, num_classes=min(preset.num_classes, graph.num_nodes),
                                          alpha=preset.alpha, beta=preset.beta, features=use,
                                          feature_subspace_dim=sub, seed=args.seed + i)
-        task.adjacency = graph.adjacency()
         root = cplanet._run_merge(task)
         merge_wall = _since(start)[0]
         part = cplanet._finish_set(graph, root, lat_v, lng_v, params, f"cplanet_set{i + 1}")

@@ -8,11 +8,14 @@ points, reloads identically).
 
 from __future__ import annotations
 
+import heapq
 import math
+import struct
 
 import numpy as np
 import pytest
 from scipy import sparse
+from scipy import spatial
 from scipy.sparse import csgraph
 
 from geojax.geo import s2, sphere
@@ -220,6 +223,188 @@ def test_greedy_matches_brute_force_reference(alpha, beta, with_features):
     np.testing.assert_array_equal(got, want)
     assert np.unique(got).size == num_classes
     assert params["visual_distance_used"] == (with_features and beta[0] > 0)
+
+
+def _sequential_greedy(task):
+    """The sequential greedy merge that ``cplanet._batched_merge`` replaced, verbatim.
+
+    It is the reference the batched rounds must reproduce exactly (ties
+    included).  It returns the surviving node of every node.
+
+    The hot loop runs once per merge (≈ n times).  A node's queue key is one
+    Python int, ``bits(score) << shift | prio``, where ``bits`` is the
+    IEEE-754 bit pattern of the score (monotone for non-negative floats), so
+    comparisons are int comparisons and the key order is exactly
+    (score, priority).  The queue holds one entry per live node whose key is
+    at most that node's current key: the initial keys, sorted once with numpy
+    and read in order, plus a small heap of re-queued keys.  An entry popped
+    with an outdated key is queued again with the current key (so a node
+    that absorbs many others is re-queued once, not once per merge); the
+    first entry popped with an up-to-date key is the live node of lowest key.
+    """
+    n = task.score.size
+    if n <= task.num_classes:
+        return np.arange(n, dtype=np.int64)
+    prio = np.asarray(task.prio, np.int64)
+    pr = prio.tolist()
+    sc = task.score.astype(np.float64).tolist()
+    shift = max(1, int(n - 1).bit_length())
+    mask = (1 << shift) - 1
+    node_of_prio = np.empty(n, np.int64)
+    node_of_prio[prio] = np.arange(n)
+    node_of_prio = node_of_prio.tolist()
+    bits = np.ascontiguousarray(task.score, np.float64).view(np.int64)
+    cur = [(b << shift) | p for b, p in zip(bits.tolist(), pr)]  # current key; −1: merged
+    order = np.lexsort((prio, bits)).tolist()
+    initial = [cur[i] for i in order] + [1 << (64 + shift)]  # sentinel above every key
+    next_initial = 0
+    heap: list[int] = []
+    adj = [set() for _ in range(n)]
+    for a, b in task.edges.tolist():
+        adj[a].add(b)
+        adj[b].add(a)
+    centres = cplanet._unit_rows(task.xyz_sum)
+    xyz_sum = list(map(tuple, task.xyz_sum.tolist()))
+    cen = list(map(tuple, centres.tolist()))
+    root = list(range(n))
+    feats = task.feats
+    use_feats = feats is not None and task.vis_weight > 0
+    if use_feats:
+        feats = feats.copy()
+        fnorm = np.linalg.norm(feats.astype(np.float64), axis=-1)
+    vis_weight, geo_weight = task.vis_weight, task.geo_weight
+    pop, push, sqrt = heapq.heappop, heapq.heappush, math.sqrt
+    pack = struct.Struct("<d").pack
+    alive = n
+    while alive > task.num_classes:
+        k = initial[next_initial]
+        if heap and heap[0] < k:
+            k = pop(heap)
+        else:
+            next_initial += 1
+        u = node_of_prio[k & mask]
+        ku = cur[u]
+        if ku != k:
+            if ku >= 0:  # u grew since this entry was queued: queue its current key
+                push(heap, ku)
+            continue
+        nb = adj[u]
+        # --- u's nearest neighbour by Eq. 2; ties to the nearer centre, then lower priority.
+        if use_feats:
+            idx = np.fromiter(nb, np.int64, len(nb))
+            d = centres[idx] - centres[u]
+            geo = 2.0 * np.arcsin(np.minimum(np.sqrt(np.einsum("ij,ij->i", d, d)) * 0.5, 1.0))
+            den = fnorm[idx] * fnorm[u]
+            dots = feats[idx].astype(np.float64) @ feats[u].astype(np.float64)
+            vis = np.where(den > 0, 1.0 - dots / np.where(den > 0, den, 1.0), 1.0)
+            w = vis_weight * vis + geo_weight * geo
+            tied = w == w.min()
+            best, geo = idx[tied], geo[tied]
+            best = best[geo == geo.min()]
+            v = int(best[np.argmin(prio[best])])
+        else:  # Eq. 2 is β2·dist_geo (or 0): the nearest centre wins
+            ux, uy, uz = cen[u]
+            v, bd, bp = -1, math.inf, 0
+            for x in nb:  # the chord is monotone in the great-circle distance
+                px, py, pz = cen[x]
+                dx, dy, dz = px - ux, py - uy, pz - uz
+                dd = dx * dx + dy * dy + dz * dz
+                if dd < bd or (dd == bd and pr[x] < bp):
+                    v, bd, bp = x, dd, pr[x]
+        if v < 0:
+            raise AssertionError("internal error: a node has no neighbour in a connected graph.")
+        # --- merge u into v; the new node lives in v's slot and keeps v's priority.
+        cur[u] = -1
+        root[u] = v
+        for x in nb:  # v is among them; its self-loop is dropped below
+            adj_x = adj[x]
+            adj_x.discard(u)
+            adj_x.add(v)
+        adj_v = adj[v]
+        adj_v |= nb
+        adj_v.discard(v)
+        adj[u] = None
+        alive -= 1
+        s = sc[u]
+        if s != 0.0:
+            s += sc[v]
+            sc[v] = s
+            cur[v] = (int.from_bytes(pack(s), "little") << shift) | pr[v]
+        ux, uy, uz = xyz_sum[u]
+        vx, vy, vz = xyz_sum[v]
+        vx, vy, vz = vx + ux, vy + uy, vz + uz
+        xyz_sum[v] = (vx, vy, vz)
+        norm = sqrt(vx * vx + vy * vy + vz * vz)
+        if norm > 0:
+            cen[v] = (vx / norm, vy / norm, vz / norm)
+        if use_feats:
+            centres[v] = cen[v]
+            feats[v] += feats[u]
+            fv = feats[v].astype(np.float64)
+            fnorm[v] = math.sqrt(float(fv @ fv))
+    out = np.asarray(root, np.int64)
+    while True:  # pointer jumping: every node to its surviving node
+        nxt = out[out]
+        if np.array_equal(nxt, out):
+            return out
+        out = nxt
+
+
+# ------------------------------------------------------------------ batched rounds = sequential loop
+def _random_task(rng, n, *, integer_scores, lattice, feature_dim, vis_weight, num_classes):
+    """A merge task on a random connected planar graph: the spherical Delaunay graph of n points.
+
+    With ``lattice`` the node centres are a few cube-grid directions (many
+    equal distances, so ties in Eq. 2 are common); with ``integer_scores``
+    the scores are small integers (ties in Eq. 1 are common).
+    """
+    xyz = rng.normal(size=(n, 3))
+    xyz /= np.linalg.norm(xyz, axis=1, keepdims=True)
+    if lattice:  # centres on a few cube-grid directions, whatever the graph
+        g = rng.integers(-2, 3, size=(n, 3)).astype(np.float64)
+        g[np.all(g == 0, axis=1)] = (1.0, 0.0, 0.0)
+        xyz_sum = g / np.linalg.norm(g, axis=1, keepdims=True) * rng.integers(1, 4, (n, 1))
+    else:
+        xyz_sum = xyz * rng.integers(1, 5, (n, 1)) + rng.normal(0.0, 0.05, (n, 3))
+    tri = spatial.ConvexHull(xyz).simplices
+    e = np.sort(np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [0, 2]]]), axis=1)
+    edges = np.unique(e, axis=0).astype(np.int64)
+    score = (rng.integers(1, 4, n).astype(np.float64) if integer_scores
+             else rng.choice([0.5, 0.75, 1.25], n) + rng.integers(0, 3, n) * 0.009)
+    feats = (rng.integers(-2, 3, size=(n, feature_dim)).astype(np.float32) if feature_dim else None)
+    return cplanet._MergeTask(edges=edges, score=score, prio=rng.permutation(n).astype(np.int64),
+                              xyz_sum=xyz_sum, num_classes=num_classes,
+                              vis_weight=vis_weight if feature_dim else 0.0, geo_weight=1.3,
+                              feats=feats)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_batched_merge_matches_the_sequential_loop(seed):
+    """Rounds of 2-hop minima reproduce the sequential heap loop exactly, ties and stop included."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(30, 400))
+    for num_classes in (1, 2, n // 7, n // 2, n - 3, n - 1, n):
+        task = _random_task(rng, n, integer_scores=seed % 2 == 0, lattice=seed % 3 == 0,
+                            feature_dim=(0, 0, 3)[seed % 3], vis_weight=(0.0, 0.7)[seed % 2],
+                            num_classes=max(num_classes, 1))
+        want = _sequential_greedy(task)
+        got = cplanet._batched_merge(task)
+        np.testing.assert_array_equal(got, want, err_msg=f"n={n} num_classes={num_classes}")
+        assert np.unique(got).size == max(num_classes, 1)
+
+
+def test_batched_merge_matches_the_sequential_loop_on_s2_graphs(clustered):
+    """The same on real initial graphs (folded empty cells, mixed degrees), all five Table 1 sets."""
+    lat, lng = clustered
+    feats = np.random.default_rng(4).integers(-3, 4, size=(lat.size, 6)).astype(np.float32)
+    for level in (6, 9):
+        graph = cplanet._base_graph(lat, lng, level)
+        for i, preset in enumerate(cplanet.TABLE1_PRESETS):
+            task, _ = cplanet._plan_set(graph, num_classes=max(1, graph.num_nodes // (3 + i)),
+                                        alpha=preset.alpha, beta=preset.beta,
+                                        features=feats if i % 2 == 0 else None,
+                                        feature_subspace_dim=None, seed=i)
+            np.testing.assert_array_equal(cplanet._batched_merge(task), _sequential_greedy(task))
 
 
 # ------------------------------------------------------------------ properties
