@@ -101,7 +101,7 @@ def test_csv_source(tmp_path):
 def test_command_line(tmp_path):
     """``python -m geojax.main`` with a config override, as a user runs it."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "geojax.main", "--config=configs/planet.py:runlocal",
+    cmd = [sys.executable, "-m", "geojax.main", "--config=configs/planet.py:runlocal", "--mode=partition",
            f"--workdir={tmp_path}", "--config.data.train_size=3000", "--config.data.eval_size=50"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
