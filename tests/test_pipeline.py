@@ -177,8 +177,10 @@ def test_configuration_errors():
         _dataset(_records(10), global_batch_size=6, process_count=4)
     with pytest.raises(pipeline.PipelineError, match="crops"):
         _dataset(_records(10), train=False, crops="seven")
-    with pytest.raises(pipeline.PipelineError, match="fewer than"):
-        _dataset(_records(2), process_count=4, process_index=0)
+    with pytest.raises(pipeline.PipelineError, match="no records"):
+        _dataset([])
+    # Fewer records than processes is fine: the global stream repeats the source.
+    assert len(_take(iter(_dataset(_records(2), process_count=4, process_index=3)), 3)) == 3
 
 
 # ---------------------------------------------------------------------------- contents
@@ -371,7 +373,7 @@ def test_batched_reads_equal_per_record_reads(train):
     per_record = list(iter(pipeline.make_dataset(world, read_chunk_size=0, **common)))
     batched = list(iter(pipeline.make_dataset(world, read_chunk_size=7, **common)))
     default = list(iter(pipeline.make_dataset(world, **common)))  # GeoWorld: batched by default
-    assert len(per_record) == 15  # 30 records x 2 epochs / 4 rows per process
+    assert len(per_record) == 15  # 60 records x 2 epochs / 8 rows per global batch
     _assert_batches_equal(batched, per_record)
     _assert_batches_equal(default, per_record)
 
@@ -391,20 +393,37 @@ def test_batched_reads_use_getitems_and_keep_bad_record_counts():
 
 
 @pytest.mark.parametrize("worker_count", [0, 2])
-def test_batched_reads_restore_mid_chunk_is_bit_identical(worker_count):
-    world = _geoworld(40)
-    ds = pipeline.make_dataset(world, train=True, global_batch_size=4, image_size=16, seed=1,
-                               process_index=0, process_count=1, num_epochs=3, read_chunk_size=6,
-                               worker_count=worker_count)
+def test_restore_in_the_middle_of_a_local_batch_is_bit_identical(worker_count):
+    # A bad record pulls the next record forward, so batches stop lining up with the local
+    # batches read (one list each): the state is a list plus the offset in it.
+    records = _with_bad_records(40, {5: "nan", 22: "garbage", 23: "range"})
+    ds = pipeline.make_dataset(_BatchedSource(records), train=True, global_batch_size=4,
+                               image_size=8, seed=1, process_index=0, process_count=1,
+                               num_epochs=3, read_chunk_size=3, worker_count=worker_count,
+                               max_bad_fraction=0.5)
     it = iter(ds)
-    _take(it, 4)  # 16 records: in the middle of a chunk of 6 (of each worker's chunks)
+    _take(it, 4)
     state = it.get_state()
-    expected = _take(it, 14)  # across the epoch boundary (10 batches per epoch)
+    assert any(s["offset"] for s in _batcher_states(state["pipeline"])), state
+    expected = _take(it, 14)  # across the epoch boundary
     it.close()
     fresh = iter(ds)
     fresh.set_state(state)
     _assert_batches_equal(_take(fresh, 14), expected)
+    assert fresh.stats == it.stats
     fresh.close()
+
+
+def _batcher_states(state):
+    """The batch + count stages' states in a pipeline state (one per mp_prefetch worker)."""
+    if isinstance(state, dict):
+        if "offset" in state and "parent" in state:
+            yield state
+        for value in state.values():
+            yield from _batcher_states(value)
+    elif isinstance(state, list):
+        for value in state:
+            yield from _batcher_states(value)
 
 
 # ---------------------------------------------------------------------------- multi-host finite streams
@@ -455,18 +474,24 @@ def test_uneven_processes_with_bad_records_pad_instead_of_shifting():
 
 
 def test_uneven_processes_drop_remainder_stop_together():
-    # 4, 3, 3 records x 2 epochs = 8, 6, 6 positions; 2 rows per process: every process
-    # stops at floor(6 / 2) = 3 batches (process 0 would have made 4).
+    # 10 records x 2 epochs = 20 positions, global batch 6: floor(20 / 6) = 3 batches on every
+    # process; positions 18 and 19 (process 0's share of the partial 4th batch) are dropped.
     records = _records(10)
     runs = _all_processes(records, 3, 6, num_epochs=2, drop_remainder=True)
     assert [len(batches) for batches, _ in runs] == [3, 3, 3]
     assert all(b["valid"].all() for batches, _ in runs for b in batches)
     # A process run short by bad records pads its last batches instead of ending early.
-    bad = _with_bad_records(10, {1: "nan", 4: "nan", 7: "nan"})  # all of process 1's records
-    runs = _all_processes(bad, 3, 6, num_epochs=2, drop_remainder=True, max_bad_fraction=1.0)
+    # Without shuffling position g is record g % 10; process 1 reads positions 2, 3, 8, 9,
+    # 14, 15: records 2, 3, 8, 9, 4, 5, all bad.
+    bad = _with_bad_records(10, {i: "nan" for i in (2, 3, 4, 5, 8, 9)})
+    runs = _all_processes(bad, 3, 6, num_epochs=2, drop_remainder=True, max_bad_fraction=1.0,
+                          shuffle=False)
     assert [len(batches) for batches, _ in runs] == [3, 3, 3]
     assert not any(b["valid"].any() for b in runs[1][0])
     assert runs[1][0][0]["image"].shape == (2, 8, 8, 3)
+    # Processes 0 and 2 each hold 4 good records: two full batches, then one of padding.
+    for p in (0, 2):
+        assert [int(b["valid"].sum()) for b in runs[p][0]] == [2, 2, 0]
 
 
 def test_bad_records_in_a_dropped_last_batch_are_counted():
@@ -476,3 +501,143 @@ def test_bad_records_in_a_dropped_last_batch_are_counted():
     assert len(batches) == 2
     assert it.stats.num_bad == 1
     assert it.stats.example_ids["records with undecodable image_bytes"] == ["img0009"]
+
+
+# ---------------------------------------------------------------------------- any process count
+_PER_BATCH_KEYS = ("num_skipped", "skipped_ids", "skipped_reasons")
+
+
+def _global_batches(source, process_count, num_batches=None, **kwargs):
+    """Every process's batches, concatenated in process order (what
+    ``jax.make_array_from_process_local_data`` makes of them), batch by batch."""
+    per_process = []
+    for p in range(process_count):
+        it = iter(pipeline.make_dataset(source, process_index=p, process_count=process_count,
+                                        **kwargs))
+        per_process.append(list(it) if num_batches is None else _take(it, num_batches))
+        it.close()
+    assert len({len(batches) for batches in per_process}) == 1  # the same count everywhere
+    out = []
+    for k in range(len(per_process[0])):
+        parts = [batches[k] for batches in per_process]
+        keys = [key for key in parts[0] if key not in _PER_BATCH_KEYS]
+        assert all(sorted(part) == sorted(parts[0]) for part in parts)
+        out.append({key: np.concatenate([part[key] for part in parts]) for key in keys})
+    return out
+
+
+def _assert_same_global_batches(a, b):
+    assert len(a) == len(b)
+    for k, (x, y) in enumerate(zip(a, b)):
+        assert sorted(x) == sorted(y), k
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=f"batch {k}, {key}")
+            assert x[key].dtype.kind == y[key].dtype.kind, (k, key)
+
+
+@pytest.fixture(scope="module")
+def world300():
+    from geojax.data.geoworld import GeoWorld
+    world = GeoWorld("train", 300, 0, image_size=16)
+    partition = build_s2_partition(np.asarray(world.lat), np.asarray(world.lng), t_max=40,
+                                   t_min=5)
+    return world, {"s2": partition}
+
+
+# Endless train stream: 300 records, global batch 12, 30 batches = 1.2 epochs.  Eval: two
+# epochs of 300 = 600 positions, global batch 18: 34 batches, the last holding 6 records (all
+# of process 0's share for 3 processes, 6 of its 9 rows for 2, and padding elsewhere).
+_STREAMS = {
+    "train": (dict(train=True, global_batch_size=12), 30),
+    "eval": (dict(train=False, global_batch_size=18, num_epochs=2, drop_remainder=False), None),
+}
+
+
+@pytest.fixture(scope="module")
+def one_process(world300):
+    """The reference: one process, batched reads, no workers."""
+    world, partitions = world300
+    return {name: _global_batches(world, 1, n, partitions=partitions, image_size=16, seed=7,
+                                  **kwargs)
+            for name, (kwargs, n) in _STREAMS.items()}
+
+
+def test_one_process_reference_streams(world300, one_process):
+    world, _ = world300
+    every = sorted(world[i]["id"] for i in range(300))
+    train = one_process["train"]
+    ids = [i for b in train[:25] for i in b["id"]]
+    assert sorted(ids) == every and ids != every  # one shuffled epoch
+    assert all(b["valid"].all() for b in train)
+    assert np.mean(np.concatenate([b["label_s2"] for b in train]) >= 0) > 0.5  # labelled
+    evaluation = one_process["eval"]
+    assert len(evaluation) == 34 == pipeline.batches_per_process(
+        300, process_count=3, num_epochs=2, local_batch_size=6, drop_remainder=False)
+    last = evaluation[-1]
+    assert last["valid"].tolist() == [True] * 6 + [False] * 12
+    assert (last["label_s2"][6:] == -1).all() and not last["image"][6:].any()
+    ids = [i for b in evaluation for i, v in zip(b["id"], b["valid"]) if v]
+    assert sorted(ids[:300]) == sorted(ids[300:]) == every and ids[:300] != ids[300:]
+
+
+# Every layout's global batches equal the reference: the process count, the read path and
+# (without bad records) the worker count do not change them.
+@pytest.mark.parametrize("stream", ["train", "eval"])
+@pytest.mark.parametrize("read_chunk_size,worker_count,process_counts",
+                         [(None, 0, (2, 3)), (0, 0, (1, 2, 3)), (None, 2, (3,))])
+def test_global_batches_do_not_depend_on_the_process_count(world300, one_process, stream,
+                                                           read_chunk_size, worker_count,
+                                                           process_counts):
+    world, partitions = world300
+    kwargs, n = _STREAMS[stream]
+    for process_count in process_counts:
+        batches = _global_batches(world, process_count, n, partitions=partitions,
+                                  image_size=16, seed=7, read_chunk_size=read_chunk_size,
+                                  worker_count=worker_count, **kwargs)
+        _assert_same_global_batches(batches, one_process[stream])
+
+
+def test_bad_records_and_extras_in_eval_do_not_depend_on_the_process_count():
+    # Invalid rows for bad records stay in place; string and integer extras are padded with
+    # "" and 0 the same way on every layout.
+    records = _with_bad_records(23, {2: "garbage", 11: "nan", 20: "missing"})
+    source = pipeline.InMemorySource(records)
+    common = dict(train=False, global_batch_size=6, image_size=8, seed=3, num_epochs=1,
+                  drop_remainder=False, max_bad_fraction=1.0)
+    one = _global_batches(source, 1, **common)
+    assert len(one) == 4 and sum(int(b["valid"].sum()) for b in one) == 20
+    for process_count in (2, 3, 6):
+        _assert_same_global_batches(_global_batches(source, process_count, **common), one)
+
+
+def test_augmentation_depends_on_the_position_not_the_process():
+    # The same record at the same stream position gets the same crop on any process layout,
+    # and a different one in the next epoch.
+    records = _records(8, size=20)
+    common = dict(train=True, global_batch_size=8, image_size=8, seed=5, shuffle=False)
+    one = _global_batches(pipeline.InMemorySource(records), 1, 2, **common)
+    four = _global_batches(pipeline.InMemorySource(records), 4, 2, **common)
+    _assert_same_global_batches(four, one)
+    assert one[0]["id"].tolist() == one[1]["id"].tolist()  # epoch 2, no shuffle
+    assert not np.array_equal(one[0]["image"], one[1]["image"])
+
+
+def test_multi_process_resume_is_bit_identical(world300, tmp_path):
+    world, _ = world300
+    ds = pipeline.make_dataset(world, train=True, global_batch_size=12, image_size=16, seed=2,
+                               process_index=1, process_count=3)
+    it = iter(ds)
+    _take(it, 23)
+    pipeline.save_iterator_state(it, tmp_path)
+    expected = _take(it, 5)  # across the epoch boundary (25 batches per epoch)
+    restored = pipeline.restore_iterator_state(iter(ds), tmp_path)
+    _assert_batches_equal(_take(restored, 5), expected)
+    assert os.path.basename(pipeline.iterator_state_path(tmp_path, 1, 3)) == "process_1-of-3.json"
+
+
+def test_states_of_the_per_process_order_are_refused():
+    it = iter(_dataset(_records(12)))
+    state = it.get_state()
+    state["version"] = 1
+    with pytest.raises(pipeline.PipelineError, match="version 1"):
+        iter(_dataset(_records(12))).set_state(state)
