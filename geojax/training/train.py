@@ -392,8 +392,8 @@ def _abstract_state(model: heads_lib.GeoModel, tx: optax.GradientTransformation,
 def _host_weights(state: TrainState) -> dict[str, Any]:
     """The state's weights as host numpy (to seed the next stage)."""
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    fetch = (multihost_utils.process_allgather if jax.process_count() > 1 else
-             (lambda tree: jax.tree.map(np.asarray, tree)))
+    fetch = (functools.partial(multihost_utils.process_allgather, tiled=True)
+             if jax.process_count() > 1 else (lambda tree: jax.tree.map(np.asarray, tree)))
     return {"params": fetch(state.params), "batch_stats": fetch(state.batch_stats)}
 
 
