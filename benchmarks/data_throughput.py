@@ -106,6 +106,11 @@ def bench_pipeline(payloads: list[bytes], image_size: int, batch: int, workers: 
                                train=True, global_batch_size=batch, image_size=image_size, seed=0,
                                process_index=0, process_count=1, worker_count=workers,
                                worker_buffer_size=2)
+    return _images_per_second(ds, batch, num_batches, warmup)
+
+
+def _images_per_second(ds, batch: int, num_batches: int, warmup: int) -> float:
+    """Images/s of ``num_batches`` batches of ``ds`` after ``warmup`` batches."""
     it = iter(ds)
     try:
         for _ in range(warmup):
@@ -126,17 +131,7 @@ def bench_geoworld(image_size: int, batch: int, chunk: int, workers: int, train:
     ds = pipeline.make_dataset(world, train=train, global_batch_size=batch, image_size=image_size,
                                seed=0, process_index=0, process_count=1, worker_count=workers,
                                read_chunk_size=chunk)
-    it = iter(ds)
-    try:
-        for _ in range(warmup):
-            next(it)
-        t = time.perf_counter()
-        for _ in range(num_batches):
-            next(it)
-        elapsed = time.perf_counter() - t
-    finally:
-        it.close()
-    return num_batches * batch / elapsed
+    return _images_per_second(ds, batch, num_batches, warmup)
 
 
 def main() -> None:

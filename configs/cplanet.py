@@ -37,8 +37,8 @@ def get_config(arg=None):
         geoclass=dict(scheme="cplanet_table1", base_level=14, scale_to_data=True, seed=0),
     ))
     config.combinatorial = ml_collections.ConfigDict(dict(groups=("geoclass",), base_level=14))
-    pre_steps = 20 if runlocal else 3000
-    head_steps = 10 if runlocal else 1000
+    pre_steps = 20 if runlocal else 2000
+    head_steps = 10 if runlocal else 800
     batch = 32 if runlocal else 128
     common.training(config, runlocal=runlocal, stages=dict(
         pretrain=common.stage(("planet",), num_steps=pre_steps, batch_size=batch,

@@ -26,12 +26,6 @@ def get_config(arg=None):
                        scale_to_data=True),
     ))
     config.hierarchical = ml_collections.ConfigDict(dict(groups=("hierarchy",)))
-    steps = 20 if runlocal else 3000
-    common.training(config, runlocal=runlocal, stages=dict(
-        train=common.stage(("hierarchy",), num_steps=steps, batch_size=32 if runlocal else 128,
-                           optimizer=common.optimizer("sgd", 0.1, warmup_steps=steps // 20,
-                                                      weight_decay=1e-4),
-                           log_every=10 if runlocal else 100,
-                           checkpoint_every=10 if runlocal else 1000),
-    ))
+    common.training(config, runlocal=runlocal,
+                    stages=dict(train=common.end_to_end(("hierarchy",), runlocal=runlocal)))
     return config

@@ -30,12 +30,6 @@ def get_config(arg=None):
         parts[f"boxes{k + 1}"] = dict(scheme="latlon_boxes", t_img=t_img, t_area_km2=1000.0, split="even",
                                       scale_to_data=True)
     config.partitions = ml_collections.ConfigDict(parts)
-    steps = 20 if runlocal else 3000
-    common.training(config, runlocal=runlocal, stages=dict(
-        train=common.stage(tuple(parts), num_steps=steps, batch_size=32 if runlocal else 128,
-                           optimizer=common.optimizer("sgd", 0.1, warmup_steps=steps // 20,
-                                                      weight_decay=1e-4),
-                           log_every=10 if runlocal else 100,
-                           checkpoint_every=10 if runlocal else 1000),
-    ))
+    common.training(config, runlocal=runlocal,
+                    stages=dict(train=common.end_to_end(tuple(parts), runlocal=runlocal)))
     return config

@@ -23,12 +23,6 @@ def get_config(arg=None):
     config.partitions = ml_collections.ConfigDict(dict(
         planet=dict(scheme="s2_adaptive", t_max=5000, t_min=50, scale_to_data=True),
     ))
-    steps = 30 if runlocal else 3000
-    common.training(config, runlocal=runlocal, stages=dict(
-        train=common.stage(("planet",), num_steps=steps, batch_size=32 if runlocal else 128,
-                           optimizer=common.optimizer("sgd", 0.1, warmup_steps=steps // 20,
-                                                      weight_decay=1e-4),
-                           log_every=10 if runlocal else 100,
-                           checkpoint_every=20 if runlocal else 1000),
-    ))
+    common.training(config, runlocal=runlocal,
+                    stages=dict(train=common.end_to_end(("planet",), runlocal=runlocal)))
     return config

@@ -66,6 +66,16 @@ def stage(heads, *, num_steps: int, batch_size: int, optimizer: dict, **extra) -
                 optimizer=optimizer, **extra)
 
 
+def end_to_end(heads, *, runlocal: bool, num_steps: int = 3000) -> dict:
+    """The one stage of the end-to-end configs (PlaNet, 001's [M], 003's hierarchies): every
+    head trained jointly with SGD + momentum 0.9, lr 0.1 (5 % warmup, cosine decay),
+    weight decay 1e-4, batch 128 (runlocal: 20 steps of 32)."""
+    steps = 20 if runlocal else num_steps
+    return stage(heads, num_steps=steps, batch_size=32 if runlocal else 128,
+                 optimizer=optimizer("sgd", 0.1, warmup_steps=steps // 20, weight_decay=1e-4),
+                 log_every=10 if runlocal else 100, checkpoint_every=10 if runlocal else 1000)
+
+
 def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
              backbone: str = "small_cnn") -> ml_collections.ConfigDict:
     """Adds the model, mesh, stages, evaluation and resume settings every training config has.
