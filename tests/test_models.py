@@ -465,3 +465,88 @@ def test_space_to_depth_is_a_lossless_rearrangement(rng):
     # The reshape pool equals flax's reduce_window max pool (floor on odd sizes).
     maps = jnp.asarray(rng.normal(size=(2, 7, 6, 5)), jnp.float32)
     np.testing.assert_array_equal(max_pool_2x2(maps), nn.max_pool(maps, (2, 2), strides=(2, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# ResNet rewrites: the fast CPU formulations compute the plain ones (values and grads).
+# --------------------------------------------------------------------------------------------
+
+
+def _value_and_vjp(fn, args, cotangent):
+    """``fn(*args)`` and the gradient of ``<fn(*args), cotangent>`` with respect to each arg."""
+    out, vjp = jax.vjp(fn, *args)
+    return out, vjp(cotangent)
+
+
+@pytest.mark.parametrize("kernel_size,strides,size", [
+    (1, 1, (6, 7)), (1, 2, (7, 8)), (3, 1, (5, 6)), (3, 2, (7, 8)), (3, 2, (1, 2))])
+def test_conv_as_matmul_equals_lax_conv(rng, kernel_size, strides, size):
+    from geojax.models.resnet import conv_as_matmul
+    maps = jnp.asarray(rng.normal(size=(2, *size, 5)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, 5, 4)), jnp.float32)
+    pad = kernel_size // 2
+
+    def plain(x, k):
+        return jax.lax.conv_general_dilated(x, k, (strides, strides), ((pad, pad), (pad, pad)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    cotangent = jnp.asarray(rng.normal(size=plain(maps, kernel).shape), jnp.float32)
+    want, want_grads = _value_and_vjp(plain, (maps, kernel), cotangent)
+    got, got_grads = _value_and_vjp(lambda x, k: conv_as_matmul(x, k, strides), (maps, kernel),
+                                    cotangent)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 10), (1, 3)])
+def test_max_pool_3x3_s2_equals_reduce_window(rng, size):
+    from geojax.models.resnet import max_pool_3x3_s2
+    maps = jnp.asarray(rng.normal(size=(2, *size, 5)), jnp.float32)
+
+    def plain(x):
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    cotangent = jnp.asarray(rng.normal(size=plain(maps).shape), jnp.float32)
+    want, (want_grad,) = _value_and_vjp(plain, (maps,), cotangent)
+    got, (got_grad,) = _value_and_vjp(max_pool_3x3_s2, (maps,), cotangent)
+    np.testing.assert_array_equal(got, want)
+    # Distinct random values: one maximum per window, so the gradients agree (up to the order
+    # in which overlapping windows' contributions are summed).
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_resnet_rewrites_equal_plain_model(rng):
+    """Same parameters (paths, shapes, initial values); same features, batch statistics and
+    parameter gradients in training mode, for each rewrite alone and both together."""
+    tiny = dict(stage_sizes=(1, 2), block="bottleneck", width=8)
+    plain = get_backbone("resnet50", **tiny, conv_impl="conv", max_pool_impl="reduce_window")
+    images = jnp.asarray(rng.normal(size=(2, 30, 34, 3)), jnp.float32)
+    variables = init(plain, images)
+    cotangent = jnp.asarray(rng.normal(size=(2, 64)), jnp.float32)
+
+    def run(model):
+        def features(params):
+            out, mutated = model.apply({**variables, "params": params}, images, train=True,
+                                       mutable=["batch_stats"])
+            return out, mutated["batch_stats"]
+
+        out, vjp, stats = jax.vjp(features, variables["params"], has_aux=True)
+        return out, stats, vjp(cotangent)[0]
+
+    want = run(plain)
+    for conv, pool in [("matmul", "reduce_window"), ("conv", "slices"), ("matmul", "slices")]:
+        model = get_backbone("resnet50", **tiny, conv_impl=conv, max_pool_impl=pool)
+        fresh = init(model, images)
+        assert jax.tree.structure(fresh) == jax.tree.structure(variables)
+        jax.tree.map(np.testing.assert_array_equal, fresh, variables)
+        got = run(model)
+        jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5),
+                     got, want)
+    default = get_backbone("resnet50")
+    assert (default.conv_impl, default.max_pool_impl) == ("matmul", "slices")
+    with pytest.raises(ValueError, match="conv_impl"):
+        abstract_output(get_backbone("resnet18", conv_impl="fft"), 32)
+    with pytest.raises(ValueError, match="max_pool_impl"):
+        abstract_output(get_backbone("resnet18", max_pool_impl="avg"), 32)

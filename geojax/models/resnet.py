@@ -13,6 +13,23 @@ is the data pipeline's job, not the model's.
 
 Parameter paths: ``stem_conv``, ``stem_bn``, ``stage{s}_block{b}/{conv1,bn1,...,proj_conv,
 proj_bn}`` with ``s`` and ``b`` counted from 1.
+
+Two exact rewrites make the train step ~2x faster on XLA's CPU backend (same function, same
+parameters and initial values; ``conv_impl="conv"`` / ``max_pool_impl="reduce_window"`` select
+the plain formulations, which the tests compare against; ``benchmarks/train_throughput.py``):
+
+- the residual blocks' convolutions are an explicit matrix product (:func:`conv_as_matmul`): a
+  1x1 convolution is ``(B*H*W, C) @ (C, F)`` (after a strided slice for stride 2), a 3x3 one
+  the same over the 9 shifted copies of the padded map concatenated on channels (im2col).
+  XLA:CPU runs dots and their gradients several times faster than convolutions (1x1, forward +
+  both gradients at ResNet-50 shapes: 3-5x; 3x3: 1.1-1.7x);
+- the 3x3 stride-2 stem max pool is a maximum of strided slices of the ``-inf``-padded map
+  (:func:`max_pool_3x3_s2`, gradient elementwise) instead of ``reduce_window``, whose
+  ``select_and_scatter`` gradient is slow on CPU (forward + gradient 3.5x faster).
+
+The stem's 7x7 convolution stays a convolution: a space-to-depth rewrite (4x4 kernel over 12
+channels) and an im2col one were both slower on XLA:CPU (forward + kernel gradient, batch 32 at
+224: 1.6 s and 1.3 s vs 1.2 s).
 """
 
 from __future__ import annotations
@@ -36,9 +53,81 @@ BN_EPSILON = 1e-5
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+CONV_IMPLS = ("matmul", "conv")
+MAX_POOL_IMPLS = ("slices", "reduce_window")
+
+
 def _pad(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """Symmetric padding ``kernel // 2`` on both spatial axes."""
     return ((kernel // 2, kernel // 2), (kernel // 2, kernel // 2))
+
+
+def conv_as_matmul(x: jax.Array, kernel: jax.Array, strides: int = 1) -> jax.Array:
+    """The convolution ``(B, H, W, C)`` * ``(k, k, C, F)`` with stride ``strides`` and padding
+    ``k // 2`` (odd ``k``) as one matrix product of the im2col patches with the kernel.
+
+    Patch channel ``(dy * k + dx) * C + c`` holds padded pixel ``(s*y + dy, s*x + dx)``, channel
+    ``c``: the kernel's own row-major order, so the kernel is only reshaped to ``(k*k*C, F)``.
+    A 1x1 convolution needs no padding and no copy (a strided slice for ``s > 1``).
+    """
+    kh, kw, cin, features = kernel.shape
+    b, h, w, _ = x.shape
+    out_h = (h + 2 * (kh // 2) - kh) // strides + 1
+    out_w = (w + 2 * (kw // 2) - kw) // strides + 1
+    if kh > 1 or kw > 1:
+        x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    taps = [x[:, dy:dy + strides * (out_h - 1) + 1:strides,
+              dx:dx + strides * (out_w - 1) + 1:strides]
+            for dy in range(kh) for dx in range(kw)]
+    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+    y = patches.reshape(b * out_h * out_w, kh * kw * cin) @ kernel.reshape(kh * kw * cin,
+                                                                          features)
+    return y.reshape(b, out_h, out_w, features)
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """``nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))`` as the maximum of
+    strided slices of the ``-inf``-padded map, rows first, then columns."""
+    _, h, w, _ = x.shape
+    out_h, out_w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    rows = [x[:, dy:dy + 2 * out_h - 1:2] for dy in range(3)]
+    x = jnp.maximum(jnp.maximum(rows[0], rows[1]), rows[2])
+    cols = [x[:, :, dx:dx + 2 * out_w - 1:2] for dx in range(3)]
+    return jnp.maximum(jnp.maximum(cols[0], cols[1]), cols[2])
+
+
+class Conv(nn.Module):
+    """A square convolution without bias, padding ``k // 2``: ``nn.Conv``'s parameter
+    (``kernel``, ``(k, k, C, features)``, same initialiser) and function.
+
+    Attributes:
+        features: output channels.
+        kernel_size: ``k`` (odd).
+        strides: stride on both spatial axes.
+        impl: ``"matmul"`` (:func:`conv_as_matmul`, fast on CPU) or ``"conv"``
+            (``lax.conv_general_dilated``, what ``nn.Conv`` runs).
+        dtype: computation dtype; the kernel is float32.
+    """
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    impl: str = "matmul"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}")
+        k = self.kernel_size
+        kernel = self.param("kernel", conv_kernel_init, (k, k, x.shape[-1], self.features),
+                            jnp.float32)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        if self.impl == "matmul":
+            return conv_as_matmul(x, kernel, self.strides)
+        return jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), _pad(k),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class BasicBlock(nn.Module):
@@ -50,29 +139,30 @@ class BasicBlock(nn.Module):
         zero_init_residual: initialise the scale of the block's last batch norm to zero, so that
             the block starts as the identity (Goyal et al., 2017).
         dtype: computation dtype; parameters are always float32.
+        conv_impl: ``"matmul"`` or ``"conv"``, see :class:`Conv`.
     """
 
     features: int
     strides: int = 1
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
+    conv_impl: str = "matmul"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                       kernel_init=conv_kernel_init)
+        conv = partial(Conv, impl=self.conv_impl, dtype=self.dtype)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                        epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32)
         last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
 
-        y = conv(self.features, (3, 3), self.strides, _pad(3), name="conv1")(x)
+        y = conv(self.features, 3, self.strides, name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
-        y = conv(self.features, (3, 3), 1, _pad(3), name="conv2")(y)
+        y = conv(self.features, 3, 1, name="conv2")(y)
         y = norm(scale_init=last_scale, name="bn2")(y)
 
         shortcut = x
         if self.strides != 1 or x.shape[-1] != self.features:
-            shortcut = conv(self.features, (1, 1), self.strides, "VALID", name="proj_conv")(x)
+            shortcut = conv(self.features, 1, self.strides, name="proj_conv")(x)
             shortcut = norm(name="proj_bn")(shortcut)
         return nn.relu(y + shortcut)
 
@@ -86,34 +176,35 @@ class BottleneckBlock(nn.Module):
         strides: stride of the 3x3 convolution (and of the projection shortcut).
         zero_init_residual: initialise the scale of the block's last batch norm to zero.
         dtype: computation dtype; parameters are always float32.
+        conv_impl: ``"matmul"`` or ``"conv"``, see :class:`Conv`.
     """
 
     features: int
     strides: int = 1
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
+    conv_impl: str = "matmul"
 
     expansion: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                       kernel_init=conv_kernel_init)
+        conv = partial(Conv, impl=self.conv_impl, dtype=self.dtype)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                        epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32)
         last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
         out_features = self.expansion * self.features
 
-        y = conv(self.features, (1, 1), 1, "VALID", name="conv1")(x)
+        y = conv(self.features, 1, 1, name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
-        y = conv(self.features, (3, 3), self.strides, _pad(3), name="conv2")(y)
+        y = conv(self.features, 3, self.strides, name="conv2")(y)
         y = nn.relu(norm(name="bn2")(y))
-        y = conv(out_features, (1, 1), 1, "VALID", name="conv3")(y)
+        y = conv(out_features, 1, 1, name="conv3")(y)
         y = norm(scale_init=last_scale, name="bn3")(y)
 
         shortcut = x
         if self.strides != 1 or x.shape[-1] != out_features:
-            shortcut = conv(out_features, (1, 1), self.strides, "VALID", name="proj_conv")(x)
+            shortcut = conv(out_features, 1, self.strides, name="proj_conv")(x)
             shortcut = norm(name="proj_bn")(shortcut)
         return nn.relu(y + shortcut)
 
@@ -129,6 +220,10 @@ class ResNet(nn.Module):
         zero_init_residual: zero-initialise the last batch-norm scale of every residual block.
         dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters and batch statistics are
             float32 whatever it is.
+        conv_impl: ``"matmul"`` (default, fast on CPU) or ``"conv"``: two computations of the
+            same residual-block convolutions (see :class:`Conv`).
+        max_pool_impl: ``"slices"`` (default, :func:`max_pool_3x3_s2`) or ``"reduce_window"``
+            (``nn.max_pool``): two computations of the same stem max pool.
     """
 
     stage_sizes: Sequence[int]
@@ -136,6 +231,8 @@ class ResNet(nn.Module):
     width: int = 64
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
+    conv_impl: str = "matmul"
+    max_pool_impl: str = "slices"
 
     @property
     def feature_dim(self) -> int:
@@ -160,6 +257,10 @@ class ResNet(nn.Module):
         if images.ndim != 4:
             raise ValueError(f"images must be (B, H, W, C), got shape {images.shape}")
 
+        if self.max_pool_impl not in MAX_POOL_IMPLS:
+            raise ValueError(f"max_pool_impl must be one of {MAX_POOL_IMPLS}, "
+                             f"got {self.max_pool_impl!r}")
+
         x = nn.Conv(self.width, (7, 7), 2, _pad(7), use_bias=False, dtype=self.dtype,
                     param_dtype=jnp.float32, kernel_init=conv_kernel_init,
                     name="stem_conv")(images)
@@ -167,14 +268,17 @@ class ResNet(nn.Module):
                          epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
                          name="stem_bn")(x)
         x = nn.relu(x)
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+        if self.max_pool_impl == "slices":
+            x = max_pool_3x3_s2(x)
+        else:
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
 
         for stage, num_blocks in enumerate(self.stage_sizes):
             for index in range(num_blocks):
                 strides = 2 if stage > 0 and index == 0 else 1
                 x = block_cls(features=self.width * 2**stage, strides=strides,
                               zero_init_residual=self.zero_init_residual, dtype=self.dtype,
-                              name=f"stage{stage + 1}_block{index + 1}")(x, train)
+                              conv_impl=self.conv_impl, name=f"stage{stage + 1}_block{index + 1}")(x, train)
         return jnp.mean(x, axis=(1, 2))
 
 
