@@ -18,8 +18,15 @@ What it reproduces (004 §4–5):
    partitioning (004 §3.1, Eq. 3 NormalizedSum and the SimpleSum ablation, Eq. 4), with the
    constant baseline and the oracle rows, on the Im2GPS3k-, YFCC4k- and GWS15k-like splits.
 
-The geoclass sets here use geographic distances only (Table 1's β1 visual term needs a
-feature per training image; see ``geojax.partitions.cplanet``).
+Table 1's visual distances (β1 of Eq. 2: cosine distance between the nodes' mean image
+features) need a feature per training image: ``:visual`` (or
+``--config.partitions.geoclass.features_from=pretrain``) builds the geoclass sets after
+pretraining from the pretrained backbone's features of every training image (a forward pass
+over the training set: a few minutes more here). By default the sets use geographic
+distances only, so set 1 (β = (1, 0)) falls back to the nearest neighbour and differs from
+set 2 only by its seed (``geojax.partitions.cplanet``).
+
+    python -m geojax.main --config=configs/cplanet.py:visual
 """
 
 from geojax import configlib as common
@@ -34,7 +41,9 @@ def get_config(arg=None):
     config.data = common.data_config(runlocal=runlocal)
     config.partitions = ml_collections.ConfigDict(dict(
         planet=dict(scheme="s2_adaptive", t_max=5000, t_min=50, scale_to_data=True),
-        geoclass=dict(scheme="cplanet_table1", base_level=14, scale_to_data=True, seed=0),
+        geoclass=dict(scheme="cplanet_table1", base_level=14, scale_to_data=True, seed=0,
+                      # a stage name: build the sets after it, with its backbone's features
+                      features_from="pretrain" if args.get("visual") else ""),
     ))
     config.combinatorial = ml_collections.ConfigDict(dict(groups=("geoclass",), base_level=14))
     pre_steps = 20 if runlocal else 2000

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -117,11 +117,12 @@ def _build_delaunay(lat, lng, name, spec):
                                               minimum_examples=minimum, name=name)]
 
 
-def _build_cplanet_table1(lat, lng, name, spec):
+def _build_cplanet_table1(lat, lng, name, spec, features=None):
     from geojax.partitions import cplanet  # pylint: disable=import-outside-toplevel
 
     parts = cplanet.build_table1_sets(lat, lng, base_level=spec.get("base_level", 14),
-                                      scale=spec.get("scale_to_data", True), seed=spec.get("seed", 0))
+                                      scale=spec.get("scale_to_data", True), seed=spec.get("seed", 0),
+                                      features=features)
     for k, p in enumerate(parts):
         p.name = f"{name}{k + 1}"
     return parts
@@ -145,12 +146,15 @@ BUILDERS: dict[str, Callable[..., list[base.Partition]]] = {
 # ---------------------------------------------------------------------------- the job
 def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print,
                      train: tuple[np.ndarray, np.ndarray] | None = None,
-                     write: bool = True) -> dict[str, list[base.Partition]]:
-    """Builds (or reloads) every partition group of ``config``; returns group name → partitions.
+                     write: bool = True, only: Sequence[str] | None = None,
+                     features: dict[str, np.ndarray] | None = None) -> dict[str, list[base.Partition]]:
+    """Builds (or reloads) the partition groups of ``config``; returns group name → partitions.
 
     ``write=False`` (the processes other than 0 of a multi-host job) builds without saving;
     the partitions are deterministic in the config and the coordinates, so every process
-    gets the same ones.
+    gets the same ones. ``only``: build just these groups. ``features``: group → one image
+    feature vector per training point, for schemes that use visual distances (CPlaNet's
+    ``cplanet_table1``); their SHA-256 is part of what decides reuse.
     """
     if train is None:
         train, _ = load_coordinates(config.data)
@@ -160,15 +164,23 @@ def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print
     groups: dict[str, list[base.Partition]] = {}
     from geojax import progress  # pylint: disable=import-outside-toplevel
 
-    bar = progress.Progress(len(config.partitions), desc="[partition]", unit="group",
-                            enabled=write, log_interval=0.0)
-    for group, spec in config.partitions.items():
+    names = [g for g in config.partitions if only is None or g in only]
+    features = features or {}
+    bar = progress.Progress(len(names), desc="[partition]", unit="group", enabled=write,
+                            log_interval=0.0)
+    for group in names:
+        spec = config.partitions[group]
         spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
         scheme = spec.get("scheme")
         if scheme not in BUILDERS:
             raise ValueError(f"config.partitions.{group}.scheme={scheme!r} is not one of {sorted(BUILDERS)}.")
         manifest_path = os.path.join(root, f"{group}.json")
         wanted = {"spec": _jsonable(spec), "input_sha256": digest}
+        extra = {}
+        if group in features:
+            feats = np.ascontiguousarray(features[group], np.float32)
+            wanted["features_sha256"] = hashlib.sha256(feats.tobytes()).hexdigest()
+            extra["features"] = feats
         if scheme == "cells_csv":  # the file is an input too: a changed file is rebuilt
             with open(spec["path"], "rb") as f:
                 wanted["file_sha256"] = hashlib.sha256(f.read()).hexdigest()
@@ -177,7 +189,7 @@ def build_partitions(config, workdir: str, *, log: Callable[[str], None] = print
             log(f"[partition] {group}: reusing {len(parts)} saved partition(s) from {root}")
         else:
             t0 = time.perf_counter()
-            parts = BUILDERS[scheme](lat, lng, group, spec)
+            parts = BUILDERS[scheme](lat, lng, group, spec, **extra)
             for p in parts:
                 p.params.update(group=group, input_sha256=digest)
                 if write:
@@ -234,6 +246,10 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict[str
     train, evals = load_coordinates(config.data)
     log(f"[data] {train[0].size} training coordinates, eval splits "
         f"{ {k: v[0].size for k, v in evals.items()} } ({time.perf_counter() - t0:.1f}s)")
+    for group, spec in config.partitions.items():
+        if spec.get("features_from"):
+            log(f"[partition] {group}: built here without image features (the training run builds "
+                f"it after the {spec.features_from!r} stage, with that backbone's features)")
     groups = build_partitions(config, workdir, log=log, train=train)
     fine = build_combinatorial(config, groups, train, workdir, log=log)
     everything = [p for parts in groups.values() for p in parts]

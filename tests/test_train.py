@@ -267,3 +267,25 @@ def test_other_configs_train_and_report(name, tmp_path):
     else:
         assert sum(m.startswith("boxes") and "cl.)" in m for m in results) == 6
     assert all(0 <= r["acc@2500km"] <= 1 for r in results.values())
+
+
+def test_cplanet_visual_geoclass_sets_from_the_pretrained_backbone(tmp_path):
+    """features_from: the sets are built after pretraining, with its backbone's features of
+    every training image (Table 1's β1 visual distance); rebuilt when the features change."""
+    config = load_config("cplanet", **{"partitions.geoclass.features_from": "pretrain",
+                                       "stages.pretrain.num_steps": 3, "stages.heads.num_steps": 2})
+    ctx, _, _ = train_lib.train(config, str(tmp_path), log=quiet)
+    sets = ctx.groups["geoclass"]
+    # The (8, 16) CNN gives 16-d features; Table 1's set 2 uses none (d = 0, beta = (0, 1)).
+    assert [p.params["feature_dim"] for p in sets] == [16, 0, 16, 16, 16]
+    assert sets[1].params["beta"] == [0.0, 1.0] and sets[0].params["beta"] == [1.0, 0.0]
+    manifest = __import__("json").load(open(os.path.join(tmp_path, "partitions", "geoclass.json")))
+    assert len(manifest["features_sha256"]) == 64
+    feats = train_lib.extract_features(ctx, final_weights(str(tmp_path), "pretrain"), ctx.train_source)
+    assert feats.shape == (2000, 16) and np.all(np.isfinite(feats)) and np.any(feats != 0)
+    # --mode=eval rebuilds nothing: the same features give the saved sets back.
+    results = train_lib.evaluate_workdir(config, str(tmp_path), log=quiet)
+    assert any(m.startswith("combinatorial") for m in results["im2gps3k"])
+    bad = load_config("cplanet", **{"partitions.geoclass.features_from": "heads"})
+    with pytest.raises(train_lib.ConfigError, match="must name a stage that runs before"):
+        train_lib.train(bad, str(tmp_path / "bad"), log=quiet)

@@ -140,6 +140,16 @@ def check_config(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]
         for key in ("num_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             if int(st[key]) < 1:
                 raise ConfigError(f"config.stages.{name}.{key} must be >= 1, got {st[key]}.")
+    order = list(config.stage_order)
+    for group, spec in config.partitions.items():
+        source = spec.get("features_from") if hasattr(spec, "get") else None
+        if not source:
+            continue
+        users = [i for i, n in enumerate(order) if group in stages[n]["heads"]]
+        if source not in order or (users and order.index(source) >= users[0]):
+            raise ConfigError(f"config.partitions.{group}.features_from={source!r} must name a "
+                              f"stage that runs before the first stage training {group!r} "
+                              f"(stages: {order}).")
     if config.model.backbone not in registry.backbone_names():
         raise ConfigError(f"config.model.backbone={config.model.backbone!r}; available: "
                           f"{registry.backbone_names()}.")
@@ -516,6 +526,60 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     return state
 
 
+def extract_features(ctx: RunContext, weights: Mapping[str, Any], source: Any, *,
+                     batch_size: int | None = None) -> np.ndarray:
+    """``(len(source), D)`` float32 backbone features of every record, in source order.
+
+    Runs the eval pipeline (centre crop, no shuffle) over ``source`` with the backbone of
+    ``config.model`` and ``weights`` (``{"params", "batch_stats"}`` of a GeoModel). A record
+    the pipeline could not read gets a zero vector (for CPlaNet's cosine distance: "no
+    visual information"), and is counted in the log.
+    """
+    config, mesh = ctx.config, ctx.mesh
+    backbone = build_model(config, {"_": 1}, freeze_backbone=False).backbone
+    variables = {"params": weights["params"]["backbone"]}
+    if weights.get("batch_stats"):
+        variables["batch_stats"] = weights["batch_stats"]["backbone"]
+    fn = jax.jit(lambda v, x: backbone.apply(v, normalize_images(x), train=False),
+                 out_shardings=sharding.replicated(mesh))
+    batch_size = batch_size or int(config.eval.batch_size)
+    dataset = pipeline.make_dataset(source, train=False, global_batch_size=batch_size,
+                                    image_size=int(config.data.image_size), seed=0, num_epochs=1,
+                                    shuffle=False, drop_remainder=False)
+    batch_sh = sharding.batch_sharding(mesh)
+    chunks, valid = [], []
+    bar = progress.Progress(math.ceil(len(source) / batch_size), desc="[features]", unit="batch")
+    for batch in dataset:
+        g = pipeline.to_global_arrays(batch, batch_sh, keys=["image", "valid"])
+        chunks.append(np.asarray(jax.device_get(fn(variables, g["image"])), np.float32))
+        valid.append(np.asarray(jax.device_get(_replicate(mesh)(g["valid"])), bool))
+        bar.update(1)
+    bar.close()
+    feats, ok = np.concatenate(chunks)[:len(source)], np.concatenate(valid)[:len(source)]
+    feats[~ok] = 0.0
+    if not ok.all():
+        ctx.log(f"[features] {int((~ok).sum())} of {len(source)} records unreadable: zero features")
+    return feats
+
+
+def ensure_partitions(ctx: RunContext, groups: Sequence[str],
+                      stage_weights: Mapping[str, Mapping[str, Any]]) -> None:
+    """Builds the groups among ``groups`` not built yet: those whose spec has ``features_from``
+    (CPlaNet's visual distances, 004 Eq. 2) get the backbone features of that stage's final
+    weights for every training image."""
+    from geojax import partition_job  # pylint: disable=import-outside-toplevel
+
+    for group in groups:
+        if group in ctx.groups:
+            continue
+        source_stage = ctx.config.partitions[group].features_from
+        ctx.log(f"[partition] {group}: image features from the {source_stage!r} stage's backbone")
+        feats = extract_features(ctx, stage_weights[source_stage], ctx.train_source)
+        ctx.groups.update(partition_job.build_partitions(
+            ctx.config, ctx.workdir, log=ctx.log, train=ctx.train_coords,
+            write=jax.process_index() == 0, only=[group], features={group: feats}))
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str, *,
           log: Callable[[str], None] = print) -> tuple[RunContext, dict[str, dict[str, Any]]]:
     """Checks the config, builds the mesh, the sources and the partitions."""
@@ -532,7 +596,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
     train_source = datasets.train_source(config.data)
     coords = (np.asarray(train_source.lat, np.float64), np.asarray(train_source.lng, np.float64)) \
         if hasattr(train_source, "lat") else partition_job.load_coordinates(config.data)[0]
-    groups = partition_job.build_partitions(config, workdir, log=log, train=coords, write=is_main)
+    plain = [g for g, spec in config.partitions.items() if not spec.get("features_from")]
+    groups = partition_job.build_partitions(config, workdir, log=log, train=coords, write=is_main,
+                                            only=plain)
     log(f"[mesh] {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} "
         f"device(s), {jax.process_count()} process(es)")
     ctx = RunContext(config, workdir, mesh, groups, train_source, coords, MetricsWriter(workdir, log=log), log)
@@ -545,10 +611,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, log: Callable[[str
     ctx, stages = setup(config, workdir, log=log)
     warm = load_weights(config.init_from) if config.get("init_from") else None
     state = None
+    weights: dict[str, dict[str, Any]] = {}
     for name in config.stage_order:
+        ensure_partitions(ctx, stages[name]["heads"], weights)
         state = run_stage(ctx, stages, name, warm,
                           stop_after=stop_after[1] if stop_after and stop_after[0] == name else None)
-        warm = _host_weights(state)
+        warm = weights[name] = _host_weights(state)
     last = config.stage_order[-1]
     model = build_model(config, {h: p.num_classes for h, p in _stage_heads(ctx, stages, last).items()},
                         freeze_backbone=False)
@@ -577,6 +645,11 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *,
         raise FileNotFoundError(f"{workdir} has no finished training (no checkpoint of the last "
                                 f"stage {last!r} at step {stages[last]['num_steps']}); run "
                                 "--mode=train first.")
+    pending = [g for g in config.partitions if g not in ctx.groups]
+    if pending:
+        done = {n: load_weights(os.path.join(workdir, "checkpoints", n)) for n in config.stage_order
+                if os.path.isdir(os.path.join(workdir, "checkpoints", n))}
+        ensure_partitions(ctx, pending, done)
     weights = load_weights(os.path.join(weights_dir, str(int(stages[last]["num_steps"]))))
     model = build_model(config, {h: p.num_classes for h, p in _stage_heads(ctx, stages, last).items()},
                         freeze_backbone=False)
