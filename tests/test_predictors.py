@@ -105,3 +105,28 @@ def test_ten_crop_averages_probabilities(rng):
                            train=False)["logits"]["a"]
     want = _softmax(np.asarray(per_crop, np.float64)).reshape(3, 10, 5).mean(1)
     np.testing.assert_allclose(np.exp(np.asarray(seen["logits"])), want, rtol=1e-5)
+
+
+def test_saved_combinatorial_index_is_reused_only_for_the_same_partitions(points, tmp_path):
+    import types
+
+    import ml_collections
+
+    from geojax.training import evaluate
+
+    lat, lng = points
+    ctx = types.SimpleNamespace(
+        workdir=str(tmp_path), train_coords=(lat, lng),
+        config=ml_collections.ConfigDict({"combinatorial": {"base_level": 8}}))
+    first = [cplanet.build_geoclass_set(lat, lng, num_classes=n, base_level=8, seed=s, name=f"g{s}")
+             for s, n in ((0, 12), (1, 15))]
+    built = evaluate.combinatorial_index(ctx, "g", first)
+    again = evaluate.combinatorial_index(ctx, "g", first)  # loaded from the workdir
+    np.testing.assert_array_equal(built.fine_classes, again.fine_classes)
+    # Same names, different partitions (e.g. rebuilt with other data): not reused.
+    second = [cplanet.build_geoclass_set(lat, lng, num_classes=n, base_level=8, seed=s, name=f"g{s}")
+              for s, n in ((0, 20), (1, 25))]
+    fresh = evaluate.combinatorial_index(ctx, "g", second)
+    assert fresh.num_classes.tolist() == [20, 25]
+    want = combinatorial.CombinatorialIndex.build(second, lat, lng, base_level=8)
+    np.testing.assert_array_equal(fresh.fine_classes, want.fine_classes)

@@ -35,13 +35,10 @@ The loss is checked every ``log_every`` steps and before every save.
 ``geojax.partition_job``). Every process builds them in memory (deterministically); only
 process 0 writes files, logs and reports.
 
-**Evaluation** (:func:`evaluate`): for each eval split, the acc@km table (002/003/004's
-1 / 25 / 200 / 750 / 2500 km, median km, GeoScore) of every predictor
-(``geojax.inference.predictors``: each head's arg-max imagery centroid; the hierarchical
-product for ``config.hierarchical.groups``; combinatorial NormalizedSum and SimpleSum for
-``config.combinatorial.groups``), plus the constant baseline (001) and the partitions'
-oracle (002 Table 6) as reference rows. Written to ``<workdir>/results.json`` and
-``results.md``, printed, and drawn as ``predictions.png``.
+**Evaluation** (``geojax.training.evaluate``): the acc@km table of every predictor (each
+head, the hierarchical product, combinatorial partitioning) with the constant baseline and
+oracle rows, on every eval split; ``results.json`` / ``results.md`` / ``predictions.png``.
+The jitted train step and eval function live in ``geojax.training.steps``.
 """
 
 from __future__ import annotations
@@ -55,7 +52,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -66,11 +62,17 @@ from geojax import progress
 from geojax.data import datasets, pipeline
 from geojax.models import heads as heads_lib
 from geojax.models import registry
-from geojax.training import checkpointing, losses, optim, sharding
+from geojax.training import checkpointing, evaluate as evaluate_lib, losses, optim, sharding
+from geojax.training.evaluate import build_predictors, evaluate
+from geojax.training.steps import (IMAGE_MEAN, IMAGE_STD, TrainState, make_predict_fn,
+                                   make_train_step, normalize_images)
 
-# ImageNet statistics (0-255 scale), as the papers' ImageNet-pretrained backbones expect.
-IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
-IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+__all__ = [  # the training API in one place (steps.py and evaluate.py hold parts of it)
+    "ConfigError", "IMAGE_MEAN", "IMAGE_STD", "Preempted", "RunContext", "STAGE_DEFAULTS",
+    "TrainState", "build_model", "build_predictors", "check_config", "ensure_partitions",
+    "evaluate", "evaluate_workdir", "extract_features", "load_weights", "make_predict_fn",
+    "make_train_step", "normalize_images", "run_stage", "setup", "train", "train_and_evaluate",
+]
 
 STAGE_DEFAULTS = dict(
     heads=(),  # partition groups whose partitions get a trained head in this stage
@@ -93,16 +95,6 @@ class Preempted(RuntimeError):
 
 class ConfigError(ValueError):
     """The config cannot run; raised before any compute, with what to change."""
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything a train step updates (a plain pytree: checkpointed as it is)."""
-
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -197,11 +189,6 @@ def train_augment(data_config: Any) -> Any:
     raise ConfigError(f"config.data.augment={name!r}; use 'crop' or 'paper_003'.")
 
 
-def normalize_images(images: jax.Array) -> jax.Array:
-    """uint8 (..., 3) → float32 (x − ImageNet mean) / std."""
-    return (images.astype(jnp.float32) - IMAGE_MEAN) / IMAGE_STD
-
-
 def _merge_into(target: Any, source: Any) -> Any:
     """``target`` with every leaf also present (same path and shape) in ``source`` replaced."""
     flat_source = {path: leaf for path, leaf in
@@ -242,87 +229,6 @@ def load_weights(directory: str) -> dict[str, Any]:
     restored = checkpointer.restore(path, target)
     restored = jax.tree.map(np.asarray, restored)
     return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
-
-
-# ---------------------------------------------------------------------------------------- steps
-def make_train_step(model: heads_lib.GeoModel, tx: optax.GradientTransformation,
-                    schedule: Callable[[Any], Any], trained_heads: Sequence[str], *, seed: int,
-                    label_smoothing: float = 0.0, haversine: Mapping[str, np.ndarray] | None = None,
-                    haversine_tau_km: float = 0.0) -> Callable[[TrainState, dict[str, Any]],
-                                                               tuple[TrainState, dict[str, Any]]]:
-    """The (un-jitted) train step: forward, multi-partition loss, backward, optimizer update.
-
-    ``batch`` holds ``image`` (uint8), ``valid`` and ``label_<head>`` for every trained head
-    (plus ``lat``, ``lng`` with haversine smoothing). Dropout keys are ``fold_in(seed, step)``,
-    so a resumed run draws the same masks.
-    """
-    trained_heads = tuple(trained_heads)
-    base_key = jax.random.key(seed)
-
-    def train_step(state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict[str, Any]]:
-        images = normalize_images(batch["image"])
-        labels = {h: batch[f"label_{h}"] for h in trained_heads}
-        soft = None
-        if haversine:
-            soft = {h: losses.haversine_soft_targets(batch["lat"], batch["lng"], haversine[h],
-                                                     tau_km=haversine_tau_km)
-                    for h in trained_heads}
-            labels = {}
-        rng = jax.random.fold_in(base_key, state.step)
-
-        def loss_fn(params: Any) -> tuple[jax.Array, Any]:
-            variables = {"params": params}
-            if state.batch_stats:
-                variables["batch_stats"] = state.batch_stats
-            out, mutated = model.apply(variables, images, train=True, mutable=["batch_stats"],
-                                       rngs={"dropout": rng})
-            logits = {h: out["logits"][h] for h in trained_heads}
-            loss, parts = losses.multi_partition_loss(logits, labels, valid=batch["valid"],
-                                                      soft_targets=soft,
-                                                      label_smoothing=label_smoothing)
-            return loss, (parts, logits, mutated.get("batch_stats", state.batch_stats))
-
-        (loss, (parts, logits, batch_stats)), grads = jax.value_and_grad(
-            loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "learning_rate": schedule(state.step),
-                   "grad_norm": optax.tree.norm(grads)}
-        for h in trained_heads:
-            label = batch[f"label_{h}"]
-            counted = batch["valid"] & (label >= 0)
-            hit = (jnp.argmax(logits[h], -1) == label) & counted
-            metrics[f"loss/{h}"] = parts[h]
-            metrics[f"accuracy/{h}"] = hit.sum() / jnp.maximum(counted.sum(), 1)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                  opt_state=opt_state)
-        return new_state, metrics
-
-    return train_step
-
-
-def make_predict_fn(model: heads_lib.GeoModel, predictors: Sequence[Any]) -> Callable[..., Any]:
-    """``(params, batch_stats, batch) -> {method: (lat, lng)}`` for eval batches.
-
-    Multi-crop batches (``image`` of shape ``(B, n, S, S, 3)``, FiveCrop / TenCrop) are
-    scored per crop and the class probabilities averaged over the crops (003 §8.4.2's
-    TenCrop); the predictors then see ``log`` of the mean probabilities.
-    """
-    def predict(params: Any, batch_stats: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        images = batch["image"]
-        crops = images.shape[1] if images.ndim == 5 else 0
-        if crops:
-            images = images.reshape((-1,) + images.shape[2:])
-        variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-        logits = model.apply(variables, normalize_images(images), train=False)["logits"]
-        if crops:
-            logits = {h: jnp.log(jax.nn.softmax(v.astype(jnp.float32), -1)
-                                 .reshape(-1, crops, v.shape[-1]).mean(1) + 1e-30)
-                      for h, v in logits.items()}
-        from geojax.inference import predictors as pred_lib  # pylint: disable=import-outside-toplevel
-        return pred_lib.predict_all(predictors, logits)
-
-    return predict
 
 
 # ---------------------------------------------------------------------------------------- logging
@@ -552,7 +458,7 @@ def extract_features(ctx: RunContext, weights: Mapping[str, Any], source: Any, *
     for batch in dataset:
         g = pipeline.to_global_arrays(batch, batch_sh, keys=["image", "valid"])
         chunks.append(np.asarray(jax.device_get(fn(variables, g["image"])), np.float32))
-        valid.append(np.asarray(jax.device_get(_replicate(mesh)(g["valid"])), bool))
+        valid.append(np.asarray(jax.device_get(evaluate_lib.replicate_fn(mesh)(g["valid"])), bool))
         bar.update(1)
     bar.close()
     feats, ok = np.concatenate(chunks)[:len(source)], np.concatenate(valid)[:len(source)]
@@ -656,118 +562,3 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *,
     state = TrainState(step=jnp.asarray(stages[last]["num_steps"]), params=weights["params"],
                        batch_stats=weights["batch_stats"], opt_state=None)
     return evaluate(ctx, model, state)
-
-
-# ---------------------------------------------------------------------------------------- eval
-def build_predictors(ctx: RunContext, head_names: Sequence[str]) -> list[Any]:
-    """The predictors of the config for a model with heads ``head_names``."""
-    from geojax.inference import predictors as pred_lib  # pylint: disable=import-outside-toplevel
-    from geojax.partitions import combinatorial  # pylint: disable=import-outside-toplevel
-
-    config, heads = ctx.config, set(head_names)
-    everything = {p.name: p for parts in ctx.groups.values() for p in parts}
-    out: list[Any] = [pred_lib.ArgmaxCentroid.from_partition(everything[h]) for h in head_names]
-    for group in config.get("hierarchical", {}).get("groups", ()):
-        parts = [p for p in ctx.groups[group] if p.name in heads]
-        if len(parts) > 1:
-            out.append(pred_lib.HierarchicalProduct.from_partitions(
-                parts, lat=ctx.train_coords[0], lng=ctx.train_coords[1],
-                name=f"{group} hierarchical product"))
-    if "combinatorial" in config:
-        for group in config.combinatorial.groups:
-            parts = [p for p in ctx.groups[group] if p.name in heads]
-            if len(parts) < 2:
-                continue
-            index_dir = os.path.join(ctx.workdir, "partitions", f"{group}_combinatorial")
-            index = None
-            if os.path.isdir(index_dir):
-                try:
-                    index = combinatorial.CombinatorialIndex.load(index_dir)
-                    if index.partition_names != [p.name for p in parts]:
-                        index = None
-                except (OSError, ValueError):
-                    index = None
-            if index is None:
-                index = combinatorial.CombinatorialIndex.build(
-                    parts, *ctx.train_coords, base_level=int(config.combinatorial.base_level))
-                if jax.process_index() == 0:
-                    index.save(index_dir)
-            for normalized in (True, False):
-                out.append(pred_lib.Combinatorial.from_index(index, normalized=normalized))
-    return out
-
-
-def evaluate(ctx: RunContext, model: heads_lib.GeoModel, state: TrainState, *, tag: str = "final",
-             write: bool = True) -> dict[str, dict[str, dict[str, float]]]:
-    """The acc@km tables of every predictor on every eval split (see the module docstring)."""
-    from geojax.evaluation import baselines, maps, metrics, oracle, report  # pylint: disable=import-outside-toplevel
-
-    config, mesh = ctx.config, ctx.mesh
-    head_names = list(model.heads.names)
-    predictors = build_predictors(ctx, head_names)
-    predict = jax.jit(make_predict_fn(model, predictors),
-                      out_shardings=sharding.replicated(mesh))
-    batch_sh = sharding.batch_sharding(mesh)
-    ecfg = config.eval
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    markdown = [f"# `{config.get('name', 'run')}`: accuracy (%) within each distance\n"]
-    first_split_predictions = None
-    for split, source in datasets.eval_sources(config.data).items():
-        dataset = pipeline.make_dataset(
-            source, train=False, global_batch_size=int(ecfg.batch_size),
-            image_size=int(config.data.image_size), seed=0, num_epochs=1, shuffle=False,
-            drop_remainder=False, crops=ecfg.get("crops", "center"))
-        pred: dict[str, list[np.ndarray]] = {p.name: [] for p in predictors}
-        truth: list[np.ndarray] = []
-        num_batches = math.ceil(len(source) / int(ecfg.batch_size))
-        bar = progress.Progress(num_batches, desc=f"[eval {split}]", unit="batch")
-        for batch in dataset:
-            g = pipeline.to_global_arrays(batch, batch_sh, keys=["image", "valid", "lat", "lng"])
-            out = jax.device_get(predict(state.params, state.batch_stats, g))
-            rep = jax.device_get(_replicate(mesh)({"valid": g["valid"], "lat": g["lat"], "lng": g["lng"]}))
-            valid = np.asarray(rep["valid"], bool)
-            truth.append(np.stack([rep["lat"], rep["lng"]], -1)[valid].astype(np.float64))
-            for name, (lat, lng) in out.items():
-                pred[name].append(np.stack([lat, lng], -1)[valid].astype(np.float64))
-            bar.update(1)
-        bar.close()
-        true = np.concatenate(truth) if truth else np.zeros((0, 2))
-        rows: dict[str, dict[str, float]] = {}
-        rows["constant (densest cell)"] = baselines.constant_baseline(
-            ctx.train_coords[0], ctx.train_coords[1], true[:, 0], true[:, 1]).figures
-        best = None
-        for name, chunks in pred.items():
-            p = np.concatenate(chunks)
-            rows[name] = metrics.evaluate(p[:, 0], p[:, 1], true[:, 0], true[:, 1])
-            if best is None or rows[name]["geoscore"] > best[0]:
-                best = (rows[name]["geoscore"], name, p)
-        if first_split_predictions is None and best is not None:
-            first_split_predictions = (split, best[1], best[2], true)
-        if ecfg.get("oracle", True):
-            for h in head_names:
-                part = next(p for parts in ctx.groups.values() for p in parts if p.name == h)
-                rows[f"oracle: {h}"] = oracle.oracle_accuracy(part, true[:, 0], true[:, 1])
-        results[split] = rows
-        title = f"{split} ({true.shape[0]} images, {tag}): accuracy (%) within each distance"
-        ctx.log("\n" + report.format_table(rows, metrics.PAPER_THRESHOLDS_KM, title=title))
-        markdown.append(report.format_table(rows, metrics.PAPER_THRESHOLDS_KM, fmt="markdown",
-                                            title=f"{split} ({true.shape[0]} images)") + "\n")
-        ctx.writer.write({"stage": "eval", "tag": tag, "split": split,
-                          **{f"{m}/{k}": v for m, r in rows.items() for k, v in r.items()
-                             if isinstance(v, (int, float))}})
-    if write and jax.process_index() == 0:
-        report.write_results(os.path.join(ctx.workdir, "results.json"),
-                             {f"{s}/{m}": r for s, rows in results.items() for m, r in rows.items()})
-        with open(os.path.join(ctx.workdir, "results.md"), "w", encoding="utf-8") as f:
-            f.write("\n".join(markdown))
-        if first_split_predictions is not None and ecfg.get("map", True):
-            split, name, p, true = first_split_predictions
-            maps.plot_predictions(p[:, 0], p[:, 1], true[:, 0], true[:, 1],
-                                  os.path.join(ctx.workdir, "predictions.png"),
-                                  title=f"{split}: {name}")
-    return results
-
-
-@functools.lru_cache(maxsize=8)
-def _replicate(mesh: Any) -> Callable[[Any], Any]:
-    return jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
