@@ -19,32 +19,38 @@ zero-initialised residual scales, space-to-depth channel order), with ``torch.op
 (momentum 0.9), ``torch.set_num_threads(os.cpu_count())``, and both memory formats
 (``channels_last`` and contiguous NCHW): the ratio is taken against the faster one.
 
-Each repetition runs ``--steps`` steps of every contestant back to back (JAX variants, then
-torch formats), so that load from other jobs on the machine hits all of them alike; the table
-reports the median over repetitions and the ratio of medians, and the same for the best
-repetition of each (the least disturbed by other jobs). ``--jax-variants`` selects
-ResNet implementations of the same function (``fast``: the package default, block convolutions
-as matrix products + strided-slice max pool; ``plain``: ``lax`` convolutions + ``nn.max_pool``;
-``matmul_conv``, ``slice_pool``: one rewrite each). PyTorch is a benchmark-only dependency.
+Every contestant runs in **its own worker process** (this script with ``--worker``), as it
+would in real use. The workers are started and warmed up one at a time; then each repetition
+runs every contestant in turn, ``--settle`` untimed steps and then ``--steps`` timed ones, so
+that load from other jobs on the machine hits all of them alike. The untimed step matters: the
+first step of a contestant after another one has run is slower (a JAX ResNet-50 step right
+after PyTorch steps took 11.2-11.4 s instead of 9.4-9.6 s, with the two in one process or in
+two, and after a 2 s pause too). The table reports the median over repetitions and the ratio
+of medians, and the same for the best repetition of each (the least disturbed by other jobs).
+
+``--jax-variants`` selects ResNet implementations of the same function (``fast``: the package
+default, block convolutions as matrix products + strided-slice max pool; ``plain``:
+``lax`` convolutions + ``nn.max_pool``; ``matmul_conv``, ``slice_pool``: one rewrite each).
+``--xla-settings`` runs each JAX variant with geojax's XLA:CPU flags (``geojax``, what
+``import geojax`` sets, see ``geojax/xla_flags.py``) and/or with XLA's own defaults
+(``xla``). PyTorch is a benchmark-only dependency.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from geojax.models import heads as heads_lib
-from geojax.models import registry
-from geojax.training import optim
-from geojax.training.train import IMAGE_MEAN, IMAGE_STD, TrainState, make_train_step
+# XLA_FLAGS as the user gave them, before any geojax import in this process adds to them.
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 
 MODELS = {
     # name: (backbone, backbone kwargs, image size, batch, classes)
@@ -52,8 +58,9 @@ MODELS = {
     "small_cnn": ("small_cnn", {"widths": (32, 64, 128, 256)}, 64, 128, 3000),
 }
 
-# ResNet implementations of the same function (see geojax.models.resnet.ResNet).
-RESNET_VARIANTS = {
+# Implementations of the same function (see geojax.models.resnet.ResNet); SmallCNN takes only
+# the ones without ResNet-specific options.
+VARIANTS = {
     "fast": {},
     "plain": {"conv_impl": "conv", "max_pool_impl": "reduce_window"},
     "matmul_conv": {"conv_impl": "matmul", "max_pool_impl": "reduce_window"},
@@ -64,12 +71,25 @@ HEAD = "planet"
 
 
 # ------------------------------------------------------------------------------------------ JAX
+def variants_for(model_name: str, requested: list[str]) -> list[str]:
+    """The requested variants that apply to a model (only ResNet has several)."""
+    return requested if model_name.startswith("resnet") else ["fast"]
+
+
 def jax_contestant(model_name: str, variant: str, seed: int = 0) -> Callable[[], float]:
     """A callable that runs one jitted geojax train step and returns its wall time (s)."""
+    # pylint: disable=import-outside-toplevel
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from geojax.models import heads as heads_lib
+    from geojax.models import registry
+    from geojax.training import optim
+    from geojax.training.train import TrainState, make_train_step
+
     backbone_name, kwargs, size, batch, classes = MODELS[model_name]
-    kwargs = dict(kwargs)
-    if backbone_name.startswith("resnet"):
-        kwargs.update(RESNET_VARIANTS[variant])
+    kwargs = {**kwargs, **VARIANTS[variant]}
     model = heads_lib.GeoModel(registry.get_backbone(backbone_name, **kwargs),
                                heads_lib.MultiPartitionHeads({HEAD: classes}))
     opt_cfg = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.01,
@@ -178,6 +198,8 @@ def torch_contestant(model_name: str, memory_format: str, seed: int = 0) -> Call
     """A callable that runs one PyTorch train step of the twin model and returns its time."""
     import torch  # pylint: disable=import-outside-toplevel
 
+    from geojax.training.train import IMAGE_MEAN, IMAGE_STD  # pylint: disable=import-outside-toplevel
+
     torch.manual_seed(seed)
     _, _, size, batch, classes = MODELS[model_name]
     resnet50, small_cnn = torch_models()
@@ -212,68 +234,137 @@ def torch_contestant(model_name: str, memory_format: str, seed: int = 0) -> Call
     return run
 
 
+# -------------------------------------------------------------------------------------- workers
+def worker(spec: dict[str, Any]) -> None:
+    """Runs in a child process: build the contestant, warm up, then time steps on request.
+
+    Protocol on stdin / stdout, one line each: the worker prints ``READY <seconds> <info>``; then
+    for every line ``N S`` it reads it runs ``S`` untimed steps, then ``N`` steps, and prints
+    their mean time in seconds; it exits at end of input.
+    """
+    start = time.perf_counter()
+    if spec["framework"] == "jax":
+        import jax  # pylint: disable=import-outside-toplevel
+
+        run = jax_contestant(spec["model"], spec["variant"])
+        info = (f"jax {jax.__version__} ({jax.devices()[0].platform}) "
+                f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    else:
+        import torch  # pylint: disable=import-outside-toplevel
+
+        torch.set_num_threads(os.cpu_count())
+        run = torch_contestant(spec["model"], spec["format"])
+        info = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    for _ in range(spec["warmup"]):
+        run()
+    print(f"READY {time.perf_counter() - start:.1f} {info}", flush=True)
+    for line in sys.stdin:
+        steps, settle = map(int, line.split())
+        for _ in range(settle):
+            run()
+        print(f"{sum(run() for _ in range(steps)) / steps!r}", flush=True)
+
+
+class Worker:
+    """A contestant in its own process (see :func:`worker`)."""
+
+    def __init__(self, name: str, spec: dict[str, Any], env: dict[str, str]):
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"worker {name} failed to start (exit code {self.proc.wait()})")
+        _, seconds, self.info = line.rstrip("\n").split(" ", 2)
+        print(f"{name}: ready (init + compile + warmup {seconds} s; {self.info})", flush=True)
+
+    def time_steps(self, steps: int, settle: int) -> float:
+        self.proc.stdin.write(f"{steps} {settle}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def worker_env(xla_setting: str) -> dict[str, str]:
+    """The environment of a worker: geojax's XLA:CPU flags (``geojax``) or XLA's own (``xla``)."""
+    env = {k: v for k, v in os.environ.items() if k != "GEOJAX_XLA_CPU_DEFAULTS"}
+    env["XLA_FLAGS"] = USER_XLA_FLAGS
+    if xla_setting == "xla":
+        env["GEOJAX_XLA_CPU_DEFAULTS"] = "0"
+    elif xla_setting != "geojax":
+        raise ValueError(f"--xla-settings: unknown setting {xla_setting!r} (geojax, xla)")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
+    return env
+
+
 # ----------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="resnet50,small_cnn")
     parser.add_argument("--jax-variants", default="fast",
-                        help=f"ResNet variants, comma-separated: {', '.join(RESNET_VARIANTS)}")
+                        help=f"model variants, comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--xla-settings", default="geojax,xla",
+                        help="XLA:CPU flags of the JAX workers: geojax (what import geojax "
+                             "sets), xla (XLA's defaults)")
     parser.add_argument("--torch-formats", default="channels_last,contiguous")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=0,
                         help="steps per contestant per repetition (0: 1 for resnet50, 5 else)")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--settle", type=int, default=1,
+                        help="untimed steps of a contestant before its timed ones, each repetition")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
 
-    import torch  # pylint: disable=import-outside-toplevel
-
-    torch.set_num_threads(os.cpu_count())
-    print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(f"{os.cpu_count()} CPUs; user XLA_FLAGS={USER_XLA_FLAGS!r}", flush=True)
     rows = []
     for model_name in args.models.split(","):
         _, _, size, batch, classes = MODELS[model_name]
-        variants = args.jax_variants.split(",") if model_name.startswith("resnet") else ["fast"]
-        contestants: dict[str, Callable[[], float]] = {}
-        for variant in variants:
-            start = time.perf_counter()
-            run = jax_contestant(model_name, variant)
-            for _ in range(args.warmup):
-                run()
-            contestants[f"jax {variant}"] = run
-            print(f"{model_name}: jax {variant} ready (init + compile + warmup "
-                  f"{time.perf_counter() - start:.1f} s)", flush=True)
-        for fmt in args.torch_formats.split(","):
-            run = torch_contestant(model_name, fmt)
-            for _ in range(args.warmup):
-                run()
-            contestants[f"torch {fmt}"] = run
-        steps = args.steps or (1 if model_name == "resnet50" else 5)
-        times: dict[str, list[float]] = {name: [] for name in contestants}
-        for rep in range(args.repeats):
-            for name, run in contestants.items():
-                times[name].append(sum(run() for _ in range(steps)) / steps)
-            print(f"{model_name} rep {rep + 1}/{args.repeats}: " + ", ".join(
-                f"{name} {batch / times[name][-1]:.1f}" for name in contestants) + " img/s",
-                flush=True)
+        workers: list[Worker] = []
+        try:
+            for variant in variants_for(model_name, args.jax_variants.split(",")):
+                for setting in args.xla_settings.split(","):
+                    spec = dict(framework="jax", model=model_name, variant=variant,
+                                warmup=args.warmup)
+                    workers.append(Worker(f"jax {variant} / {setting} flags", spec,
+                                          worker_env(setting)))
+            for fmt in args.torch_formats.split(","):
+                spec = dict(framework="torch", model=model_name, format=fmt,
+                            warmup=args.warmup)
+                workers.append(Worker(f"torch {fmt}", spec, worker_env("geojax")))
+            steps = args.steps or (1 if model_name == "resnet50" else 5)
+            times: dict[str, list[float]] = {w.name: [] for w in workers}
+            for rep in range(args.repeats):
+                for w in workers:
+                    times[w.name].append(w.time_steps(steps, args.settle))
+                print(f"{model_name} rep {rep + 1}/{args.repeats}: " + ", ".join(
+                    f"{name} {batch / t[-1]:.1f}" for name, t in times.items()) + " img/s",
+                    flush=True)
+        finally:
+            for w in workers:
+                w.close()
         rate = {name: batch / statistics.median(t) for name, t in times.items()}
         peak = {name: batch / min(t) for name, t in times.items()}
         best_torch = max((n for n in rate if n.startswith("torch")), key=rate.get)
         peak_torch = max((n for n in peak if n.startswith("torch")), key=peak.get)
-        for name in contestants:
+        for name in times:
             if name.startswith("jax"):
                 rows.append((f"{model_name} ({name[4:]})", size, batch, classes,
                              rate[name], rate[best_torch], best_torch[6:],
                              peak[name], peak[peak_torch], peak_torch[6:]))
-        for name in contestants:
-            if name.startswith("torch"):
+            else:
                 print(f"{model_name}: {name} median {rate[name]:.2f}, best {peak[name]:.2f} img/s")
 
-    # Median over repetitions, and the best repetition (least disturbed by other jobs): a
-    # 2-thread OpenMP runtime slows down far more than XLA's thread pool when the cores are
-    # shared, so on a busy machine the medians favour JAX.
-    print("\n| model | image | batch | classes | JAX img/s | PyTorch img/s | JAX / PyTorch "
-          "| best rep: JAX | PyTorch | ratio |")
+    print("\n| model (variant / XLA flags) | image | batch | classes | JAX img/s | PyTorch img/s "
+          "| JAX / PyTorch | best rep: JAX | PyTorch | ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (label, size, batch, classes, jax_rate, torch_rate, torch_fmt, jax_peak, torch_peak,
          peak_fmt) in rows:
