@@ -5,7 +5,7 @@ the CPU to YNNPACK "fusions" by default. On a train step their convolution kerne
 (~16 GFLOP/s at GeoWorld's first layer on the 2-core machine); keeping YNNPACK for single
 matrix products and reductions only
 (``--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce``) made the train step of the
-GeoWorld default model ~1.8x and of ResNet-50 ~1.15x faster (``benchmarks/train_throughput.py``
+GeoWorld default model ~2x and of ResNet-50 1.1-1.2x faster (``benchmarks/train_throughput.py``
 runs both settings side by side; README, "Train step throughput").
 
 :func:`apply_cpu_defaults` appends these flags to ``XLA_FLAGS`` when ``geojax`` is imported,
