@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from geojax.training import checkpointing, sharding, train as train_lib
+from geojax.training import checkpointing, losses, sharding, train as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -224,6 +224,33 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert latest is not None and latest < 6
     weights = final_weights(str(tmp_path), "train")
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(weights["params"]))
+
+
+def test_non_finite_loss_between_checks_is_named_by_its_own_step(tmp_path):
+    # Checked on the host only every 4 steps: the first bad step (step 2: the loss after one
+    # update at an absurd learning rate) is still the one the message names.
+    config = load_config("planet", **{"stages.train.num_steps": 8,
+                                      "stages.train.log_every": 4,
+                                      "stages.train.checkpoint_every": 4,
+                                      "stages.train.optimizer.learning_rate": 1e30,
+                                      "stages.train.optimizer.schedule.warmup_steps": 0})
+    with pytest.raises(FloatingPointError,
+                       match=r"non-finite loss at step 2 \(found at step 4\)"):
+        train_lib.train(config, str(tmp_path), log=quiet)
+    ckpt = checkpointing.Checkpointer(os.path.join(tmp_path, "checkpoints", "train"))
+    assert ckpt.latest_step() is None  # nothing after the bad step was saved
+    ckpt.close()
+
+
+def test_check_finite_messages():
+    assert losses.check_finite(np.float32(1.5), 3) == 1.5
+    with pytest.raises(FloatingPointError, match=r"at step 3: loss at step 3=nan \(parts: "
+                                                 r"loss/a=nan\)"):
+        losses.check_finite(float("nan"), 3, parts={"loss/a": float("nan")})
+    # A tracked earlier bad step raises even if the loss has become finite again.
+    with pytest.raises(FloatingPointError, match=r"at step 2 \(found at step 5\): loss at "
+                                                 r"step 5=1.0"):
+        losses.check_finite(1.0, 5, first_bad_step=2)
 
 
 def test_config_errors_fail_before_compute(tmp_path):

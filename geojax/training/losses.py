@@ -412,7 +412,7 @@ def geodecoder_loss(
 
 
 def check_finite(
-    loss: Any, step: int, *, parts: Mapping[str, Any] | None = None
+    loss: Any, step: int, *, parts: Mapping[str, Any] | None = None, first_bad_step: int = 0
 ) -> float:
     """Host-side: returns ``float(loss)``, or raises if it is NaN or infinite.
 
@@ -426,19 +426,24 @@ def check_finite(
       step: the training step the loss belongs to.
       parts: optional name -> scalar (e.g. the per-partition losses) reported in the
         message so the offending head is visible.
+      first_bad_step: the first step whose loss was not finite, when the caller tracks it on
+        the device between checks (0: none). Non-zero raises even if ``loss`` is finite, and
+        the message names that step.
 
     Raises:
       FloatingPointError: ``"non-finite loss at step N ..."`` with what to do.
     """
     value = float(np.asarray(loss))
-    if math.isfinite(value):
+    if math.isfinite(value) and not first_bad_step:
         return value
     detail = ""
     if parts:
         shown = ", ".join(f"{k}={float(np.asarray(v))!r}" for k, v in parts.items())
         detail = f" (parts: {shown})"
+    bad = first_bad_step or step
+    where = f"step {bad}" if bad == step else f"step {bad} (found at step {step})"
     raise FloatingPointError(
-        f"non-finite loss at step {step}: loss={value!r}{detail}. Training stopped; "
+        f"non-finite loss at {where}: loss at step {step}={value!r}{detail}. Training stopped; "
         "do not save this step's state. Resume from the last complete checkpoint "
         "after one of: lowering the learning rate or adding warmup, enabling "
         "gradient clipping (optimizer config clip_grad_norm), or checking the input "
