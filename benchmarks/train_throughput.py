@@ -58,8 +58,7 @@ MODELS = {
     "small_cnn": ("small_cnn", {"widths": (32, 64, 128, 256)}, 64, 128, 3000),
 }
 
-# Implementations of the same function (see geojax.models.resnet.ResNet); SmallCNN takes only
-# the ones without ResNet-specific options.
+# ResNet implementations of the same function (see geojax.models.resnet.ResNet).
 VARIANTS = {
     "fast": {},
     "plain": {"conv_impl": "conv", "max_pool_impl": "reduce_window"},

@@ -29,8 +29,9 @@ run's checkpoint directory), else the previous stage's final weights, else scrat
 finished stage is never retrained. SIGTERM saves a checkpoint and stops
 (:class:`Preempted`); a non-finite loss stops with a message naming the step
 (``FloatingPointError``) and saves nothing, so the last good checkpoint stays the latest.
-The loss is checked on the host every ``log_every`` steps and before every save; in between,
-the first non-finite step is recorded on the device, so the message names it.
+The loss is checked on the host every ``log_every`` steps and before every save, with the
+losses of every step since the last check fetched together, so the message names the first
+non-finite step.
 
 **Partitions** are built once into ``<workdir>/partitions/`` (reused on resume;
 ``geojax.partition_job``). Every process builds them in memory (deterministically); only
@@ -384,20 +385,21 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     bar = progress.Progress(num_steps, desc=f"[{name}]", unit="step", initial=start)
     last_metrics: dict[str, Any] | None = None
     window_t0, window_n = time.perf_counter(), 0
-    # The first step whose loss was not finite, kept on the device (no host sync per step) so
-    # that the error names it even when it falls between two log steps.
-    first_bad = jax.device_put(np.int32(0), sharding.replicated(mesh))
-    track_bad = jax.jit(
-        lambda first, loss, step: jnp.where((first == 0) & ~jnp.isfinite(loss), step, first),
-        out_shardings=sharding.replicated(mesh))
+    # (step, device loss) since the last host check: the losses stay on the device (no host
+    # sync per step) and are fetched together at the check, so that the error names the first
+    # non-finite step even when it falls between two log steps.
+    unchecked: list[tuple[int, jax.Array]] = []
 
     def checked(step: int) -> dict[str, float] | None:
         if last_metrics is None:
             return None
         host = {k: float(v) for k, v in jax.device_get(last_metrics).items()}
+        values = jax.device_get([loss for _, loss in unchecked])
+        first_bad = next((s for (s, _), v in zip(unchecked, values) if not np.isfinite(v)), 0)
+        unchecked.clear()
         losses.check_finite(host["loss"], step,
                             parts={k: v for k, v in host.items() if k.startswith("loss/")},
-                            first_bad_step=int(jax.device_get(first_bad)))
+                            first_bad_step=first_bad)
         return host
 
     try:
@@ -406,7 +408,7 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
                 batch = next(iterator)
                 gbatch = pipeline.to_global_arrays(batch, batch_sh, keys=batch_keys)
                 state, last_metrics = train_step(state, gbatch)
-                first_bad = track_bad(first_bad, last_metrics["loss"], np.int32(step))
+                unchecked.append((step, last_metrics["loss"]))
                 window_n += 1
                 final = step == num_steps
                 log_now = step % int(cfg["log_every"]) == 0 or final
