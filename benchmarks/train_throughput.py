@@ -61,6 +61,7 @@ MODELS = {
 # ResNet implementations of the same function (see geojax.models.resnet.ResNet).
 VARIANTS = {
     "fast": {},
+    "all_matmul": {"conv_impl": "matmul"},
     "plain": {"conv_impl": "conv", "max_pool_impl": "reduce_window"},
     "matmul_conv": {"conv_impl": "matmul", "max_pool_impl": "reduce_window"},
     "slice_pool": {"conv_impl": "conv", "max_pool_impl": "slices"},

@@ -467,6 +467,28 @@ def test_space_to_depth_is_a_lossless_rearrangement(rng):
     np.testing.assert_array_equal(max_pool_2x2(maps), nn.max_pool(maps, (2, 2), strides=(2, 2)))
 
 
+@pytest.mark.parametrize("size", [(6, 8), (7, 5), (2, 2), (3, 3)])
+def test_max_pool_2x2_gradient_is_reduce_windows_with_ties(rng, size):
+    """Values and gradients equal ``nn.max_pool``'s exactly, also where a window has several
+    maxima (small integers: most windows tie), where the first one in row-major order takes
+    the whole gradient; a dropped odd row / column gets zero."""
+    from geojax.models.small_cnn import max_pool_2x2
+
+    def plain(x):
+        return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+    for maps in (rng.integers(0, 3, size=(3, *size, 4)), rng.normal(size=(3, *size, 4))):
+        maps = jnp.asarray(maps, jnp.float32)
+        cotangent = jnp.asarray(rng.normal(size=plain(maps).shape), jnp.float32)
+        want, (want_grad,) = _value_and_vjp(plain, (maps,), cotangent)
+        got, (got_grad,) = _value_and_vjp(max_pool_2x2, (maps,), cotangent)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_grad, want_grad)
+    tied = jnp.ones((1, 2, 2, 1))
+    _, (grad,) = _value_and_vjp(max_pool_2x2, (tied,), jnp.ones((1, 1, 1, 1)))
+    np.testing.assert_array_equal(grad[0, :, :, 0], [[1, 0], [0, 0]])
+
+
 # --------------------------------------------------------------------------------------------
 # ResNet rewrites: the fast CPU formulations compute the plain ones (values and grads).
 # --------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ BN_EPSILON = 1e-5
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-CONV_IMPLS = ("matmul", "conv")
+CONV_IMPLS = ("auto", "matmul", "conv")
 MAX_POOL_IMPLS = ("slices", "reduce_window")
 
 
@@ -105,15 +105,17 @@ class Conv(nn.Module):
         features: output channels.
         kernel_size: ``k`` (odd).
         strides: stride on both spatial axes.
-        impl: ``"matmul"`` (:func:`conv_as_matmul`, fast on CPU) or ``"conv"``
-            (``lax.conv_general_dilated``, what ``nn.Conv`` runs).
+        impl: ``"auto"`` (1x1 as a matrix product, larger kernels as ``lax`` convolutions:
+            the fastest on XLA:CPU), ``"matmul"`` (every kernel size through
+            :func:`conv_as_matmul`) or ``"conv"`` (``lax.conv_general_dilated``, what
+            ``nn.Conv`` runs).
         dtype: computation dtype; the kernel is float32.
     """
 
     features: int
     kernel_size: int
     strides: int = 1
-    impl: str = "matmul"
+    impl: str = "auto"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -124,7 +126,7 @@ class Conv(nn.Module):
         kernel = self.param("kernel", conv_kernel_init, (k, k, x.shape[-1], self.features),
                             jnp.float32)
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        if self.impl == "matmul":
+        if self.impl == "matmul" or (self.impl == "auto" and k == 1):
             return conv_as_matmul(x, kernel, self.strides)
         return jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), _pad(k),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -139,14 +141,14 @@ class BasicBlock(nn.Module):
         zero_init_residual: initialise the scale of the block's last batch norm to zero, so that
             the block starts as the identity (Goyal et al., 2017).
         dtype: computation dtype; parameters are always float32.
-        conv_impl: ``"matmul"`` or ``"conv"``, see :class:`Conv`.
+        conv_impl: ``"auto"``, ``"matmul"`` or ``"conv"``, see :class:`Conv`.
     """
 
     features: int
     strides: int = 1
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
-    conv_impl: str = "matmul"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -176,14 +178,14 @@ class BottleneckBlock(nn.Module):
         strides: stride of the 3x3 convolution (and of the projection shortcut).
         zero_init_residual: initialise the scale of the block's last batch norm to zero.
         dtype: computation dtype; parameters are always float32.
-        conv_impl: ``"matmul"`` or ``"conv"``, see :class:`Conv`.
+        conv_impl: ``"auto"``, ``"matmul"`` or ``"conv"``, see :class:`Conv`.
     """
 
     features: int
     strides: int = 1
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
-    conv_impl: str = "matmul"
+    conv_impl: str = "auto"
 
     expansion: ClassVar[int] = 4
 
@@ -231,7 +233,7 @@ class ResNet(nn.Module):
     width: int = 64
     zero_init_residual: bool = True
     dtype: Dtype = jnp.float32
-    conv_impl: str = "matmul"
+    conv_impl: str = "auto"
     max_pool_impl: str = "slices"
 
     @property

@@ -10,8 +10,9 @@ Why space-to-depth: a 3-channel convolution at full resolution is memory-bound a
 backend runs it (and its gradient) at ~10 GFLOP/s; starting at half resolution with 12
 channels made the whole train step ~8x faster on a 2-core CPU (``benchmarks/train_throughput.py``)
 at the same image size, the same trick TPU ResNet stems use. Pooling is a reshape + max
-(its gradient is elementwise), not ``reduce_window`` whose ``select_and_scatter`` gradient is
-slow on CPU; for odd map sizes the last row / column is dropped, as ``nn.max_pool`` does.
+with a hand-written elementwise gradient (:func:`max_pool_2x2`, the same values and gradient as
+``nn.max_pool``), not ``reduce_window`` whose ``select_and_scatter`` gradient is slow on CPU;
+for odd map sizes the last row / column is dropped, as ``nn.max_pool`` does.
 
 Parameter paths: ``conv{s}``, ``bn{s}`` with ``s`` counted from 1.
 """
@@ -43,11 +44,47 @@ def space_to_depth(images: jax.Array, block: int = 2) -> jax.Array:
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // block, w // block, block * block * c)
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2 max pooling with stride 2 (floor: an odd last row / column is dropped)."""
+def _windows_2x2(x: jax.Array) -> jax.Array:
+    """``(B, H, W, C)`` → ``(B, H/2, 2, W/2, 2, C)``: the 2x2 windows (an odd last row / column
+    is dropped)."""
     b, h, w, c = x.shape
-    x = x[:, : h - h % 2, : w - w % 2]
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    return x[:, : h - h % 2, : w - w % 2].reshape(b, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 (floor: an odd last row / column is dropped).
+
+    Its gradient is ``nn.max_pool``'s: each window's gradient goes to its first maximum in
+    row-major order (what ``reduce_window``'s ``select_and_scatter`` does, and PyTorch). Two
+    elementwise passes, where differentiating ``max`` would also count the ties of every window
+    to split the gradient between them (~20 % of the SmallCNN train step on CPU).
+    """
+    return _windows_2x2(x).max(axis=(2, 4))
+
+
+def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    pooled = max_pool_2x2(x)
+    return pooled, (x, pooled)
+
+
+def _max_pool_2x2_bwd(residuals: tuple[jax.Array, jax.Array],
+                      grad: jax.Array) -> tuple[jax.Array]:
+    x, pooled = residuals
+    _, h, w, _ = x.shape
+    hit = _windows_2x2(x) == pooled[:, :, None, :, None]
+    # The first maximum of a window (0, 0), (0, 1), (1, 0), (1, 1): a hit with no hit before it.
+    h00, h01 = hit[:, :, 0, :, 0], hit[:, :, 0, :, 1]
+    h10, h11 = hit[:, :, 1, :, 0], hit[:, :, 1, :, 1]
+    first = jnp.stack([jnp.stack([h00, h01 & ~h00], axis=-2),
+                       jnp.stack([h10 & ~(h00 | h01), h11 & ~(h00 | h01 | h10)], axis=-2)],
+                      axis=2)
+    grad_x = jnp.where(first, grad[:, :, None, :, None], 0).astype(x.dtype)
+    grad_x = grad_x.reshape(x.shape[0], h - h % 2, w - w % 2, x.shape[-1])
+    return (jnp.pad(grad_x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+
+
+max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
 
 
 class SmallCNN(nn.Module):
