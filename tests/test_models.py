@@ -558,7 +558,8 @@ def test_resnet_rewrites_equal_plain_model(rng):
         return out, stats, vjp(cotangent)[0]
 
     want = run(plain)
-    for conv, pool in [("matmul", "reduce_window"), ("conv", "slices"), ("matmul", "slices")]:
+    for conv, pool in [("matmul", "reduce_window"), ("conv", "slices"), ("matmul", "slices"),
+                       ("auto", "slices")]:
         model = get_backbone("resnet50", **tiny, conv_impl=conv, max_pool_impl=pool)
         fresh = init(model, images)
         assert jax.tree.structure(fresh) == jax.tree.structure(variables)
@@ -567,7 +568,7 @@ def test_resnet_rewrites_equal_plain_model(rng):
         jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5),
                      got, want)
     default = get_backbone("resnet50")
-    assert (default.conv_impl, default.max_pool_impl) == ("matmul", "slices")
+    assert (default.conv_impl, default.max_pool_impl) == ("auto", "slices")
     with pytest.raises(ValueError, match="conv_impl"):
         abstract_output(get_backbone("resnet18", conv_impl="fft"), 32)
     with pytest.raises(ValueError, match="max_pool_impl"):

@@ -9,10 +9,10 @@ parameters and maps 64x64 images to 256-d features through 2x2 maps.
 Why space-to-depth: a 3-channel convolution at full resolution is memory-bound and XLA's CPU
 backend runs it (and its gradient) at ~10 GFLOP/s; starting at half resolution with 12
 channels made the whole train step ~8x faster on a 2-core CPU (``benchmarks/train_throughput.py``)
-at the same image size, the same trick TPU ResNet stems use. Pooling is a reshape + max
-with a hand-written elementwise gradient (:func:`max_pool_2x2`, the same values and gradient as
-``nn.max_pool``), not ``reduce_window`` whose ``select_and_scatter`` gradient is slow on CPU;
-for odd map sizes the last row / column is dropped, as ``nn.max_pool`` does.
+at the same image size, the same trick TPU ResNet stems use. Pooling is the maximum of
+strided slices with a hand-written elementwise gradient (:func:`max_pool_2x2`: the values and
+the gradient of ``nn.max_pool``), not ``reduce_window`` whose ``select_and_scatter`` gradient
+is slow on CPU; for odd map sizes the last row / column is dropped, as ``nn.max_pool`` does.
 
 Parameter paths: ``conv{s}``, ``bn{s}`` with ``s`` counted from 1.
 """
@@ -44,23 +44,26 @@ def space_to_depth(images: jax.Array, block: int = 2) -> jax.Array:
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // block, w // block, block * block * c)
 
 
-def _windows_2x2(x: jax.Array) -> jax.Array:
-    """``(B, H, W, C)`` → ``(B, H/2, 2, W/2, 2, C)``: the 2x2 windows (an odd last row / column
-    is dropped)."""
-    b, h, w, c = x.shape
-    return x[:, : h - h % 2, : w - w % 2].reshape(b, h // 2, 2, w // 2, 2, c)
+def _quarters(x: jax.Array) -> list[jax.Array]:
+    """The four stride-2 sub-maps of ``x`` (an odd last row / column dropped): the elements at
+    window offsets (0, 0), (0, 1), (1, 0), (1, 1) of the 2x2 pooling windows."""
+    _, h, w, _ = x.shape
+    x = x[:, : h - h % 2, : w - w % 2]
+    return [x[:, i::2, j::2] for i in (0, 1) for j in (0, 1)]
 
 
 @jax.custom_vjp
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max pooling with stride 2 (floor: an odd last row / column is dropped).
 
-    Its gradient is ``nn.max_pool``'s: each window's gradient goes to its first maximum in
-    row-major order (what ``reduce_window``'s ``select_and_scatter`` does, and PyTorch). Two
-    elementwise passes, where differentiating ``max`` would also count the ties of every window
-    to split the gradient between them (~20 % of the SmallCNN train step on CPU).
+    The maximum of the four strided sub-maps (one elementwise pass; a reshape to windows and a
+    ``max`` over them ran 4x slower on XLA:CPU). Its gradient is ``nn.max_pool``'s: each
+    window's gradient goes to its first maximum in row-major order (what ``reduce_window``'s
+    ``select_and_scatter`` does, and PyTorch), computed elementwise, where differentiating
+    ``max`` would also count the ties of every window to split the gradient between them.
     """
-    return _windows_2x2(x).max(axis=(2, 4))
+    q00, q01, q10, q11 = _quarters(x)
+    return jnp.maximum(jnp.maximum(q00, q01), jnp.maximum(q10, q11))
 
 
 def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
@@ -71,16 +74,16 @@ def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Arr
 def _max_pool_2x2_bwd(residuals: tuple[jax.Array, jax.Array],
                       grad: jax.Array) -> tuple[jax.Array]:
     x, pooled = residuals
-    _, h, w, _ = x.shape
-    hit = _windows_2x2(x) == pooled[:, :, None, :, None]
-    # The first maximum of a window (0, 0), (0, 1), (1, 0), (1, 1): a hit with no hit before it.
-    h00, h01 = hit[:, :, 0, :, 0], hit[:, :, 0, :, 1]
-    h10, h11 = hit[:, :, 1, :, 0], hit[:, :, 1, :, 1]
-    first = jnp.stack([jnp.stack([h00, h01 & ~h00], axis=-2),
-                       jnp.stack([h10 & ~(h00 | h01), h11 & ~(h00 | h01 | h10)], axis=-2)],
-                      axis=2)
-    grad_x = jnp.where(first, grad[:, :, None, :, None], 0).astype(x.dtype)
-    grad_x = grad_x.reshape(x.shape[0], h - h % 2, w - w % 2, x.shape[-1])
+    b, h, w, c = x.shape
+    h00, h01, h10, h11 = (q == pooled for q in _quarters(x))
+    # A window's first maximum: a hit with no hit before it in row-major order.
+    g00 = jnp.where(h00, grad, 0)
+    g01 = jnp.where(h01 & ~h00, grad, 0)
+    g10 = jnp.where(h10 & ~(h00 | h01), grad, 0)
+    g11 = jnp.where(h11 & ~(h00 | h01 | h10), grad, 0)
+    # Interleave back: (B, H/2, 2, W/2, 2, C) is (B, H, W, C) in memory.
+    grad_x = jnp.stack([jnp.stack([g00, g01], axis=3), jnp.stack([g10, g11], axis=3)], axis=2)
+    grad_x = grad_x.reshape(b, h - h % 2, w - w % 2, c).astype(x.dtype)
     return (jnp.pad(grad_x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
 
 
