@@ -33,7 +33,10 @@ default, block convolutions as matrix products + strided-slice max pool; ``plain
 ``lax`` convolutions + ``nn.max_pool``; ``matmul_conv``, ``slice_pool``: one rewrite each).
 ``--xla-settings`` runs each JAX variant with geojax's XLA:CPU flags (``geojax``, what
 ``import geojax`` sets, see ``geojax/xla_flags.py``) and/or with XLA's own defaults
-(``xla``). PyTorch is a benchmark-only dependency.
+(``xla``). ``--malloc`` runs every contestant, JAX and PyTorch alike, with the glibc malloc
+settings ``import geojax`` makes (``geojax``, see ``geojax/malloc.py``) and/or with glibc's
+defaults (``glibc``); a JAX row is compared with the PyTorch workers of the same malloc
+setting. PyTorch is a benchmark-only dependency.
 """
 
 from __future__ import annotations
@@ -243,6 +246,12 @@ def worker(spec: dict[str, Any]) -> None:
     their mean time in seconds; it exits at end of input.
     """
     start = time.perf_counter()
+    if spec["malloc"] == "geojax":
+        # The settings import geojax makes; PyTorch gets them too (its CPU allocator is glibc's).
+        from geojax import malloc  # pylint: disable=import-outside-toplevel
+
+        if not malloc.apply():
+            raise RuntimeError("geojax's malloc settings could not be applied (not glibc?)")
     if spec["framework"] == "jax":
         import jax  # pylint: disable=import-outside-toplevel
 
@@ -289,14 +298,20 @@ class Worker:
         self.proc.wait()
 
 
-def worker_env(xla_setting: str) -> dict[str, str]:
-    """The environment of a worker: geojax's XLA:CPU flags (``geojax``) or XLA's own (``xla``)."""
-    env = {k: v for k, v in os.environ.items() if k != "GEOJAX_XLA_CPU_DEFAULTS"}
+def worker_env(xla_setting: str, malloc_setting: str) -> dict[str, str]:
+    """The environment of a worker: geojax's XLA:CPU flags (``geojax``) or XLA's own (``xla``);
+    geojax's malloc settings (``geojax``) or glibc's defaults (``glibc``)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GEOJAX_XLA_CPU_DEFAULTS", "GEOJAX_MALLOC_DEFAULTS")}
     env["XLA_FLAGS"] = USER_XLA_FLAGS
     if xla_setting == "xla":
         env["GEOJAX_XLA_CPU_DEFAULTS"] = "0"
     elif xla_setting != "geojax":
         raise ValueError(f"--xla-settings: unknown setting {xla_setting!r} (geojax, xla)")
+    if malloc_setting == "glibc":
+        env["GEOJAX_MALLOC_DEFAULTS"] = "0"
+    elif malloc_setting != "geojax":
+        raise ValueError(f"--malloc: unknown setting {malloc_setting!r} (geojax, glibc)")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
     return env
@@ -311,6 +326,9 @@ def main() -> None:
     parser.add_argument("--xla-settings", default="geojax,xla",
                         help="XLA:CPU flags of the JAX workers: geojax (what import geojax "
                              "sets), xla (XLA's defaults)")
+    parser.add_argument("--malloc", default="geojax",
+                        help="glibc malloc settings of all workers: geojax (what import geojax "
+                             "sets), glibc (glibc's defaults)")
     parser.add_argument("--torch-formats", default="channels_last,contiguous")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=0,
@@ -330,16 +348,18 @@ def main() -> None:
         _, _, size, batch, classes = MODELS[model_name]
         workers: list[Worker] = []
         try:
-            for variant in variants_for(model_name, args.jax_variants.split(",")):
-                for setting in args.xla_settings.split(","):
-                    spec = dict(framework="jax", model=model_name, variant=variant,
-                                warmup=args.warmup)
-                    workers.append(Worker(f"jax {variant} / {setting} flags", spec,
-                                          worker_env(setting)))
-            for fmt in args.torch_formats.split(","):
-                spec = dict(framework="torch", model=model_name, format=fmt,
-                            warmup=args.warmup)
-                workers.append(Worker(f"torch {fmt}", spec, worker_env("geojax")))
+            for mem in args.malloc.split(","):
+                for variant in variants_for(model_name, args.jax_variants.split(",")):
+                    for setting in args.xla_settings.split(","):
+                        spec = dict(framework="jax", model=model_name, variant=variant,
+                                    warmup=args.warmup, malloc=mem)
+                        workers.append(Worker(f"jax {variant} / {setting} flags / {mem} malloc",
+                                              spec, worker_env(setting, mem)))
+                for fmt in args.torch_formats.split(","):
+                    spec = dict(framework="torch", model=model_name, format=fmt,
+                                warmup=args.warmup, malloc=mem)
+                    workers.append(Worker(f"torch {fmt} / {mem} malloc", spec,
+                                          worker_env("geojax", mem)))
             steps = args.steps or (1 if model_name == "resnet50" else 5)
             times: dict[str, list[float]] = {w.name: [] for w in workers}
             for rep in range(args.repeats):
@@ -353,17 +373,19 @@ def main() -> None:
                 w.close()
         rate = {name: batch / statistics.median(t) for name, t in times.items()}
         peak = {name: batch / min(t) for name, t in times.items()}
-        best_torch = max((n for n in rate if n.startswith("torch")), key=rate.get)
-        peak_torch = max((n for n in peak if n.startswith("torch")), key=peak.get)
         for name in times:
             if name.startswith("jax"):
+                # The fastest PyTorch memory format under the same malloc setting.
+                rivals = [n for n in times
+                          if n.startswith("torch") and n.endswith(name.rsplit(" / ", 1)[1])]
+                best_torch, peak_torch = max(rivals, key=rate.get), max(rivals, key=peak.get)
                 rows.append((f"{model_name} ({name[4:]})", size, batch, classes,
-                             rate[name], rate[best_torch], best_torch[6:],
-                             peak[name], peak[peak_torch], peak_torch[6:]))
+                             rate[name], rate[best_torch], best_torch[6:].split(" / ")[0],
+                             peak[name], peak[peak_torch], peak_torch[6:].split(" / ")[0]))
             else:
                 print(f"{model_name}: {name} median {rate[name]:.2f}, best {peak[name]:.2f} img/s")
 
-    print("\n| model (variant / XLA flags) | image | batch | classes | JAX img/s | PyTorch img/s "
+    print("\n| model (variant / XLA flags / malloc) | image | batch | classes | JAX img/s | PyTorch img/s "
           "| JAX / PyTorch | best rep: JAX | PyTorch | ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (label, size, batch, classes, jax_rate, torch_rate, torch_fmt, jax_peak, torch_peak,
