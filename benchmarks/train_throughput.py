@@ -29,8 +29,10 @@ two, and after a 2 s pause too). The table reports the median over repetitions a
 of medians, and the same for the best repetition of each (the least disturbed by other jobs).
 
 ``--jax-variants`` selects ResNet implementations of the same function (``fast``: the package
-default, block convolutions as matrix products + strided-slice max pool; ``plain``:
-``lax`` convolutions + ``nn.max_pool``; ``matmul_conv``, ``slice_pool``: one rewrite each).
+default, 1x1 block convolutions as matrix products, 3x3 ones as ``lax`` convolutions, and the
+strided-slice max pool; ``all_matmul``: every block convolution as a matrix product, 3x3 ones
+over im2col patches; ``plain``: ``lax`` convolutions + ``nn.max_pool``; ``matmul_conv``,
+``slice_pool``: one rewrite each).
 ``--xla-settings`` runs each JAX variant with geojax's XLA:CPU flags (``geojax``, what
 ``import geojax`` sets, see ``geojax/xla_flags.py``) and/or with XLA's own defaults
 (``xla``). ``--malloc`` runs every contestant, JAX and PyTorch alike, with the glibc malloc
@@ -294,7 +296,10 @@ class Worker:
         return float(self.proc.stdout.readline())
 
     def close(self) -> None:
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:  # the worker died (its error is already on stderr)
+            pass
         self.proc.wait()
 
 
@@ -346,9 +351,13 @@ def main() -> None:
     rows = []
     for model_name in args.models.split(","):
         _, _, size, batch, classes = MODELS[model_name]
-        workers: list[Worker] = []
-        try:
-            for mem in args.malloc.split(","):
+        steps = args.steps or (1 if model_name == "resnet50" else 5)
+        times: dict[str, list[float]] = {}
+        # One group of workers per malloc setting, one group at a time: with geojax's settings a
+        # process keeps its peak heap, and six ResNet-50 workers do not fit in 24 GiB.
+        for mem in args.malloc.split(","):
+            workers: list[Worker] = []
+            try:
                 for variant in variants_for(model_name, args.jax_variants.split(",")):
                     for setting in args.xla_settings.split(","):
                         spec = dict(framework="jax", model=model_name, variant=variant,
@@ -360,17 +369,17 @@ def main() -> None:
                                 warmup=args.warmup, malloc=mem)
                     workers.append(Worker(f"torch {fmt} / {mem} malloc", spec,
                                           worker_env("geojax", mem)))
-            steps = args.steps or (1 if model_name == "resnet50" else 5)
-            times: dict[str, list[float]] = {w.name: [] for w in workers}
-            for rep in range(args.repeats):
                 for w in workers:
-                    times[w.name].append(w.time_steps(steps, args.settle))
-                print(f"{model_name} rep {rep + 1}/{args.repeats}: " + ", ".join(
-                    f"{name} {batch / t[-1]:.1f}" for name, t in times.items()) + " img/s",
-                    flush=True)
-        finally:
-            for w in workers:
-                w.close()
+                    times[w.name] = []
+                for rep in range(args.repeats):
+                    for w in workers:
+                        times[w.name].append(w.time_steps(steps, args.settle))
+                    print(f"{model_name} rep {rep + 1}/{args.repeats}: " + ", ".join(
+                        f"{w.name} {batch / times[w.name][-1]:.1f}" for w in workers)
+                        + " img/s", flush=True)
+            finally:
+                for w in workers:
+                    w.close()
         rate = {name: batch / statistics.median(t) for name, t in times.items()}
         peak = {name: batch / min(t) for name, t in times.items()}
         for name in times:

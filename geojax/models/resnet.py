@@ -14,22 +14,26 @@ is the data pipeline's job, not the model's.
 Parameter paths: ``stem_conv``, ``stem_bn``, ``stage{s}_block{b}/{conv1,bn1,...,proj_conv,
 proj_bn}`` with ``s`` and ``b`` counted from 1.
 
-Two exact rewrites make the ResNet-50 train step ~1.8x faster on XLA's CPU backend (same function, same
-parameters and initial values; ``conv_impl="conv"`` / ``max_pool_impl="reduce_window"`` select
-the plain formulations, which the tests compare against; ``benchmarks/train_throughput.py``):
+Two exact rewrites make the ResNet-50 train step faster on XLA's CPU backend (same function,
+same parameters and initial values; ``conv_impl="conv"`` / ``max_pool_impl="reduce_window"``
+select the plain formulations, which the tests compare against;
+``benchmarks/train_throughput.py``):
 
-- the residual blocks' convolutions are an explicit matrix product (:func:`conv_as_matmul`): a
-  1x1 convolution is ``(B*H*W, C) @ (C, F)`` (after a strided slice for stride 2), a 3x3 one
-  the same over the 9 shifted copies of the padded map concatenated on channels (im2col).
-  XLA:CPU runs dots and their gradients several times faster than convolutions (1x1, forward +
-  both gradients at ResNet-50 shapes: 3-5x; 3x3: 1.1-1.7x);
+- ``conv_impl="auto"`` (the default) runs the 1x1 convolutions as an explicit matrix product
+  (:func:`conv_as_matmul`: ``(B*H*W, C) @ (C, F)``, after a strided slice for stride 2) and the
+  3x3 ones as ``lax`` convolutions. With geojax's XLA:CPU flags (:mod:`geojax.xla_flags`), a 1x1
+  convolution's forward and gradients at ResNet-50 shapes run 1.0-1.7x faster as a matmul
+  (mostly the kernel gradient: XLA transposes both operands for the convolution), while a
+  stride-1 3x3 one is 1.4-4x faster as a convolution than as a matmul over its im2col patches
+  (``conv_impl="matmul"``, which copies the map 9 times; the larger maps gain most). Step: 8.6 s (auto) vs 9.9 s (all matmul) vs 12.4 s (all
+  ``lax``), batch 32 at 224 on the 2-core machine;
 - the 3x3 stride-2 stem max pool is a maximum of strided slices of the ``-inf``-padded map
   (:func:`max_pool_3x3_s2`, gradient elementwise) instead of ``reduce_window``, whose
   ``select_and_scatter`` gradient is slow on CPU (forward + gradient 3.5x faster).
 
 The stem's 7x7 convolution stays a convolution: a space-to-depth rewrite (4x4 kernel over 12
 channels) and an im2col one were both slower on XLA:CPU (forward + kernel gradient, batch 32 at
-224: 1.6 s and 1.3 s vs 1.2 s).
+224: 274 and 456 ms vs 183 ms).
 """
 
 from __future__ import annotations
@@ -222,8 +226,8 @@ class ResNet(nn.Module):
         zero_init_residual: zero-initialise the last batch-norm scale of every residual block.
         dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters and batch statistics are
             float32 whatever it is.
-        conv_impl: ``"matmul"`` (default, fast on CPU) or ``"conv"``: two computations of the
-            same residual-block convolutions (see :class:`Conv`).
+        conv_impl: ``"auto"`` (default, fastest on CPU), ``"matmul"`` or ``"conv"``: three
+            computations of the same residual-block convolutions (see :class:`Conv`).
         max_pool_impl: ``"slices"`` (default, :func:`max_pool_3x3_s2`) or ``"reduce_window"``
             (``nn.max_pool``): two computations of the same stem max pool.
     """
@@ -280,7 +284,8 @@ class ResNet(nn.Module):
                 strides = 2 if stage > 0 and index == 0 else 1
                 x = block_cls(features=self.width * 2**stage, strides=strides,
                               zero_init_residual=self.zero_init_residual, dtype=self.dtype,
-                              conv_impl=self.conv_impl, name=f"stage{stage + 1}_block{index + 1}")(x, train)
+                              conv_impl=self.conv_impl,
+                              name=f"stage{stage + 1}_block{index + 1}")(x, train)
         return jnp.mean(x, axis=(1, 2))
 
 
