@@ -203,7 +203,8 @@ def torch_contestant(model_name: str, memory_format: str, seed: int = 0) -> Call
     """A callable that runs one PyTorch train step of the twin model and returns its time."""
     import torch  # pylint: disable=import-outside-toplevel
 
-    from geojax.training.train import IMAGE_MEAN, IMAGE_STD  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from geojax.training.train import IMAGE_MEAN, IMAGE_STD
 
     torch.manual_seed(seed)
     _, _, size, batch, classes = MODELS[model_name]
@@ -394,8 +395,8 @@ def main() -> None:
             else:
                 print(f"{model_name}: {name} median {rate[name]:.2f}, best {peak[name]:.2f} img/s")
 
-    print("\n| model (variant / XLA flags / malloc) | image | batch | classes | JAX img/s | PyTorch img/s "
-          "| JAX / PyTorch | best rep: JAX | PyTorch | ratio |")
+    print("\n| model (variant / XLA flags / malloc) | image | batch | classes | JAX img/s "
+          "| PyTorch img/s | JAX / PyTorch | best rep: JAX | PyTorch | ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (label, size, batch, classes, jax_rate, torch_rate, torch_fmt, jax_peak, torch_peak,
          peak_fmt) in rows:

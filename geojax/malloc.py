@@ -27,10 +27,10 @@ before the first JAX computation (the same rule as :mod:`geojax.xla_flags`).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 # mallopt parameters (glibc <malloc.h>).
 M_TRIM_THRESHOLD = -1
@@ -41,17 +41,15 @@ DEFAULTS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
 OPT_OUT = "GEOJAX_MALLOC_DEFAULTS"
 
 
-def _mallopt() -> ctypes._CFuncPtr | None:  # pylint: disable=protected-access
-    """glibc's ``mallopt``, or None where there is none (macOS, musl, Windows)."""
+def _mallopt() -> Any:
+    """glibc's ``mallopt`` (a ctypes function), or None where there is none (macOS, musl,
+    Windows). Looked up among the symbols the process already has: no library search."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return None
-    del gnu_get_libc_version
+    process = ctypes.CDLL(None)
+    if not hasattr(process, "gnu_get_libc_version") or not hasattr(process, "mallopt"):
+        return None  # not glibc
+    mallopt = process.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return mallopt

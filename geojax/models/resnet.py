@@ -25,8 +25,9 @@ select the plain formulations, which the tests compare against;
   convolution's forward and gradients at ResNet-50 shapes run 1.0-1.7x faster as a matmul
   (mostly the kernel gradient: XLA transposes both operands for the convolution), while a
   stride-1 3x3 one is 1.4-4x faster as a convolution than as a matmul over its im2col patches
-  (``conv_impl="matmul"``, which copies the map 9 times; the larger maps gain most). Step: 8.6 s (auto) vs 9.9 s (all matmul) vs 12.4 s (all
-  ``lax``), batch 32 at 224 on the 2-core machine;
+  (``conv_impl="matmul"``, which copies the map 9 times; the larger maps gain most). Step:
+  8.6 s (auto) vs 9.9 s (all matmul) vs 12.4 s (all ``lax``), batch 32 at 224 on the 2-core
+  machine;
 - the 3x3 stride-2 stem max pool is a maximum of strided slices of the ``-inf``-padded map
   (:func:`max_pool_3x3_s2`, gradient elementwise) instead of ``reduce_window``, whose
   ``select_and_scatter`` gradient is slow on CPU (forward + gradient 3.5x faster).
