@@ -24,12 +24,14 @@ repetitions. PyTorch is a benchmark-only dependency.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable
+
+from train_throughput import Worker, worker_env
 
 
 # (model, batch, input size, in channels, out channels, kernel, stride, times per step,
@@ -116,23 +118,25 @@ def torch_ops(op: tuple) -> dict[str, Callable[[], None]]:
             "dw": backward([False, True, False])}
 
 
-def worker(framework: str) -> None:
+def worker(spec: dict[str, str]) -> None:
     """Child process: reads ``<op index> <part> <calls>`` lines, prints the mean time (s)."""
+    start = time.perf_counter()
     from geojax import malloc  # pylint: disable=import-outside-toplevel
 
     if not malloc.apply():
         raise RuntimeError("geojax's malloc settings could not be applied (not glibc?)")
-    if framework == "torch":
+    if spec["framework"] == "torch":
         import torch  # pylint: disable=import-outside-toplevel
 
         torch.set_num_threads(os.cpu_count())
         info = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        build = torch_ops
     else:
         import jax  # pylint: disable=import-outside-toplevel
 
         info = f"jax {jax.__version__} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
-    build = torch_ops if framework == "torch" else jax_ops
-    print(f"READY {info}", flush=True)
+        build = jax_ops
+    print(f"READY {time.perf_counter() - start:.1f} {info}", flush=True)
     cache: dict[int, dict[str, Callable[[], None]]] = {}
     for line in sys.stdin:
         index, part, calls = line.split()
@@ -142,38 +146,10 @@ def worker(framework: str) -> None:
             cache[index] = build(OPS[index])
         run = cache[index][part]
         run()  # untimed: compilation, or the first call after the other contestant ran
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         for _ in range(calls):
             run()
-        print(f"{(time.perf_counter() - start) / calls!r}", flush=True)
-
-
-class Worker:
-    """One framework's worker process."""
-
-    def __init__(self, framework: str):
-        env = dict(os.environ)
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", framework],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY"):
-            raise RuntimeError(f"{framework} worker failed to start (exit {self.proc.wait()})")
-        print(f"{framework}: {line[6:].strip()}", flush=True)
-
-    def time(self, index: int, part: str, calls: int) -> float:
-        self.proc.stdin.write(f"{index} {part} {calls}\n")
-        self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        self.proc.wait()
+        print(f"{(time.perf_counter() - t0) / calls!r}", flush=True)
 
 
 def main() -> None:
@@ -184,14 +160,16 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker)
+        worker(json.loads(args.worker))
         return
 
     models = args.models.split(",")
     unknown = set(models) - {op[0] for op in OPS}
     if unknown:
         raise SystemExit(f"--models: unknown {sorted(unknown)} (small_cnn, resnet50)")
-    workers = {"jax": Worker("jax"), "torch": Worker("torch")}
+    # Both sides get geojax's malloc settings; the JAX side also its XLA flags (import geojax).
+    workers = {f: Worker(f, {"framework": f}, worker_env("geojax", "geojax"), script=__file__)
+               for f in ("jax", "torch")}
     try:
         results: dict[int, dict[str, dict[str, float]]] = {}
         for index, op in enumerate(OPS):
@@ -203,7 +181,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 for part in parts:
                     for name, w in workers.items():
-                        times[name][part].append(w.time(index, part, args.calls))
+                        times[name][part].append(float(w.request(f"{index} {part} {args.calls}")))
             results[index] = {f: {p: 1e3 * statistics.median(t) for p, t in by_part.items()}
                               for f, by_part in times.items()}
             print(f"{op[0]} {describe(op)}: " + "; ".join(

@@ -278,12 +278,15 @@ def worker(spec: dict[str, Any]) -> None:
 
 
 class Worker:
-    """A contestant in its own process (see :func:`worker`)."""
+    """A contestant in its own process: ``script --worker <spec as JSON>`` (this script's
+    :func:`worker` by default), which prints ``READY <seconds> <info>`` once it is set up and
+    then answers each request line with one line."""
 
-    def __init__(self, name: str, spec: dict[str, Any], env: dict[str, str]):
+    def __init__(self, name: str, spec: dict[str, Any], env: dict[str, str],
+                 script: str = __file__):
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+            [sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
@@ -291,10 +294,14 @@ class Worker:
         _, seconds, self.info = line.rstrip("\n").split(" ", 2)
         print(f"{name}: ready (init + compile + warmup {seconds} s; {self.info})", flush=True)
 
-    def time_steps(self, steps: int, settle: int) -> float:
-        self.proc.stdin.write(f"{steps} {settle}\n")
+    def request(self, line: str) -> str:
+        """Sends one request line; returns the worker's answer line."""
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
+        return self.proc.stdout.readline()
+
+    def time_steps(self, steps: int, settle: int) -> float:
+        return float(self.request(f"{steps} {settle}"))
 
     def close(self) -> None:
         try:
