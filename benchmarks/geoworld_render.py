@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from geojax.data import geoworld
-from geojax.data.places import Gazetteer
+from geojax.geo.gazetteer import Gazetteer
 
 
 def _rate(world: geoworld.GeoWorld, batch: int, seconds: float, repeats: int) -> float:

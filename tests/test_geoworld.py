@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from geojax.data import geoworld as gw
-from geojax.data.places import Gazetteer
+from geojax.geo.gazetteer import Gazetteer
 from geojax.evaluation import baselines
 from geojax.geo import sphere
 

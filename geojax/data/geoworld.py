@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from geojax.data import places
-from geojax.data.places import Gazetteer
+from geojax.geo.gazetteer import CONTINENT_NAMES, Gazetteer
 from geojax.evaluation import baselines
 from geojax.evaluation import metrics
 from geojax.geo import s2
@@ -373,7 +373,7 @@ def _sample_timestamps(rng: np.random.Generator, lat: np.ndarray, lng: np.ndarra
 # Geography → appearance: climate bands and palettes
 # ----------------------------------------------------------------------------------
 
-_CONTINENTS = tuple(sorted(places.CONTINENT_NAMES))  # the gazetteer's continent order
+_CONTINENTS = tuple(sorted(CONTINENT_NAMES))  # the gazetteer's continent order
 _NEUTRAL = len(_CONTINENTS)  # "no continent" row of the continent tables
 
 

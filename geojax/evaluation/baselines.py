@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from geojax.data.places import Gazetteer
 from geojax.evaluation import metrics
 from geojax.geo import s2
 from geojax.geo import sphere
+from geojax.geo.gazetteer import Gazetteer
 
 # ----------------------------------------------------------------------------------
 # Lorenz curve and Gini coefficient (003 §8.2)
