@@ -80,7 +80,8 @@ def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
              backbone: str = "small_cnn") -> ml_collections.ConfigDict:
     """Adds the model, mesh, stages, evaluation and resume settings every training config has.
 
-    ``stages``: name → :func:`stage`, run in this order (``config.stage_order``).
+    ``stages``: name → :func:`stage`, run in this order (``config.stage_order``). Call it after
+    the ``hierarchical`` / ``combinatorial`` sections: their predictors are listed then.
     """
     config.seed = 0
     config.model = ml_collections.ConfigDict(dict(
@@ -98,11 +99,15 @@ def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
     config.fsdp_min_size = 2 ** 14  # under param_sharding="fsdp", smaller leaves stay replicated
     config.stages = ml_collections.ConfigDict(stages)
     config.stage_order = tuple(stages)
+    # Evaluation (geojax.evaluation.evaluators): the evaluators' rows in this order, the
+    # predictors (geojax.inference.predictors.REGISTRY) of the "predictors" rows.
+    predictors = ("argmax",) + tuple(kind for kind in ("hierarchical", "combinatorial")
+                                     if kind in config)
     config.eval = ml_collections.ConfigDict(dict(
         batch_size=64 if runlocal else 256,
         crops="center",  # "five" / "ten": 003's TenCrop
-        oracle=True,  # oracle rows per head
-        map=True,  # predictions.png
+        evaluators=("baseline", "predictors", "oracle", "map"),  # "map": predictions.png
+        predictors=predictors,
     ))
     config.init_from = ""  # a checkpoint directory whose weights start the first stage
     return config

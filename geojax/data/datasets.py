@@ -1,70 +1,167 @@
-"""The image sources a config's ``data`` section names: one training source, named eval splits.
+"""The one dispatcher on ``config.data.source``: images and coordinates of a config's splits.
 
-``config.data.source`` (see ``geojax.configlib.data_config``):
+Every mode goes through here — training and evaluation read :func:`train_source` /
+:func:`eval_sources` (records with images), partition building and oracle reports read
+:func:`train_coordinates` / :func:`eval_coordinates` (only ``lat``, ``lng``, never an image):
 
-* ``"geoworld"`` (default) — the embedded GeoWorld dataset: its MP-16-like ``train`` split
-  of ``train_size`` photos (seed ``seed``) and the evaluation splits ``eval_splits``
-  (``eval_size`` photos each, 0 = the split's paper size; split ``k`` uses seed
-  ``seed + 1 + k``, as the partition job does), rendered at ``image_size``.
-* ``"csv"`` — ``train_csv`` + ``train_images`` and ``eval_csv`` + ``eval_images``: metadata
-  CSVs with an image folder each (:class:`~geojax.data.sources.CsvImageFolderSource`).
-* ``"array_record"`` — ``train_dir`` / ``eval_dir`` written by
-  :func:`~geojax.data.sources.convert_to_array_record`.
+=================  ==========================================  ===========================
+``source``         training split                              evaluation splits
+=================  ==========================================  ===========================
+``"geoworld"``     the embedded GeoWorld MP-16-like ``train``  ``eval_splits`` (Im2GPS3k-,
+(default)          split, ``train_size`` photos, seed ``seed``  YFCC4k-, GWS15k-like), seed
+                                                               :func:`eval_seed`
+``"csv"``          ``train_csv`` + ``train_images`` (metadata   ``eval_csv`` + ``eval_images``
+                   CSV and image folder)                       as split ``"eval"``
+``"array_record"`` ``train_dir`` from ``convert_to_array_record``  ``eval_dir`` as ``"eval"``
+``"places"``       coordinates only: ``places.sample_mp16_like``  the ``sample_*_like``
+                                                               samplers (no images: partition
+                                                               mode only)
+=================  ==========================================  ===========================
 
-Every source is a grain random-access source of Example records (``image`` or
-``image_bytes``, ``lat``, ``lng``, ``id``, extras) for :func:`geojax.data.pipeline.make_dataset`.
+Every image source is a grain random-access source of Example records (``image`` or
+``image_bytes``, ``lat``, ``lng``, ``id``, extras) for :func:`geojax.data.pipeline.make_dataset`,
+and exposes ``lat`` / ``lng`` arrays of its records in order.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-SOURCES = ("geoworld", "csv", "array_record")
+import numpy as np
+
+from geojax.data import geoworld, places, sources
+
+SOURCES = ("geoworld", "csv", "array_record", "places")
+IMAGE_SOURCES = ("geoworld", "csv", "array_record")
+
+Coordinates = tuple[np.ndarray, np.ndarray]
 
 
-def _geoworld(data_config: Any, split: str, size: int, seed: int) -> Any:
-    from geojax.data import geoworld  # pylint: disable=import-outside-toplevel
+class RecordSource(Protocol):
+    """A random-access source of Example records with its records' coordinates."""
 
-    return geoworld.GeoWorld(split, size or None, seed, image_size=int(data_config.image_size))
+    lat: np.ndarray  # (len,) degrees, record order
+    lng: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+_PLACES_SAMPLERS: dict[str, Callable[[int, int], dict[str, np.ndarray]]] = {
+    "mp16": places.sample_mp16_like, "train": places.sample_mp16_like,
+    "im2gps3k": places.sample_im2gps_like, "yfcc4k": places.sample_yfcc_like,
+    "gws15k": places.sample_gws_like,
+}
 
 
-def _check(data_config: Any) -> str:
+class DataConfigError(ValueError):
+    """``config.data`` names a source or split that does not exist or lacks a path."""
+
+
+def eval_seed(data_config: Any, k: int) -> int:
+    """Seed of the ``k``-th evaluation split of a generated source (GeoWorld, places):
+    ``seed + 1 + k``, so the training split (``seed``) and each eval split differ."""
+    return int(data_config.seed) + 1 + k
+
+
+def _source(data_config: Any) -> str:
     source = data_config.source
     if source not in SOURCES:
-        raise ValueError(f"config.data.source={source!r} has no images to train on; use one of "
-                         f"{SOURCES} ('places' only provides coordinates, for --mode=partition).")
+        raise DataConfigError(f"config.data.source={source!r}; use one of {SOURCES}.")
     return source
 
 
-def train_source(data_config: Any) -> Any:
-    """The training source of ``config.data``."""
-    source = _check(data_config)
-    if source == "geoworld":
-        return _geoworld(data_config, "train", data_config.train_size, data_config.seed)
-    from geojax.data import sources  # pylint: disable=import-outside-toplevel
+def _image_source(data_config: Any) -> str:
+    source = _source(data_config)
+    if source not in IMAGE_SOURCES:
+        raise DataConfigError(f"config.data.source={source!r} has coordinates but no images to "
+                              f"train or evaluate on (it serves --mode=partition); use one of "
+                              f"{IMAGE_SOURCES}.")
+    return source
 
+
+def _need(data_config: Any, *keys: str) -> None:
+    missing = [k for k in keys if not data_config.get(k)]
+    if missing:
+        raise DataConfigError(f"config.data.source={data_config.source!r} needs "
+                              + " and ".join(f"config.data.{k}" for k in missing) + ".")
+
+
+def _geoworld(data_config: Any, split: str, size: int, seed: int) -> geoworld.GeoWorld:
+    return geoworld.GeoWorld(split, size or None, seed, image_size=int(data_config.image_size))
+
+
+def train_source(data_config: Any) -> Any:
+    """The training source (images) of ``config.data``."""
+    source = _image_source(data_config)
+    if source == "geoworld":
+        return _geoworld(data_config, "train", data_config.train_size, int(data_config.seed))
     if source == "csv":
-        if not data_config.train_csv or not data_config.get("train_images"):
-            raise ValueError("config.data.source='csv' needs config.data.train_csv and "
-                             "config.data.train_images (the image folder).")
+        _need(data_config, "train_csv", "train_images")
         return sources.CsvImageFolderSource(data_config.train_csv, data_config.train_images)
-    if not data_config.get("train_dir"):
-        raise ValueError("config.data.source='array_record' needs config.data.train_dir.")
+    _need(data_config, "train_dir")
     return sources.ArrayRecordSource(data_config.train_dir)
 
 
 def eval_sources(data_config: Any) -> dict[str, Any]:
-    """Evaluation split name → source, in the config's order."""
-    source = _check(data_config)
+    """Evaluation split name → source (images), in the config's order."""
+    source = _image_source(data_config)
     if source == "geoworld":
-        return {split: _geoworld(data_config, split, data_config.eval_size, data_config.seed + 1 + k)
+        return {split: _geoworld(data_config, split, data_config.eval_size,
+                                 eval_seed(data_config, k))
                 for k, split in enumerate(data_config.eval_splits)}
-    from geojax.data import sources  # pylint: disable=import-outside-toplevel
-
     if source == "csv":
-        if not data_config.eval_csv:
+        if not data_config.get("eval_csv"):
             return {}
-        if not data_config.get("eval_images"):
-            raise ValueError("config.data.eval_csv needs config.data.eval_images (the image folder).")
-        return {"eval": sources.CsvImageFolderSource(data_config.eval_csv, data_config.eval_images)}
-    return {"eval": sources.ArrayRecordSource(data_config.eval_dir)} if data_config.get("eval_dir") else {}
+        _need(data_config, "eval_images")
+        return {"eval": sources.CsvImageFolderSource(data_config.eval_csv,
+                                                     data_config.eval_images)}
+    if not data_config.get("eval_dir"):
+        return {}
+    return {"eval": sources.ArrayRecordSource(data_config.eval_dir)}
+
+
+def coordinates_of(source: RecordSource) -> Coordinates:
+    """``(lat, lng)`` float64 of an image source's records, in record order."""
+    return np.asarray(source.lat, np.float64), np.asarray(source.lng, np.float64)
+
+
+def _places(data_config: Any, split: str, size: int, seed: int) -> Coordinates:
+    if split not in _PLACES_SAMPLERS:
+        raise DataConfigError(f"unknown eval split {split!r} for config.data.source='places'; "
+                              f"choose from {sorted(set(_PLACES_SAMPLERS) - {'train'})}.")
+    size = size or geoworld.DEFAULT_SIZES.get(split, 0)
+    points = _PLACES_SAMPLERS[split](size, seed)
+    return points["lat"], points["lng"]
+
+
+def train_coordinates(data_config: Any) -> Coordinates:
+    """Training ``(lat, lng)`` (float64 degrees) of ``config.data``, without reading images."""
+    source = _source(data_config)
+    if source == "geoworld":  # metadata only: nothing is rendered
+        return coordinates_of(geoworld.GeoWorld("train", data_config.train_size or None,
+                                            int(data_config.seed)))
+    if source == "places":
+        return _places(data_config, "train", data_config.train_size, int(data_config.seed))
+    if source == "csv":
+        _need(data_config, "train_csv")
+        if not data_config.get("train_images"):  # coordinates only (--mode=partition)
+            return sources.read_coordinates_csv(data_config.train_csv)
+    return coordinates_of(train_source(data_config))
+
+
+def eval_coordinates(data_config: Any) -> dict[str, Coordinates]:
+    """Evaluation split name → ``(lat, lng)``, in the config's order, without reading images."""
+    source = _source(data_config)
+    if source == "geoworld":
+        return {split: coordinates_of(geoworld.GeoWorld(split, data_config.eval_size or None,
+                                                    eval_seed(data_config, k)))
+                for k, split in enumerate(data_config.eval_splits)}
+    if source == "places":
+        return {split: _places(data_config, split, data_config.eval_size,
+                               eval_seed(data_config, k))
+                for k, split in enumerate(data_config.eval_splits)}
+    if source == "csv" and data_config.get("eval_csv") and not data_config.get("eval_images"):
+        return {"eval": sources.read_coordinates_csv(data_config.eval_csv)}
+    return {name: coordinates_of(src) for name, src in eval_sources(data_config).items()}

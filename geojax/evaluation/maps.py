@@ -8,11 +8,14 @@ light scatter of the given points shows where the land and the data are.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from geojax import fileio
 
 
 def _pyplot():
@@ -22,6 +25,17 @@ def _pyplot():
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     return plt
+
+
+def _save(plt: Any, fig: Any, path: str | os.PathLike) -> str:
+    """Writes ``fig`` as PNG to ``path`` atomically (the old file or the new one, never half)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    path = os.fspath(path)
+    fileio.atomic_write(path, buf.getvalue())
+    return path
 
 
 def class_raster(partition, *, width: int = 1440, height: int = 720) -> np.ndarray:
@@ -76,18 +90,17 @@ def plot_partitions(partitions: Sequence[Any], path: str | os.PathLike, *, point
         ax.set_yticks(range(-90, 91, 30))
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    fig.tight_layout()
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_predictions(pred_lat: Any, pred_lng: Any, true_lat: Any, true_lng: Any, path: str | os.PathLike, *,
                      title: str = "", max_lines: int = 400, seed: int = 0) -> str:
-    """Writes a PNG of predictions (red) joined to their true locations (blue)."""
+    """Writes a PNG of predictions (red) joined to their true locations (blue); images without
+    a prediction (NaN) are left out."""
     plt = _pyplot()
     p_lat, p_lng, t_lat, t_lng = (np.asarray(a, np.float64).ravel() for a in (pred_lat, pred_lng, true_lat, true_lng))
+    made = np.isfinite(p_lat) & np.isfinite(p_lng)
+    p_lat, p_lng, t_lat, t_lng = p_lat[made], p_lng[made], t_lat[made], t_lng[made]
     fig, ax = plt.subplots(figsize=(10, 5))
     ax.scatter(t_lng, t_lat, s=3, c="tab:blue", label="truth")
     ax.scatter(p_lng, p_lat, s=3, c="tab:red", label="prediction")
@@ -99,8 +112,4 @@ def plot_predictions(pred_lat: Any, pred_lng: Any, true_lat: Any, true_lng: Any,
     ax.set_ylim(-90, 90)
     ax.legend(loc="lower left", markerscale=4)
     ax.set_title(title)
-    fig.tight_layout()
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

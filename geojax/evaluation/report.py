@@ -5,21 +5,25 @@ Tables 3-5, GeoDecoder Tables 1-2, CPlaNet Tables 2-3) put one method per row
 and one distance threshold per column, with the percentage of test images
 localised within that distance (CPlaNet, Eq. 5). :func:`format_table` prints
 the dicts returned by :func:`geojax.evaluation.metrics.evaluate` that way, as
-aligned plain text, a GitHub Markdown table or CSV.
+aligned plain text, a GitHub Markdown table or CSV. :func:`write` is the one writer of
+an evaluation's :class:`Results`: terminal tables, ``results.json``, ``results.md`` and maps.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from geojax import fileio
-from geojax.evaluation import metrics
+from geojax.evaluation import maps, metrics
 
 MISSING = "–"  # en dash, printed for a figure that a row does not have.
 
@@ -212,3 +216,76 @@ def read_results(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
             f"this geojax reads version {RESULTS_VERSION}"
         )
     return {name: dict(figures) for name, figures in payload["rows"].items()}
+
+
+# ---------------------------------------------------------------------------- the results writer
+class Row(NamedTuple):
+    """One method's figures on one split (a row of the table)."""
+
+    method: str
+    figures: dict[str, Any]
+
+
+class PredictionMap(NamedTuple):
+    """A map of one method's predictions against the truth on one split."""
+
+    split: str
+    method: str
+    pred: np.ndarray  # (N, 2) lat, lng (NaN: no prediction)
+    true: np.ndarray  # (N, 2)
+
+
+class PartitionMap(NamedTuple):
+    """A map of partitions' classes, with the training points drawn over them."""
+
+    partitions: Sequence[Any]
+    points: tuple[np.ndarray, np.ndarray] | None
+
+
+@dataclasses.dataclass
+class Results:
+    """What an evaluation produced: the tables (split → method → figures, in row order), the
+    number of test images per split, and the maps to draw."""
+
+    tables: dict[str, dict[str, dict[str, Any]]]
+    sizes: dict[str, int]
+    maps: list[PredictionMap | PartitionMap] = dataclasses.field(default_factory=list)
+
+    def flat(self) -> dict[str, dict[str, Any]]:
+        """``"split/method" -> figures`` (the layout of ``results.json``)."""
+        return {f"{s}/{m}": r for s, rows in self.tables.items() for m, r in rows.items()}
+
+
+def write(results: Results, directory: str | os.PathLike, *, stem: str = "results",
+          heading: str = "", tag: str = "", files: bool = True,
+          log: Callable[[str], None] = print) -> None:
+    """The one writer of evaluation results.
+
+    Prints each split's table; with ``files`` (process 0, final evaluations) also writes
+    ``<stem>.json`` (:func:`write_results`), ``<stem>.md`` (``heading`` then one Markdown table
+    per split) and the maps (``predictions.png`` / ``partitions.png``) into ``directory``,
+    every file atomically (a kill leaves the previous file or the new one, never a mix).
+    """
+    directory = os.fspath(directory)
+    markdown = [heading] if heading else []
+    for split, rows in results.tables.items():
+        size = results.sizes.get(split)
+        what = f"{size} images" + (f", {tag}" if tag else "") if size is not None else tag
+        label = f"{split} ({what})" if what else split
+        log("\n" + format_table(rows, metrics.PAPER_THRESHOLDS_KM,
+                                title=f"{label}: accuracy (%) within each distance"))
+        markdown.append(format_table(rows, metrics.PAPER_THRESHOLDS_KM, fmt="markdown",
+                                     title=f"{split} ({size} images)") + "\n")
+    if not files:
+        return
+    os.makedirs(directory, exist_ok=True)
+    write_results(os.path.join(directory, f"{stem}.json"), results.flat())
+    fileio.atomic_write(os.path.join(directory, f"{stem}.md"), "\n".join(markdown))
+    for item in results.maps:
+        if isinstance(item, PredictionMap):
+            maps.plot_predictions(item.pred[:, 0], item.pred[:, 1], item.true[:, 0],
+                                  item.true[:, 1], os.path.join(directory, "predictions.png"),
+                                  title=f"{item.split}: {item.method}")
+        else:
+            maps.plot_partitions(list(item.partitions), os.path.join(directory, "partitions.png"),
+                                 points=item.points)

@@ -1,7 +1,12 @@
-"""Predictors: per-partition logits → a location, one per method, each jittable.
+"""Predictors: a model's outputs → a location, one per method; the registry a config names.
 
-A predictor is called on the ``{head name: (B, C) logits}`` dict of a model and returns
-``(lat, lng)`` arrays of shape ``(B,)`` in degrees:
+**The contract.** A predictor has a ``name`` (its row in the results table) and is called on
+the outputs of a model for one batch — ``{"logits": {head: (B, C)}, "features": (B, D)}``,
+what :class:`geojax.models.GeoModel` returns — and returns a :class:`Prediction`: ``lat``,
+``lng`` of shape ``(B,)`` in degrees, and optionally the ``k`` best candidates
+(``topk_lat``, ``topk_lng``, ``topk_score``, each ``(B, k)``, best first). Every predictor is
+jittable; its constant arrays (centroids, maps, the combinatorial index) are numpy and become
+constants of the jitted function.
 
 * :class:`ArgmaxCentroid` — the class of highest probability, predicted at its imagery
   centroid (the mean of its training images, 002 §3.1.2; 003 §3.5 "the mean location of
@@ -12,34 +17,76 @@ A predictor is called on the ``{head name: (B, C) logits}`` dict of a model and 
 * :class:`Combinatorial` — 004 Eq. 3 (NormalizedSum, or SimpleSum) over the fine partitions
   formed by several geoclass sets, then Eq. 4 (mean in 3D of the training images of the
   arg-max fine partitions).
+* :class:`TenCrop` — wraps any predictor for multi-crop batches (003 §8.4.2's TenCrop,
+  or FiveCrop): outputs with a crop axis ``(B, n, ...)`` are averaged (class probabilities,
+  features) before the wrapped predictor sees them.
 
-Constant arrays (centroids, maps, the combinatorial index) are held as numpy and become
-constants of the jitted function; :func:`predict_all` applies several predictors to one
-set of logits.
+**The registry.** ``config.eval.predictors`` lists predictor kinds by name (:data:`REGISTRY`:
+``"argmax"``, ``"hierarchical"``, ``"combinatorial"``); :func:`build` turns them into
+predictors for a model with given heads. :func:`register` adds a kind.
+:func:`make_predict_fn` runs the model and every predictor on an eval batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from geojax.geo import sphere
-from geojax.partitions import combinatorial, hierarchy
+from geojax.models import heads as heads_lib
+from geojax.partitions import base, combinatorial, hierarchy
+from geojax.training.steps import normalize_images
+
+Outputs = Mapping[str, Any]  # {"logits": {head: (B, C)}, "features": (B, D)}
 
 
-def _centroids_xyz(partition: Any, kind: str) -> np.ndarray:
+class Prediction(NamedTuple):
+    """Where a predictor puts each image of a batch (degrees); ``topk_*`` are ``None`` unless
+    the predictor was asked for its ``k`` best candidates."""
+
+    lat: jax.Array  # (B,)
+    lng: jax.Array  # (B,)
+    topk_lat: jax.Array | None = None  # (B, k), best first
+    topk_lng: jax.Array | None = None
+    topk_score: jax.Array | None = None  # the candidates' probabilities (or Eq. 3 scores)
+
+
+class Predictor(Protocol):
+    """One method's row: ``name`` and ``outputs → Prediction`` (jittable)."""
+
+    name: str
+
+    def __call__(self, outputs: Outputs) -> Prediction: ...
+
+
+def _centroids_xyz(partition: base.Partition, kind: str) -> np.ndarray:
     latlng = np.asarray(partition.centroids(kind), np.float64)
     return np.asarray(sphere.latlng_to_xyz(latlng[:, 0], latlng[:, 1]), np.float32)
 
 
-def _xyz_to_latlng(xyz: jax.Array) -> tuple[jax.Array, jax.Array]:
-    lat, lng = sphere.xyz_to_latlng(xyz, xp=jnp)
-    return lat, lng
+def _at(xyz: jax.Array, best: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return sphere.xyz_to_latlng(jnp.take(xyz, best, axis=0), xp=jnp)
+
+
+def _prediction(scores: jax.Array, xyz: np.ndarray, top_k: int, to_score: Callable[[Any], Any]
+                ) -> Prediction:
+    """Arg-max of ``scores`` (B, C) at ``xyz`` (C, 3); with ``top_k`` > 0 the k best too."""
+    xyz = jnp.asarray(xyz)
+    lat, lng = _at(xyz, jnp.argmax(scores, axis=-1))
+    if top_k <= 0:
+        return Prediction(lat, lng)
+    values, classes = jax.lax.top_k(scores, min(top_k, scores.shape[-1]))
+    topk_lat, topk_lng = _at(xyz, classes)
+    return Prediction(lat, lng, topk_lat, topk_lng, to_score(values))
+
+
+def _probs(outputs: Outputs, head: str) -> jax.Array:
+    return jax.nn.softmax(outputs["logits"][head].astype(jnp.float32), axis=-1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -49,17 +96,20 @@ class ArgmaxCentroid:
     name: str
     head: str
     centroids_xyz: np.ndarray  # (C, 3) float32 unit vectors
+    top_k: int = 0
 
     @classmethod
-    def from_partition(cls, partition: Any, head: str | None = None, *,
-                       kind: str = "imagery", name: str | None = None) -> "ArgmaxCentroid":
+    def from_partition(cls, partition: base.Partition, head: str | None = None, *,
+                       kind: str = "imagery", name: str | None = None,
+                       top_k: int = 0) -> "ArgmaxCentroid":
         head = head or partition.name
         return cls(name or f"{head} ({partition.num_classes} cl.)", head,
-                   _centroids_xyz(partition, kind))
+                   _centroids_xyz(partition, kind), top_k)
 
-    def __call__(self, logits: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        best = jnp.argmax(logits[self.head], axis=-1)
-        return _xyz_to_latlng(jnp.take(jnp.asarray(self.centroids_xyz), best, axis=0))
+    def __call__(self, outputs: Outputs) -> Prediction:
+        logits = outputs["logits"][self.head].astype(jnp.float32)
+        return _prediction(logits, self.centroids_xyz, self.top_k,  # scores: probabilities
+                           lambda v: jnp.exp(v - jax.nn.logsumexp(logits, -1, keepdims=True)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -70,24 +120,25 @@ class HierarchicalProduct:
     heads: tuple[str, ...]
     maps: tuple[np.ndarray, ...]  # per head, (C_finest,) finest class → that head's class
     centroids_xyz: np.ndarray  # (C_finest, 3)
+    top_k: int = 0
 
     @classmethod
-    def from_partitions(cls, partitions: Sequence[Any], heads: Sequence[str] | None = None, *,
-                        lat: Any = None, lng: Any = None, kind: str = "imagery",
-                        name: str = "hierarchical product") -> "HierarchicalProduct":
+    def from_partitions(cls, partitions: Sequence[base.Partition],
+                        heads: Sequence[str] | None = None, *, lat: Any = None, lng: Any = None,
+                        kind: str = "imagery", name: str = "hierarchical product",
+                        top_k: int = 0) -> "HierarchicalProduct":
         """``partitions`` in any order (sorted coarse → fine by class count here); ``lat``,
         ``lng``: training points, needed when the partitions are not nested S2 cells."""
         order = sorted(range(len(partitions)), key=lambda i: partitions[i].num_classes)
         parts = [partitions[i] for i in order]
         heads = [p.name for p in parts] if heads is None else [heads[i] for i in order]
         maps = tuple(np.asarray(m, np.int32) for m in hierarchy.hierarchy_maps(parts, lat, lng))
-        return cls(name, tuple(heads), maps, _centroids_xyz(parts[-1], kind))
+        return cls(name, tuple(heads), maps, _centroids_xyz(parts[-1], kind), top_k)
 
-    def __call__(self, logits: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        probs = [jax.nn.softmax(logits[h].astype(jnp.float32), axis=-1) for h in self.heads]
+    def __call__(self, outputs: Outputs) -> Prediction:
+        probs = [_probs(outputs, h) for h in self.heads]
         score = hierarchy.hierarchical_product(probs, [jnp.asarray(m) for m in self.maps], log=True)
-        best = jnp.argmax(score, axis=-1)
-        return _xyz_to_latlng(jnp.take(jnp.asarray(self.centroids_xyz), best, axis=0))
+        return _prediction(score, self.centroids_xyz, self.top_k, jnp.exp)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,24 +149,153 @@ class Combinatorial:
     heads: tuple[str, ...]
     arrays: Mapping[str, np.ndarray]  # CombinatorialIndex.arrays()
     normalized: bool = True
+    top_k: int = 0
 
     @classmethod
     def from_index(cls, index: combinatorial.CombinatorialIndex, *, normalized: bool = True,
-                   name: str | None = None) -> "Combinatorial":
+                   name: str | None = None, top_k: int = 0) -> "Combinatorial":
         method = "NormalizedSum" if normalized else "SimpleSum"
         name = name or f"combinatorial {method} ({index.num_fine_partitions} fine)"
         arrays = {k: np.asarray(v, np.float32 if v.dtype.kind == "f" else np.int32)
                   for k, v in index.arrays().items()}
-        return cls(name, tuple(index.partition_names), arrays, normalized)
+        return cls(name, tuple(index.partition_names), arrays, normalized, top_k)
 
-    def __call__(self, logits: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        probs = [jax.nn.softmax(logits[h].astype(jnp.float32), axis=-1) for h in self.heads]
+    def __call__(self, outputs: Outputs) -> Prediction:
+        probs = [_probs(outputs, h) for h in self.heads]
         arrays = {k: jnp.asarray(v) for k, v in self.arrays.items()}
-        lat, lng, _ = combinatorial.combinatorial_predict(probs, arrays, normalized=self.normalized)
-        return lat, lng
+        scores = combinatorial.fine_scores(probs, arrays, normalized=self.normalized)
+        lat, lng, _ = combinatorial.predict_from_scores(scores, arrays["fine_xyz_sum"])
+        if self.top_k <= 0:
+            return Prediction(lat, lng)
+        values, fine = jax.lax.top_k(scores, min(self.top_k, scores.shape[-1]))
+        topk_lat, topk_lng = _at(arrays["fine_xyz_sum"], fine)  # Eq. 4 for each candidate
+        return Prediction(lat, lng, topk_lat, topk_lng, values)
 
 
-def predict_all(predictors: Sequence[Any], logits: Mapping[str, jax.Array]
-                ) -> dict[str, tuple[jax.Array, jax.Array]]:
-    """``{predictor.name: (lat, lng)}`` for one batch of logits (jittable)."""
-    return {p.name: p(logits) for p in predictors}
+@dataclasses.dataclass(frozen=True, eq=False)
+class TenCrop:
+    """``inner`` on multi-crop outputs: logits ``(B, n, C)`` become the log of the crops'
+    mean class probabilities (003 §8.4.2), features ``(B, n, D)`` their mean."""
+
+    inner: Predictor
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def __call__(self, outputs: Outputs) -> Prediction:
+        return self.inner(average_crops(outputs))
+
+
+def average_crops(outputs: Outputs) -> dict[str, Any]:
+    """Multi-crop outputs (a crop axis after the batch) → single-view outputs."""
+    out = dict(outputs)
+    out["logits"] = {h: jnp.log(jax.nn.softmax(v.astype(jnp.float32), -1).mean(1) + 1e-30)
+                     for h, v in outputs["logits"].items()}
+    if "features" in outputs:
+        out["features"] = outputs["features"].mean(1)
+    return out
+
+
+# ---------------------------------------------------------------------------- registry
+@dataclasses.dataclass(frozen=True)
+class BuildInputs:
+    """What a registered builder may use to make its predictors for one model.
+
+    ``groups``: partition group → its partitions that are heads of the model (groups without
+    any are left out). ``train``: the training ``(lat, lng)``. ``config``: the run's config
+    (builders read their own section, e.g. ``config.combinatorial``).
+    ``combinatorial_index(group, partitions)``: CPlaNet's offline index, loaded or built.
+    """
+
+    groups: Mapping[str, Sequence[base.Partition]]
+    train: tuple[np.ndarray, np.ndarray]
+    config: Any
+    combinatorial_index: Callable[[str, Sequence[base.Partition]],
+                                  combinatorial.CombinatorialIndex]
+
+
+Builder = Callable[[BuildInputs], list[Predictor]]
+REGISTRY: dict[str, Builder] = {}
+
+
+def register(kind: str) -> Callable[[Builder], Builder]:
+    """Decorator: ``@register("name")`` makes ``name`` usable in ``config.eval.predictors``."""
+    def add(builder: Builder) -> Builder:
+        REGISTRY[kind] = builder
+        return builder
+    return add
+
+
+@register("argmax")
+def _argmax(inputs: BuildInputs) -> list[Predictor]:
+    """One row per head: its arg-max class at the imagery centroid."""
+    return [ArgmaxCentroid.from_partition(p) for parts in inputs.groups.values() for p in parts]
+
+
+@register("hierarchical")
+def _hierarchical(inputs: BuildInputs) -> list[Predictor]:
+    """003's product, one row per group of ``config.hierarchical.groups`` with ≥ 2 heads."""
+    out: list[Predictor] = []
+    for group in inputs.config.get("hierarchical", {}).get("groups", ()):
+        parts = inputs.groups.get(group, ())
+        if len(parts) > 1:
+            out.append(HierarchicalProduct.from_partitions(
+                parts, lat=inputs.train[0], lng=inputs.train[1],
+                name=f"{group} hierarchical product"))
+    return out
+
+
+@register("combinatorial")
+def _combinatorial(inputs: BuildInputs) -> list[Predictor]:
+    """004's NormalizedSum and SimpleSum rows per group of ``config.combinatorial.groups``."""
+    out: list[Predictor] = []
+    for group in inputs.config.get("combinatorial", {}).get("groups", ()):
+        parts = inputs.groups.get(group, ())
+        if len(parts) < 2:
+            continue
+        index = inputs.combinatorial_index(group, parts)
+        out += [Combinatorial.from_index(index, normalized=n) for n in (True, False)]
+    return out
+
+
+def check_kinds(kinds: Sequence[str]) -> None:
+    """Raises ``ValueError`` naming the unknown kinds of ``config.eval.predictors``."""
+    unknown = [k for k in kinds if k not in REGISTRY]
+    if unknown:
+        raise ValueError(f"config.eval.predictors names {unknown}; registered predictors: "
+                         f"{sorted(REGISTRY)}.")
+
+
+def build(kinds: Sequence[str], inputs: BuildInputs) -> list[Predictor]:
+    """The predictors of ``kinds`` (in that order) for a model; names are unique."""
+    check_kinds(kinds)
+    out = [p for kind in kinds for p in REGISTRY[kind](inputs)]
+    names = [p.name for p in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"predictor names {dupes} occur twice; list each kind once.")
+    return out
+
+
+# ---------------------------------------------------------------------------- model + predictors
+def make_predict_fn(model: heads_lib.GeoModel, predictors: Sequence[Predictor]
+                    ) -> Callable[[Any, Any, Mapping[str, Any]], dict[str, Prediction]]:
+    """``(params, batch_stats, batch) -> {predictor name: Prediction}`` for eval batches.
+
+    Multi-crop batches (``image`` of shape ``(B, n, S, S, 3)``, FiveCrop / TenCrop) are
+    scored per crop and every predictor is wrapped in :class:`TenCrop`.
+    """
+    def predict(params: Any, batch_stats: Any, batch: Mapping[str, Any]) -> dict[str, Prediction]:
+        images = batch["image"]
+        crops = images.shape[1] if images.ndim == 5 else 0
+        if crops:
+            images = images.reshape((-1,) + images.shape[2:])
+        variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+        outputs = model.apply(variables, normalize_images(images), train=False)
+        if crops:
+            outputs = jax.tree.map(lambda v: v.reshape((-1, crops) + v.shape[1:]), outputs)
+            return {p.name: TenCrop(p)(outputs) for p in predictors}
+        return {p.name: p(outputs) for p in predictors}
+
+    return predict

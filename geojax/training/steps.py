@@ -1,6 +1,6 @@
-"""The jitted pieces of training and evaluation: the train state, the train step and the
-eval prediction function (pure functions of their arguments; ``geojax.training.train`` jits
-them with explicit shardings on the mesh).
+"""The jitted pieces of training: the train state, image normalisation and the train step
+(pure functions of their arguments; ``geojax.training.train`` jits them with explicit
+shardings on the mesh). The eval prediction function is ``geojax.inference.predictors``'s.
 """
 
 from __future__ import annotations
@@ -91,27 +91,3 @@ def make_train_step(model: heads_lib.GeoModel, tx: optax.GradientTransformation,
         return new_state, metrics
 
     return train_step
-
-
-def make_predict_fn(model: heads_lib.GeoModel, predictors: Sequence[Any]) -> Callable[..., Any]:
-    """``(params, batch_stats, batch) -> {method: (lat, lng)}`` for eval batches.
-
-    Multi-crop batches (``image`` of shape ``(B, n, S, S, 3)``, FiveCrop / TenCrop) are
-    scored per crop and the class probabilities averaged over the crops (003 §8.4.2's
-    TenCrop); the predictors then see ``log`` of the mean probabilities.
-    """
-    def predict(params: Any, batch_stats: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        images = batch["image"]
-        crops = images.shape[1] if images.ndim == 5 else 0
-        if crops:
-            images = images.reshape((-1,) + images.shape[2:])
-        variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-        logits = model.apply(variables, normalize_images(images), train=False)["logits"]
-        if crops:
-            logits = {h: jnp.log(jax.nn.softmax(v.astype(jnp.float32), -1)
-                                 .reshape(-1, crops, v.shape[-1]).mean(1) + 1e-30)
-                      for h, v in logits.items()}
-        from geojax.inference import predictors as pred_lib  # pylint: disable=import-outside-toplevel
-        return pred_lib.predict_all(predictors, logits)
-
-    return predict

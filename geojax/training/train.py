@@ -1,4 +1,4 @@
-r"""``train_and_evaluate(config, workdir)``: partitions → training stages → evaluation.
+r"""``train(config, workdir)``: partitions → training stages (evaluation: ``geojax.experiment``).
 
 A run is a sequence of **stages** (``config.stage_order``, each ``config.stages.<name>``);
 every stage trains one model — a backbone and one classification head per partition — with
@@ -34,20 +34,18 @@ losses of every step since the last check fetched together, so the message names
 non-finite step.
 
 **Partitions** are built once into ``<workdir>/partitions/`` (reused on resume;
-``geojax.partition_job``). Every process builds them in memory (deterministically); only
+``geojax.partitions.build``). Every process builds them in memory (deterministically); only
 process 0 writes files, logs and reports.
 
-**Evaluation** (``geojax.training.evaluate``): the acc@km table of every predictor (each
-head, the hierarchical product, combinatorial partitioning) with the constant baseline and
-oracle rows, on every eval split; ``results.json`` / ``results.md`` / ``predictions.png``.
-The jitted train step and eval function live in ``geojax.training.steps``.
+**Evaluation** is not this layer's: ``geojax.experiment.train_and_evaluate`` passes an
+``on_eval`` hook for ``eval_every`` and evaluates the final model
+(``geojax.evaluation.evaluators``). The jitted train step lives in ``geojax.training.steps``,
+the run's shared state in ``geojax.training.context``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -59,22 +57,28 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from geojax import progress
-from geojax.data import datasets, pipeline
+from geojax.data import augment, datasets, pipeline
 from geojax.models import heads as heads_lib
 from geojax.models import registry
-from geojax.training import checkpointing, evaluate as evaluate_lib, losses, optim, sharding
-from geojax.training.evaluate import build_predictors, evaluate
-from geojax.training.steps import (IMAGE_MEAN, IMAGE_STD, TrainState, make_predict_fn,
-                                   make_train_step, normalize_images)
+from geojax.partitions import build as partitions_build
+from geojax.training import checkpointing, losses, optim, sharding
+from geojax.training.context import MetricsWriter, RunContext
+from geojax.training.steps import (IMAGE_MEAN, IMAGE_STD, TrainState, make_train_step,
+                                   normalize_images)
 
-__all__ = [  # the training API in one place (steps.py and evaluate.py hold parts of it)
-    "ConfigError", "IMAGE_MEAN", "IMAGE_STD", "Preempted", "RunContext", "STAGE_DEFAULTS",
-    "TrainState", "build_model", "build_predictors", "check_config", "ensure_partitions",
-    "evaluate", "evaluate_workdir", "extract_features", "load_weights", "make_predict_fn",
-    "make_train_step", "normalize_images", "run_stage", "setup", "train", "train_and_evaluate",
+__all__ = [  # the training API in one place (steps.py and context.py hold parts of it)
+    "ConfigError", "EvalHook", "IMAGE_MEAN", "IMAGE_STD", "MetricsWriter", "Preempted",
+    "RunContext", "STAGE_DEFAULTS", "TrainState", "build_model", "check_config",
+    "ensure_partitions", "extract_features", "final_model", "load_weights", "make_train_step",
+    "normalize_images", "run_stage", "setup", "train",
 ]
+
+# Called every ``eval_every`` steps: ``(model, state, tag)``; the evaluation layer provides it.
+EvalHook = Callable[[heads_lib.GeoModel, TrainState, str], None]
 
 STAGE_DEFAULTS = dict(
     heads=(),  # partition groups whose partitions get a trained head in this stage
@@ -178,8 +182,6 @@ def build_model(config: ml_collections.ConfigDict, num_classes: Mapping[str, int
 
 def train_augment(data_config: Any) -> Any:
     """The ``TrainAugment`` named by ``config.data.augment`` (see ``configlib.data_config``)."""
-    from geojax.data import augment  # pylint: disable=import-outside-toplevel
-
     size = int(data_config.image_size)
     name = data_config.get("augment", "paper_003")
     if name == "paper_003":
@@ -208,8 +210,6 @@ def _merge_into(target: Any, source: Any) -> Any:
 def load_weights(directory: str) -> dict[str, Any]:
     """``{"params", "batch_stats"}`` of the latest checkpoint under a stage directory
     (``<workdir>/checkpoints/<stage>``) or of one checkpoint step directory, as numpy."""
-    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-
     directory = os.path.abspath(directory)
     step_dir = directory
     if not os.path.isdir(os.path.join(directory, "state")):
@@ -233,42 +233,7 @@ def load_weights(directory: str) -> dict[str, Any]:
     return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
-# ---------------------------------------------------------------------------------------- logging
-class MetricsWriter:
-    """Appends JSON lines to ``<workdir>/metrics.jsonl`` (process 0 only) and echoes a summary."""
-
-    def __init__(self, workdir: str, *, log: Callable[[str], None] = print):
-        self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.log = log if self.enabled else (lambda _msg: None)
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        if not self.enabled:
-            return
-        clean = {k: (float(v) if isinstance(v, (np.floating, np.integer, float)) or
-                     (hasattr(v, "shape") and np.shape(v) == ()) else v) for k, v in record.items()}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean, sort_keys=True) + "\n")
-
-
 # ---------------------------------------------------------------------------------------- run
-@dataclasses.dataclass
-class RunContext:
-    """What every stage of a run shares."""
-
-    config: ml_collections.ConfigDict
-    workdir: str
-    mesh: Any
-    groups: dict[str, list[Any]]  # partition group → partitions
-    train_source: Any
-    train_coords: tuple[np.ndarray, np.ndarray]
-    writer: MetricsWriter
-    log: Callable[[str], None]
-
-    def partitions_of(self, group_names: Sequence[str]) -> dict[str, Any]:
-        return {p.name: p for g in group_names for p in self.groups[g]}
-
-
 def _stage_heads(ctx: RunContext, stages: Mapping[str, dict[str, Any]], upto: str) -> dict[str, Any]:
     """Head name → partition for every head of the stages up to and including ``upto``."""
     out: dict[str, Any] = {}
@@ -309,18 +274,18 @@ def _abstract_state(model: heads_lib.GeoModel, tx: optax.GradientTransformation,
 
 def _host_weights(state: TrainState) -> dict[str, Any]:
     """The state's weights as host numpy (to seed the next stage)."""
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     fetch = (functools.partial(multihost_utils.process_allgather, tiled=True)
              if jax.process_count() > 1 else (lambda tree: jax.tree.map(np.asarray, tree)))
     return {"params": fetch(state.params), "batch_stats": fetch(state.batch_stats)}
 
 
 def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
-              warm: dict[str, Any] | None, *, stop_after: int | None = None) -> TrainState:
+              warm: dict[str, Any] | None, *, stop_after: int | None = None,
+              on_eval: EvalHook | None = None) -> TrainState:
     """Trains (or resumes, or skips when finished) stage ``name``; returns its final state.
 
     ``stop_after``: stop (as if preempted, after a checkpoint) once this many steps are done —
-    for tests of resumption.
+    for tests of resumption. ``on_eval(model, state, tag)`` runs every ``eval_every`` steps.
     """
     cfg, config, mesh = stages[name], ctx.config, ctx.mesh
     image_size = int(config.data.image_size)
@@ -433,8 +398,9 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
                                         "same command to resume.")
                 elif jax.process_index() == 0 and bar.tty:
                     bar.update(step - bar.n)
-                if int(cfg["eval_every"]) > 0 and step % int(cfg["eval_every"]) == 0 and not final:
-                    evaluate(ctx, model, state, tag=f"{name}@{step}", write=False)
+                if (on_eval is not None and int(cfg["eval_every"]) > 0
+                        and step % int(cfg["eval_every"]) == 0 and not final):
+                    on_eval(model, state, f"{name}@{step}")
         bar.close()
         if iterator.stats.num_bad:
             ctx.log(f"[{name}] input: {iterator.stats.summary()}")
@@ -464,12 +430,13 @@ def extract_features(ctx: RunContext, weights: Mapping[str, Any], source: Any, *
                                     image_size=int(config.data.image_size), seed=0, num_epochs=1,
                                     shuffle=False, drop_remainder=False)
     batch_sh = sharding.batch_sharding(mesh)
+    replicate = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
     chunks, valid = [], []
     bar = progress.Progress(math.ceil(len(source) / batch_size), desc="[features]", unit="batch")
     for batch in dataset:
         g = pipeline.to_global_arrays(batch, batch_sh, keys=["image", "valid"])
         chunks.append(np.asarray(jax.device_get(fn(variables, g["image"])), np.float32))
-        valid.append(np.asarray(jax.device_get(evaluate_lib.replicate_fn(mesh)(g["valid"])), bool))
+        valid.append(np.asarray(jax.device_get(replicate(g["valid"])), bool))
         bar.update(1)
     bar.close()
     feats, ok = np.concatenate(chunks)[:len(source)], np.concatenate(valid)[:len(source)]
@@ -484,24 +451,21 @@ def ensure_partitions(ctx: RunContext, groups: Sequence[str],
     """Builds the groups among ``groups`` not built yet: those whose spec has ``features_from``
     (CPlaNet's visual distances, 004 Eq. 2) get the backbone features of that stage's final
     weights for every training image."""
-    from geojax import partition_job  # pylint: disable=import-outside-toplevel
-
     for group in groups:
         if group in ctx.groups:
             continue
         source_stage = ctx.config.partitions[group].features_from
         ctx.log(f"[partition] {group}: image features from the {source_stage!r} stage's backbone")
         feats = extract_features(ctx, stage_weights[source_stage], ctx.train_source)
-        ctx.groups.update(partition_job.build_partitions(
-            ctx.config, ctx.workdir, log=ctx.log, train=ctx.train_coords,
-            write=jax.process_index() == 0, only=[group], features={group: feats}))
+        ctx.groups.update(partitions_build.build_partitions(
+            ctx.config.partitions, ctx.workdir, ctx.train_coords, log=ctx.log,
+            write=ctx.is_main, only=[group], features={group: feats}))
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *,
           log: Callable[[str], None] = print) -> tuple[RunContext, dict[str, dict[str, Any]]]:
-    """Checks the config, builds the mesh, the sources and the partitions."""
-    from geojax import partition_job  # pylint: disable=import-outside-toplevel
-
+    """Checks the config, builds the mesh, the training source and the partitions that need no
+    trained model (the others: :func:`ensure_partitions`)."""
     stages = check_config(config)
     mesh = sharding.make_mesh(config.get("mesh"))
     for name, st in stages.items():
@@ -511,49 +475,47 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
     log = log if is_main else (lambda _msg: None)
     os.makedirs(workdir, exist_ok=True)
     train_source = datasets.train_source(config.data)
-    coords = (np.asarray(train_source.lat, np.float64), np.asarray(train_source.lng, np.float64)) \
-        if hasattr(train_source, "lat") else partition_job.load_coordinates(config.data)[0]
+    coords = datasets.coordinates_of(train_source)
     plain = [g for g, spec in config.partitions.items() if not spec.get("features_from")]
-    groups = partition_job.build_partitions(config, workdir, log=log, train=coords, write=is_main,
-                                            only=plain)
+    groups = partitions_build.build_partitions(config.partitions, workdir, coords, log=log,
+                                               write=is_main, only=plain)
     log(f"[mesh] {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} "
         f"device(s), {jax.process_count()} process(es)")
-    ctx = RunContext(config, workdir, mesh, groups, train_source, coords, MetricsWriter(workdir, log=log), log)
+    ctx = RunContext(config, workdir, mesh, groups, train_source, coords, MetricsWriter(workdir), log)
     return ctx, stages
 
 
+def _final_model(ctx: RunContext, stages: Mapping[str, dict[str, Any]]) -> heads_lib.GeoModel:
+    """The last stage's model: the backbone with the heads of every stage."""
+    last = ctx.config.stage_order[-1]
+    return build_model(ctx.config, {h: p.num_classes for h, p in _stage_heads(ctx, stages, last).items()},
+                       freeze_backbone=False)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *, log: Callable[[str], None] = print,
-          stop_after: tuple[str, int] | None = None) -> tuple[RunContext, heads_lib.GeoModel, TrainState]:
-    """Runs every stage (resuming where the workdir left off); returns the final model and state."""
+          stop_after: tuple[str, int] | None = None,
+          on_eval: Callable[[RunContext], EvalHook] | None = None
+          ) -> tuple[RunContext, heads_lib.GeoModel, TrainState]:
+    """Runs every stage (resuming where the workdir left off); returns the run's context, the
+    final model and state. ``on_eval(ctx)`` makes the hook of the stages' ``eval_every``."""
     ctx, stages = setup(config, workdir, log=log)
+    hook = on_eval(ctx) if on_eval is not None else None
     warm = load_weights(config.init_from) if config.get("init_from") else None
     state = None
     weights: dict[str, dict[str, Any]] = {}
     for name in config.stage_order:
         ensure_partitions(ctx, stages[name]["heads"], weights)
-        state = run_stage(ctx, stages, name, warm,
+        state = run_stage(ctx, stages, name, warm, on_eval=hook,
                           stop_after=stop_after[1] if stop_after and stop_after[0] == name else None)
         warm = weights[name] = _host_weights(state)
-    last = config.stage_order[-1]
-    model = build_model(config, {h: p.num_classes for h, p in _stage_heads(ctx, stages, last).items()},
-                        freeze_backbone=False)
-    return ctx, model, state
+    return ctx, _final_model(ctx, stages), state
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       log: Callable[[str], None] = print) -> dict[str, dict[str, dict[str, float]]]:
-    """Trains every stage of ``config`` in ``workdir`` (resuming), then evaluates; returns
-    ``{split: {method: figures}}`` (also written to ``<workdir>/results.json``)."""
-    t0 = time.perf_counter()
-    ctx, model, state = train(config, workdir, log=log)
-    results = evaluate(ctx, model, state)
-    ctx.log(f"[done] {time.perf_counter() - t0:.0f}s; results in {workdir}/results.json, results.md")
-    return results
-
-
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *,
-                     log: Callable[[str], None] = print) -> dict[str, dict[str, dict[str, float]]]:
-    """``--mode=eval``: evaluates the final checkpoint of a finished run in ``workdir``."""
+def final_model(config: ml_collections.ConfigDict, workdir: str, *,
+                log: Callable[[str], None] = print
+                ) -> tuple[RunContext, heads_lib.GeoModel, TrainState]:
+    """The finished run in ``workdir``: its context, final model and weights (``--mode=eval``).
+    Raises ``FileNotFoundError`` when the last stage has not finished."""
     ctx, stages = setup(config, workdir, log=log)
     last = config.stage_order[-1]
     weights_dir = os.path.join(workdir, "checkpoints", last)
@@ -568,8 +530,6 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *,
                 if os.path.isdir(os.path.join(workdir, "checkpoints", n))}
         ensure_partitions(ctx, pending, done)
     weights = load_weights(os.path.join(weights_dir, str(int(stages[last]["num_steps"]))))
-    model = build_model(config, {h: p.num_classes for h, p in _stage_heads(ctx, stages, last).items()},
-                        freeze_backbone=False)
     state = TrainState(step=jnp.asarray(stages[last]["num_steps"]), params=weights["params"],
                        batch_stats=weights["batch_stats"], opt_state=None)
-    return evaluate(ctx, model, state)
+    return ctx, _final_model(ctx, stages), state

@@ -28,6 +28,7 @@ from geojax.data.sources.common import (
 
 _DATASET_FORMAT = "geojax.array_record"
 _DATASET_VERSION = 1
+COORDINATES_FILE = "coordinates.npy"
 _NDARRAY_EXT = 1  # msgpack ext type of a numeric numpy array: [dtype.str, shape, raw bytes]
 _WRITER_OPTIONS = "group_size:1,uncompressed"  # one record per chunk; JPEG/PNG do not compress
 
@@ -106,7 +107,9 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
     (lossless: decoding gives back the exact pixels) or JPEG quality 95
     (``image_format="jpeg"``, ~5x smaller, not exact). ``metadata.json`` holds the count,
     shards, field types and the source's description and report summary;
-    ``report.json`` the full list of skipped ids.
+    ``report.json`` the full list of skipped ids; ``coordinates.npy`` the ``(count, 2)``
+    float64 (lat, lng) of every record, so that partitions can be built without reading
+    the images.
 
     Crash safety: everything is written and fsynced under a hidden temporary folder next
     to ``out_dir``, which is renamed to ``out_dir`` only when complete, so ``out_dir``
@@ -141,6 +144,7 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
     report = ReadReport(f"conversion of {source!r}")
     fields: dict[str, str] = {}
     shards = []
+    coords: list[tuple[float, float]] = []  # (lat, lng) of every written record, in order
     try:
         for s in range(num_shards):
             filename = f"{name}-{s:05d}-of-{num_shards:05d}.array_record"
@@ -158,6 +162,7 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
                             continue
                     payload, types = _serialize_record(record, image_format)
                     writer.write(payload)
+                    coords.append((float(record["lat"]), float(record["lng"])))
                     fields.update(types)
                     count += 1
             finally:
@@ -178,6 +183,10 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
         }
         full_report = {"source": source_report.to_json() if isinstance(source_report, ReadReport) else None,
                        "conversion": report.to_json()}
+        with open(os.path.join(tmp, COORDINATES_FILE), "wb") as f:
+            np.save(f, np.asarray(coords, np.float64).reshape(-1, 2))
+            f.flush()
+            os.fsync(f.fileno())
         for filename, content in (("report.json", full_report), ("metadata.json", metadata)):
             with open(os.path.join(tmp, filename), "w", encoding="utf-8") as f:
                 json.dump(content, f, indent=1)
@@ -223,7 +232,7 @@ class ArrayRecordSource:
         if missing:
             raise FileNotFoundError(f"{self.out_dir}: shard files missing: {missing}.")
         self._paths = paths
-        self._pid, self._data = None, None
+        self._pid, self._data, self._coords = None, None, None
         if len(self._reader()) != self.metadata["count"]:
             raise ValueError(f"{self.out_dir}: shards hold {len(self._data)} records, metadata.json "
                              f"says {self.metadata['count']}; the dataset is damaged, convert it again.")
@@ -240,6 +249,29 @@ class ArrayRecordSource:
     def __len__(self) -> int:
         return self.metadata["count"]
 
+    def coordinates(self) -> np.ndarray:
+        """``(len, 2)`` float64 (lat, lng) of every record, from ``coordinates.npy``
+        (memory-mapped); a dataset converted without that file is read record by record."""
+        if self._coords is None:
+            path = os.path.join(self.out_dir, COORDINATES_FILE)
+            if os.path.isfile(path):
+                coords = np.load(path, mmap_mode="r")
+            else:
+                coords = np.asarray([(r["lat"], r["lng"]) for r in self], np.float64).reshape(-1, 2)
+            if coords.shape != (len(self), 2):
+                raise ValueError(f"{path}: coordinates of shape {coords.shape}, expected "
+                                 f"({len(self)}, 2); the dataset is damaged, convert it again.")
+            self._coords = coords
+        return self._coords
+
+    @property
+    def lat(self) -> np.ndarray:
+        return np.asarray(self.coordinates()[:, 0])
+
+    @property
+    def lng(self) -> np.ndarray:
+        return np.asarray(self.coordinates()[:, 1])
+
     def __getitem__(self, i: SupportsIndex) -> dict[str, Any]:
         return _deserialize_record(self._reader()[_check_index(i, len(self))])
 
@@ -248,7 +280,7 @@ class ArrayRecordSource:
         return [_deserialize_record(p) for p in self._reader().__getitems__(keys)]
 
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__, _pid=None, _data=None)
+        return dict(self.__dict__, _pid=None, _data=None, _coords=None)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for i in range(len(self)):

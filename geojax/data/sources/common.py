@@ -403,6 +403,16 @@ class _Source:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def lat(self) -> np.ndarray:
+        """Latitudes (degrees) of the kept records, in record order."""
+        return self._lat
+
+    @property
+    def lng(self) -> np.ndarray:
+        """Longitudes (degrees) of the kept records, in record order."""
+        return self._lng
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for i in range(len(self)):
             yield self[i]
