@@ -334,15 +334,36 @@ def test_to_global_arrays_on_8_fake_devices():
     assert "OK" in result.stdout
 
 
-def test_state_saved_at_end_of_stream_resumes_with_more_epochs():
+@pytest.mark.parametrize("after_stop", [False, True])
+def test_state_saved_at_end_of_stream_resumes_with_more_epochs(after_stop):
+    # 10 records, batches of 4, drop_remainder: epoch 1 yields 2 batches (positions 0-7) and
+    # drops positions 8-9.  Restored with num_epochs=2, the stream goes on exactly as an
+    # uninterrupted 2-epoch run from its third batch: positions 8-11 (epoch 1's remainder,
+    # then epoch 2's first two records), 12-15, 16-19 — the same ids, labels and images.
+    # The state is saved right after the last batch, or after the StopIteration that read
+    # (and dropped) the remainder.
     records = _records(10)
-    it = iter(_dataset(records, global_batch_size=4, num_epochs=1, seed=3))
-    first = list(it)
-    state = it.get_state()
-    longer = iter(_dataset(records, global_batch_size=4, num_epochs=2, seed=3))
-    longer.set_state(state)
+    lat = np.array([r["lat"] for r in records])
+    lng = np.array([r["lng"] for r in records])
+    partitions = {"s2": build_s2_partition(lat, lng, t_max=3, t_min=1, name="s2")}
+    common = dict(global_batch_size=4, seed=3, partitions=partitions)
+    uninterrupted = list(iter(_dataset(records, num_epochs=2, **common)))
+    assert len(uninterrupted) == 5 and all(b["valid"].all() for b in uninterrupted)
+    assert len(np.unique(np.concatenate([b["label_s2"] for b in uninterrupted]))) > 1
+
+    it = iter(_dataset(records, num_epochs=1, **common))
+    first = _take(it, 2)
+    _assert_batches_equal(first, uninterrupted[:2])
+    if after_stop:
+        assert next(it, None) is None
+    longer = iter(_dataset(records, num_epochs=2, **common))
+    longer.set_state(it.get_state())
     rest = list(longer)
-    assert len(first) == 2 and len(rest) >= 2
+    _assert_batches_equal(rest, uninterrupted[2:])
+    assert all(b["valid"].all() for b in rest)
+    # Batch 2 starts with the two records epoch 1 dropped.
+    dropped = {r["id"] for r in records} - set(_ids(first))
+    assert set(rest[0]["id"][:2]) == dropped and len(dropped) == 2
 
 
 # ---------------------------------------------------------------------------- batched reads

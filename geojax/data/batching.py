@@ -246,12 +246,18 @@ class PipelineIterator(grain.DatasetIterator):
         self.stats = PipelineStats()
         self._next_warning_at = 1
         self._batches = 0  # batches yielded (counted against dataset.num_batches)
+        self._end_state: dict[str, Any] | None = None  # the state after the last batch
         self.process_index = dataset.config["process_index"]
         self.process_count = dataset.config["process_count"]
 
     def __next__(self) -> dict[str, Any]:
         target = self._ds.num_batches
         if target is not None and self._batches >= target:
+            # The state stays the one after the last batch, so a run that raises num_epochs
+            # resumes at the dropped remainder's positions (a restore with the same num_epochs
+            # reads and counts the remainder again).
+            if self._end_state is None:
+                self._end_state = self.get_state()
             for batch in self._parent:  # what is left (dropped remainders): count, don't yield
                 self._count(batch)
             raise StopIteration
@@ -289,6 +295,8 @@ class PipelineIterator(grain.DatasetIterator):
                              f" (process {self.process_index})")
 
     def get_state(self) -> dict[str, Any]:
+        if self._end_state is not None:
+            return copy.deepcopy(self._end_state)
         return {"version": STATE_VERSION, "config": dict(self._ds.config),
                 "stats": self.stats.to_state(), "next_warning_at": self._next_warning_at,
                 "batches": self._batches, "pipeline": self._parent.get_state()}
@@ -310,6 +318,7 @@ class PipelineIterator(grain.DatasetIterator):
         self.stats = PipelineStats.from_state(state["stats"])
         self._next_warning_at = int(state["next_warning_at"])
         self._batches = int(state.get("batches", 0))
+        self._end_state = None
 
 
 class PipelineDataset(grain.IterDataset):
