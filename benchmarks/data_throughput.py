@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from geojax.data import augment, pipeline
+from geojax.data.geoworld import GeoWorld
 from geojax.data.sources import decode_image
 from geojax.partitions.s2_adaptive import build_s2_partition
 
@@ -126,7 +127,6 @@ def _images_per_second(ds, batch: int, num_batches: int, warmup: int) -> float:
 
 def bench_geoworld(image_size: int, batch: int, chunk: int, workers: int, train: bool,
                    num_batches: int, warmup: int) -> float:
-    from geojax.data.geoworld import GeoWorld  # pylint: disable=import-outside-toplevel
     world = GeoWorld("train", size=50_000, seed=0, image_size=image_size)
     ds = pipeline.make_dataset(world, train=train, global_batch_size=batch, image_size=image_size,
                                seed=0, process_index=0, process_count=1, worker_count=workers,

@@ -1,4 +1,4 @@
-"""Tests for geojax.data.geoworld: the embedded GeoWorld dataset (DESIGN.md).
+"""Tests for geojax.data.geoworld (the embedded GeoWorld dataset) and its split reports.
 
 Exact checks where the answer is known (determinism, shapes, the scene grouping of 003
 §3.2, local solar hours recovered from UTC timestamps with lng / 15, album structure);
@@ -17,6 +17,7 @@ from scipy import stats
 from geojax.data import geoworld as gw
 from geojax.geo.gazetteer import Gazetteer
 from geojax.evaluation import baselines
+from geojax.evaluation.geoworld_report import cue_oracle, split_report
 from geojax.geo import sphere
 
 EU, NA = 3, 4  # indices in Gazetteer.continent_codes (AF AN AS EU NA OC SA)
@@ -144,8 +145,8 @@ def test_train_concentrated_in_europe_and_north_america(world, gazetteer):
 
 
 def test_gws_gini_over_countries_lower_than_train():
-    train = gw.split_report("train", seed=11, train_size=100_000)
-    gws = gw.split_report("gws15k", seed=11, train_size=100_000)
+    train = split_report("train", seed=11, train_size=100_000)
+    gws = split_report("gws15k", seed=11, train_size=100_000)
     assert gws["gini_country"] < train["gini_country"] - 0.03
     assert gws["share_eu_na"] < 0.5 < train["share_eu_na"]
     # The constant prediction is the densest training region (London, 001 §4).
@@ -155,7 +156,7 @@ def test_gws_gini_over_countries_lower_than_train():
 
 
 def test_split_report_matches_baselines(gazetteer):
-    report = gw.split_report("im2gps3k", seed=2, train_size=50_000, gazetteer=gazetteer)
+    report = split_report("im2gps3k", seed=2, train_size=50_000, gazetteer=gazetteer)
     loc = gw.sample_locations("im2gps3k", None, 2, gazetteer=gazetteer)
     train = gw.sample_locations("train", 50_000, 2, gazetteer=gazetteer)
     base = baselines.constant_baseline(train["lat"], train["lng"], loc["lat"], loc["lng"],
@@ -341,7 +342,7 @@ def test_cue_oracle_orders_splits(world):
     """The ideal cue reader: finite, monotone in the threshold, im2gps3k easier at 1 km."""
     im2gps = gw.GeoWorld("im2gps3k", seed=7)
     yfcc = gw.GeoWorld("yfcc4k", seed=7)
-    a, b = gw.cue_oracle(im2gps, world), gw.cue_oracle(yfcc, world)
+    a, b = cue_oracle(im2gps, world), cue_oracle(yfcc, world)
     for r in (a, b):
         acc = [r[f"acc@{t}km"] for t in (1, 25, 200, 750, 2500)]
         assert np.all(np.diff(acc) >= 0) and 0 < acc[0] and acc[-1] < 1
