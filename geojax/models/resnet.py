@@ -21,7 +21,7 @@ select the plain formulations, which the tests compare against;
 
 - ``conv_impl="auto"`` (the default) runs the 1x1 convolutions as an explicit matrix product
   (:func:`conv_as_matmul`: ``(B*H*W, C) @ (C, F)``, after a strided slice for stride 2) and the
-  3x3 ones as ``lax`` convolutions. With geojax's XLA:CPU flags (:mod:`geojax.xla_flags`), a 1x1
+  3x3 ones as ``lax`` convolutions. With geojax's XLA:CPU flag (:mod:`geojax.runtime`), a 1x1
   convolution's forward and gradients at ResNet-50 shapes run 1.0-1.7x faster as a matmul
   (mostly the kernel gradient: XLA transposes both operands for the convolution), while a
   stride-1 3x3 one is 1.4-4x faster as a convolution than as a matmul over its im2col patches
