@@ -194,8 +194,11 @@ def sample_population_weighted(
 def _flickr_weights(continent_weights: Mapping[str, float] | None,
                     country_weights: Mapping[str, float] | None) -> dict[str, Mapping[str, float]]:
     """The Flickr-like splits' weights: the module defaults where None was passed."""
-    return {"continent_weights": FLICKR_CONTINENT_WEIGHTS if continent_weights is None else continent_weights,
-            "country_weights": FLICKR_COUNTRY_WEIGHTS if country_weights is None else country_weights}
+    if continent_weights is None:
+        continent_weights = FLICKR_CONTINENT_WEIGHTS
+    if country_weights is None:
+        country_weights = FLICKR_COUNTRY_WEIGHTS
+    return {"continent_weights": continent_weights, "country_weights": country_weights}
 
 
 def sample_mp16_like(
