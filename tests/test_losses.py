@@ -116,10 +116,22 @@ def test_soft_cross_entropy_matches_numpy_and_one_hot(batch, rng):
 
 
 def test_soft_cross_entropy_ignores_minus_inf_logits_with_zero_target():
-    logits = jnp.array([[0.0, -jnp.inf, 1.0]])
-    target = jnp.array([[0.5, 0.0, 0.5]])
-    value = losses.soft_cross_entropy(logits, target)
-    assert np.isfinite(float(value))
+    # A -inf logit is a class of probability 0; with target 0 it adds exactly nothing, so the
+    # loss is the cross-entropy over the finite classes alone, and its gradient is
+    # (softmax - target) / num_examples with an exact 0 (not NaN) at the -inf logits.
+    logits = jnp.array([[0.0, -jnp.inf, 1.0],
+                        [2.0, 0.0, -jnp.inf]])
+    target = jnp.array([[0.5, 0.0, 0.5],
+                        [1.0, 0.0, 0.0]])
+    value, grad = jax.value_and_grad(losses.soft_cross_entropy)(logits, target)
+    # Row 0: -(0.5 log p0 + 0.5 log p2) = log(1 + e) - 0.5; row 1: -log p0 = log(1 + e^-2).
+    expected = (np.log1p(np.e) - 0.5 + np.log1p(np.exp(-2.0))) / 2
+    np.testing.assert_allclose(float(value), expected, rtol=1e-6)
+    p_row0 = np.array([1.0, 0.0, np.e]) / (1 + np.e)
+    p_row1 = np.array([1.0, np.exp(-2.0), 0.0]) / (1 + np.exp(-2.0))
+    expected_grad = (np.stack([p_row0, p_row1]) - np.asarray(target)) / 2
+    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=1e-5, atol=1e-7)
+    assert float(grad[0, 1]) == 0.0 and float(grad[1, 2]) == 0.0
 
 
 # ----------------------------------------------------------------------------------
