@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from geojax.geo import sphere
+from geojax.geo import great_circle, sphere
 from geojax.geo.sphere import (
     EARTH_RADIUS_KM,
     EARTH_RADIUS_KM_PAPER_002,
@@ -367,7 +367,7 @@ def test_pairwise_works_in_row_blocks(monkeypatch):
         rows.append(np.shape(lat1)[0])
         return inner(lat1, *args, **kwargs)
 
-    monkeypatch.setattr(sphere, "distance_km", spy)
+    monkeypatch.setattr(great_circle, "distance_km", spy)  # where pairwise_distance_km looks it up
     rng = np.random.default_rng(6)
     lat, lng = _random_points(rng, 100)
     out = sphere.pairwise_distance_km(lat, lng, lat[:30], lng[:30], block_size=32)
