@@ -13,12 +13,12 @@ side, and which part of it differs.
 The JAX side runs geojax's own layer (``geojax.models.resnet.Conv``: ``impl="auto"``, 1x1
 convolutions as matrix products and larger ones as ``lax`` convolutions, as the ResNet
 default; ``impl="conv"`` for ``small_cnn``'s ``nn.Conv`` 3x3 layers, the same ``lax`` call),
-jitted, with the XLA flags and malloc settings ``import geojax`` makes. The PyTorch side runs
-``torch.nn.functional.conv2d`` and ``torch.ops.aten.convolution_backward`` (what autograd
-calls) on ``channels_last`` tensors with 2 threads, with the same malloc settings. Each side
-runs in its own worker process; every repetition times each operation on both sides in turn
-(``--calls`` calls each, after one untimed call) and the table shows the median over the
-repetitions. PyTorch is a benchmark-only dependency.
+jitted, with the XLA flag and malloc settings of ``geojax.runtime.configure_cpu``. The
+PyTorch side runs ``torch.nn.functional.conv2d`` and ``torch.ops.aten.convolution_backward``
+(what autograd calls) on ``channels_last`` tensors with 2 threads, with the same malloc
+settings. Each side runs in its own worker process; every repetition times each operation on
+both sides in turn (``--calls`` calls each, after one untimed call) and the table shows the
+median over the repetitions. PyTorch is a benchmark-only dependency.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import time
 from typing import Any, Callable
 
 from train_throughput import Worker, worker_env
+
+from geojax import runtime
 
 
 # (model, batch, input size, in channels, out channels, kernel, stride, times per step,
@@ -121,10 +123,9 @@ def torch_ops(op: tuple) -> dict[str, Callable[[], None]]:
 def worker(spec: dict[str, str]) -> None:
     """Child process: reads ``<op index> <part> <calls>`` lines, prints the mean time (s)."""
     start = time.perf_counter()
-    from geojax import malloc  # pylint: disable=import-outside-toplevel
-
-    if not malloc.apply():
-        raise RuntimeError("geojax's malloc settings could not be applied (not glibc?)")
+    applied = runtime.configure_cpu()  # both sides: malloc settings; the JAX side: XLA flag
+    if not applied["malloc"]:
+        raise RuntimeError(f"geojax's malloc settings were not applied: {applied['skipped']}")
     if spec["framework"] == "torch":
         import torch  # pylint: disable=import-outside-toplevel
 
@@ -167,7 +168,7 @@ def main() -> None:
     unknown = set(models) - {op[0] for op in OPS}
     if unknown:
         raise SystemExit(f"--models: unknown {sorted(unknown)} (small_cnn, resnet50)")
-    # Both sides get geojax's malloc settings; the JAX side also its XLA flags (import geojax).
+    # Both sides get geojax's malloc settings; the JAX side also its XLA flag (configure_cpu).
     workers = {f: Worker(f, {"framework": f}, worker_env("geojax", "geojax"), script=__file__)
                for f in ("jax", "torch")}
     try:

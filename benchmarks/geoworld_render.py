@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from geojax import runtime
 from geojax.data import geoworld
 from geojax.geo.gazetteer import Gazetteer
 
@@ -38,6 +39,7 @@ def _rate(world: geoworld.GeoWorld, batch: int, seconds: float, repeats: int) ->
 
 
 def main() -> None:
+    runtime.configure_cpu()  # the CPU tuning python -m geojax.main applies, before JAX starts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="train", choices=geoworld.SPLITS)
     parser.add_argument("--size", type=int, default=None,

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cplanet_build import mp16_like_points  # noqa: E402  pylint: disable=wrong-import-position
 
+from geojax import runtime  # noqa: E402
 from geojax.inference import predictors  # noqa: E402
 from geojax.models import heads as heads_lib, registry  # noqa: E402
 from geojax.partitions import combinatorial, cplanet  # noqa: E402
@@ -49,6 +50,7 @@ def _median_ms(fn, *args, repeats: int) -> float:
 
 
 def main() -> None:
+    runtime.configure_cpu()  # the CPU tuning python -m geojax.main applies, before JAX starts
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=4_720_000)
     parser.add_argument("--backbone", default="resnet50")

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from geojax import runtime
 from geojax.data import places
 from geojax.partitions import combinatorial, cplanet, s2_adaptive
 from geojax.partitions.s2_cells import SortedLeaves
@@ -55,6 +56,7 @@ def reference_hierarchy(lat, lng, t_max_list, t_min):
 
 
 def main() -> None:
+    runtime.configure_cpu()  # the CPU tuning python -m geojax.main applies, before JAX starts
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=MP16)
     parser.add_argument("--ref_points", type=int, default=200_000)

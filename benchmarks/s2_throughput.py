@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geojax import runtime
 from geojax.geo import s2, s2_jax
 
 
@@ -127,6 +128,7 @@ def run(num_points: int, level: int, sweep: list[int], ref_points: int, repeats:
 
 
 def main() -> None:
+    runtime.configure_cpu()  # the CPU tuning python -m geojax.main applies, before JAX starts
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--level", type=int, default=13)

@@ -33,12 +33,13 @@ default, 1x1 block convolutions as matrix products, 3x3 ones as ``lax`` convolut
 strided-slice max pool; ``all_matmul``: every block convolution as a matrix product, 3x3 ones
 over im2col patches; ``plain``: ``lax`` convolutions + ``nn.max_pool``; ``matmul_conv``,
 ``slice_pool``: one rewrite each).
-``--xla-settings`` runs each JAX variant with geojax's XLA:CPU flags (``geojax``, what
-``import geojax`` sets, see ``geojax/xla_flags.py``) and/or with XLA's own defaults
-(``xla``). ``--malloc`` runs every contestant, JAX and PyTorch alike, with the glibc malloc
-settings ``import geojax`` makes (``geojax``, see ``geojax/malloc.py``) and/or with glibc's
-defaults (``glibc``); a JAX row is compared with the PyTorch workers of the same malloc
-setting. PyTorch is a benchmark-only dependency.
+Every worker starts with ``geojax.runtime.configure_cpu()``, as ``python -m geojax.main`` does;
+the settings below choose, through its opt-out variables, what it applies. ``--xla-settings``
+runs each JAX variant with geojax's XLA:CPU flag (``geojax``) and/or with XLA's own defaults
+(``xla``: ``GEOJAX_XLA_CPU_DEFAULTS=0``). ``--malloc`` runs every contestant, JAX and PyTorch
+alike, with geojax's glibc malloc settings (``geojax``) and/or with glibc's defaults
+(``glibc``: ``GEOJAX_MALLOC_DEFAULTS=0``); a JAX row is compared with the PyTorch workers of the
+same malloc setting. PyTorch is a benchmark-only dependency.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-# XLA_FLAGS as the user gave them, before any geojax import in this process adds to them.
+from geojax import runtime
+
+# XLA_FLAGS as the user gave them (this process never applies geojax's flag; its workers do).
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 
 MODELS = {
@@ -249,12 +252,10 @@ def worker(spec: dict[str, Any]) -> None:
     their mean time in seconds; it exits at end of input.
     """
     start = time.perf_counter()
-    if spec["malloc"] == "geojax":
-        # The settings import geojax makes; PyTorch gets them too (its CPU allocator is glibc's).
-        from geojax import malloc  # pylint: disable=import-outside-toplevel
-
-        if not malloc.apply():
-            raise RuntimeError("geojax's malloc settings could not be applied (not glibc?)")
+    # What worker_env chose: PyTorch gets the malloc settings too (its CPU allocator is glibc's).
+    applied = runtime.configure_cpu()
+    if spec["malloc"] == "geojax" and not applied["malloc"]:
+        raise RuntimeError(f"geojax's malloc settings were not applied: {applied['skipped']}")
     if spec["framework"] == "jax":
         import jax  # pylint: disable=import-outside-toplevel
 
@@ -337,11 +338,11 @@ def main() -> None:
     parser.add_argument("--jax-variants", default="fast",
                         help=f"model variants, comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--xla-settings", default="geojax,xla",
-                        help="XLA:CPU flags of the JAX workers: geojax (what import geojax "
-                             "sets), xla (XLA's defaults)")
+                        help="XLA:CPU flags of the JAX workers: geojax (what "
+                             "geojax.runtime.configure_cpu sets), xla (XLA's defaults)")
     parser.add_argument("--malloc", default="geojax",
-                        help="glibc malloc settings of all workers: geojax (what import geojax "
-                             "sets), glibc (glibc's defaults)")
+                        help="glibc malloc settings of all workers: geojax (what "
+                             "geojax.runtime.configure_cpu sets), glibc (glibc's defaults)")
     parser.add_argument("--torch-formats", default="channels_last,contiguous")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=0,

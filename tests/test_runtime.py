@@ -23,8 +23,9 @@ FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 FLAG_SET = f"{FLAG}=individual_dot,reduce"
 MALLOC_SET = ["M_ARENA_MAX=1", "M_MMAP_MAX=0", "M_TRIM_THRESHOLD=-1"]
 SUPPORTED = runtime.SUPPORTED_JAXLIB[0]
-GLIBC = runtime._mallopt() is not None  # pylint: disable=protected-access
-JAXLIB_SUPPORTED = runtime._jaxlib_version() in runtime.SUPPORTED_JAXLIB  # pylint: disable=protected-access
+# pylint: disable=protected-access
+GLIBC = runtime._mallopt() is not None
+JAXLIB_SUPPORTED = runtime._jaxlib_version() in runtime.SUPPORTED_JAXLIB
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 needs_glibc = pytest.mark.skipif(not GLIBC, reason="the malloc settings are glibc mallopt options")
