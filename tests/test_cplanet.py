@@ -19,7 +19,7 @@ from scipy import spatial
 from scipy.sparse import csgraph
 
 from geojax.geo import s2, sphere
-from geojax.partitions import base, cplanet
+from geojax.partitions import base, cplanet, cplanet_graph, cplanet_merge
 
 
 # The six cube faces of S2 and a point at the centre of each: face 0 = +x,
@@ -154,7 +154,7 @@ def test_node_scores_count_folded_empty_cells(clustered):
     lat, lng = clustered
     graph = cplanet._base_graph(lat, lng, 3)
     # Enumerate all 6·4³ level-3 cells and look each one up in the folded tiling.
-    cells = s2.children(s2.children(s2.children(cplanet._FACE_IDS).ravel()).ravel()).ravel()
+    cells = s2.children(s2.children(s2.children(cplanet_graph._FACE_IDS).ravel()).ravel()).ravel()
     k = np.searchsorted(s2.range_min(graph.cover_ids), cells, side="right") - 1
     assert s2.contains(graph.cover_ids[k], cells).all()
     node = graph.cover_node[k]
@@ -226,7 +226,7 @@ def test_greedy_matches_brute_force_reference(alpha, beta, with_features):
 
 
 def _sequential_greedy(task):
-    """The sequential greedy merge that ``cplanet._batched_merge`` replaced, verbatim.
+    """The sequential greedy merge that ``cplanet_merge._batched_merge`` replaced, verbatim.
 
     It is the reference the batched rounds must reproduce exactly (ties
     included).  It returns the surviving node of every node.
@@ -388,7 +388,7 @@ def test_batched_merge_matches_the_sequential_loop(seed):
                             feature_dim=(0, 0, 3)[seed % 3], vis_weight=(0.0, 0.7)[seed % 2],
                             num_classes=max(num_classes, 1))
         want = _sequential_greedy(task)
-        got = cplanet._batched_merge(task)
+        got = cplanet_merge._batched_merge(task)
         np.testing.assert_array_equal(got, want, err_msg=f"n={n} num_classes={num_classes}")
         assert np.unique(got).size == max(num_classes, 1)
 
@@ -404,7 +404,7 @@ def test_batched_merge_matches_the_sequential_loop_on_s2_graphs(clustered):
                                         alpha=preset.alpha, beta=preset.beta,
                                         features=feats if i % 2 == 0 else None,
                                         feature_subspace_dim=None, seed=i)
-            np.testing.assert_array_equal(cplanet._batched_merge(task), _sequential_greedy(task))
+            np.testing.assert_array_equal(cplanet_merge._batched_merge(task), _sequential_greedy(task))
 
 
 # ------------------------------------------------------------------ properties
@@ -532,7 +532,7 @@ def test_edge_neighbors_fast_path_matches_s2():
     edge_pts = np.stack([u, rng.uniform(-1, 1, 2000), np.ones(2000)], -1)
     border = s2.parent(s2.cell_id_from_xyz(edge_pts), rng.integers(0, 31, 2000))
     ids = np.concatenate([ids, border])
-    np.testing.assert_array_equal(cplanet._edge_neighbors(ids, s2.level(ids)), s2.edge_neighbors(ids))
+    np.testing.assert_array_equal(cplanet_graph._edge_neighbors(ids, s2.level(ids)), s2.edge_neighbors(ids))
 
 
 def test_uniform_level_adjacency_is_the_s2_grid():
