@@ -59,8 +59,8 @@ def _predictors(ctx: RunContext, head_names: Sequence[str]) -> list[predictors_l
                                          base_level=int(config.combinatorial.base_level),
                                          write=ctx.is_main, log=ctx.log)
 
-    inputs = predictors_lib.BuildInputs({g: p for g, p in groups.items() if p}, ctx.train_coords,
-                                        config, index)
+    inputs = predictors_lib.BuildInputs({g: p for g, p in groups.items() if p}, tuple(head_names),
+                                        ctx.train_coords, config, index)
     return predictors_lib.build(tuple(config.eval.predictors), inputs)
 
 
@@ -154,7 +154,8 @@ def partition_report(config: ml_collections.ConfigDict, workdir: str, *,
                                                        name=f"{group} combinatorial (fine)"))
     results = evaluators.for_partitions(config, splits, everything, train=train).run()
     name = config.get("name", "config")
-    report.write(results, workdir, stem="partition_oracle", tag="oracle", files=is_main, log=log,
+    report.write(results, workdir, stem="partition_oracle", what="oracle accuracy (%) of each "
+                 "partition", files=is_main, log=log,
                  heading=f"# Oracle accuracy of the partitions of `{name}`\n\nBest possible "
                          "accuracy (002 Table 6): each test point predicted at the imagery "
                          "centroid of its own class.\n")

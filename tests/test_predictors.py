@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from geojax.geo import sphere
 from geojax.inference import predictors
-from geojax.partitions import combinatorial, cplanet, s2_adaptive
+from geojax.models import GeoModel, MultiPartitionHeads, SmallCNN
+from geojax.partitions import build, combinatorial, cplanet, s2_adaptive
+from geojax.training.steps import normalize_images
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,7 @@ def test_argmax_centroid(points, rng):
     logits = rng.normal(size=(9, part.num_classes)).astype(np.float32)
     pred = predictors.ArgmaxCentroid.from_partition(part)
     assert pred.name == f"p ({part.num_classes} cl.)"
-    lat, lng = jax.jit(pred)({"p": logits})
+    lat, lng = jax.jit(pred)({"logits": {"p": logits}})[:2]
     _close_latlng(lat, lng, _centroid_xyz(part)[logits.argmax(-1)])
 
 
@@ -62,8 +68,17 @@ def test_hierarchical_product_equals_brute_force(points, rng):
         score *= np.where(parent >= 0, probs[:, np.maximum(parent, 0)], 0.0)
     pred = predictors.HierarchicalProduct.from_partitions(parts[::-1], lat=lat, lng=lng)
     assert pred.heads == ("h1", "h2", "h3")  # sorted coarse → fine
-    got_lat, got_lng = jax.jit(pred)(logits)
-    _close_latlng(got_lat, got_lng, _centroid_xyz(parts[-1])[score.argmax(-1)])
+    got = jax.jit(pred)({"logits": logits})
+    _close_latlng(got.lat, got.lng, _centroid_xyz(parts[-1])[score.argmax(-1)])
+    assert got.topk_lat is None  # top-k only on request
+    # The k best finest classes and their product probabilities.
+    top = dataclasses.replace(pred, top_k=4)(
+        {"logits": {k: jax.numpy.asarray(v) for k, v in logits.items()}})
+    order = np.argsort(-score, axis=-1, kind="stable")[:, :4]
+    np.testing.assert_allclose(np.asarray(top.topk_score), np.take_along_axis(score, order, -1),
+                               rtol=1e-4, atol=1e-12)
+    _close_latlng(np.asarray(top.topk_lat).ravel(), np.asarray(top.topk_lng).ravel(),
+                  _centroid_xyz(parts[-1])[order.ravel()])
 
 
 def test_combinatorial_matches_index_prediction(points, rng):
@@ -78,55 +93,129 @@ def test_combinatorial_matches_index_prediction(points, rng):
         scores = combinatorial.fine_scores(probs, index.arrays(), normalized=normalized)
         best = scores.max(-1, keepdims=True)
         xyz = (scores >= best * (1 - 1e-6)).astype(np.float64) @ index.fine_xyz_sum
-        got_lat, got_lng = jax.jit(pred)(logits)
+        got_lat, got_lng = jax.jit(pred)({"logits": logits})[:2]
         _close_latlng(got_lat, got_lng, xyz)
         assert ("NormalizedSum" if normalized else "SimpleSum") in pred.name
 
 
-def test_ten_crop_averages_probabilities(rng):
-    """make_predict_fn scores every crop and averages the class probabilities."""
-    import jax.numpy as jnp
-    from geojax.models import GeoModel, MultiPartitionHeads, SmallCNN
-    from geojax.training import train
+def test_argmax_top_k_probabilities_and_centroids(points, rng):
+    part = s2_adaptive.build_s2_partition(*points, t_max=200, t_min=5, name="p")
+    logits = rng.normal(size=(7, part.num_classes)).astype(np.float32) * 2
+    got = jax.jit(predictors.ArgmaxCentroid.from_partition(part, top_k=5))({"logits": {"p": logits}})
+    probs = _softmax(logits.astype(np.float64))
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :5]
+    np.testing.assert_allclose(np.asarray(got.topk_score), np.take_along_axis(probs, order, -1),
+                               rtol=1e-5)
+    _close_latlng(np.asarray(got.topk_lat).ravel(), np.asarray(got.topk_lng).ravel(),
+                  _centroid_xyz(part)[order.ravel()])
+    # The first candidate is the prediction.
+    np.testing.assert_array_equal(np.asarray(got.topk_lat)[:, 0], np.asarray(got.lat))
 
+
+def test_combinatorial_top_k_are_the_best_fine_partitions(points, rng):
+    lat, lng = points
+    sets = [cplanet.build_geoclass_set(lat, lng, num_classes=n, base_level=8, seed=s, name=f"g{s}")
+            for s, n in ((0, 12), (1, 15))]
+    index = combinatorial.CombinatorialIndex.build(sets, lat, lng, base_level=8)
+    logits = {p.name: rng.normal(size=(4, p.num_classes)).astype(np.float32) for p in sets}
+    got = predictors.Combinatorial.from_index(index, top_k=3)({"logits": logits})
+    probs = [_softmax(logits[p.name].astype(np.float64)) for p in sets]
+    scores = combinatorial.fine_scores(probs, index.arrays(), normalized=True)
+    order = np.argsort(-scores, axis=-1, kind="stable")[:, :3]
+    np.testing.assert_allclose(np.asarray(got.topk_score), np.take_along_axis(scores, order, -1),
+                               rtol=1e-5)
+    _close_latlng(np.asarray(got.topk_lat).ravel(), np.asarray(got.topk_lng).ravel(),
+                  index.fine_xyz_sum[order.ravel()])
+
+
+def _registry_inputs(points, groups, config, built):
+    def index(group, parts):
+        built.append(group)
+        return combinatorial.CombinatorialIndex.build(parts, *points, base_level=8)
+
+    heads = [p.name for parts in groups.values() for p in parts]
+    return predictors.BuildInputs(groups, heads, points, ml_collections.ConfigDict(config), index)
+
+
+def test_registry_builds_the_kinds_a_config_lists(points):
+    lat, lng = points
+    hier = s2_adaptive.build_s2_hierarchy(lat, lng, t_max=(1000, 300), t_min=5, names=["h1", "h2"])
+    sets = [cplanet.build_geoclass_set(lat, lng, num_classes=n, base_level=8, seed=s, name=f"g{s}")
+            for s, n in ((0, 12), (1, 15))]
+    config = {"hierarchical": {"groups": ("hier",)}, "combinatorial": {"groups": ("sets",)}}
+    built = []
+    inputs = _registry_inputs(points, {"hier": hier, "sets": sets}, config, built)
+    names = [p.name for p in predictors.build(("argmax", "hierarchical", "combinatorial"), inputs)]
+    fine = combinatorial.CombinatorialIndex.build(sets, lat, lng, base_level=8).num_fine_partitions
+    assert names == [f"h1 ({hier[0].num_classes} cl.)", f"h2 ({hier[1].num_classes} cl.)",
+                     "g0 (12 cl.)", "g1 (15 cl.)", "hier hierarchical product",
+                     f"combinatorial NormalizedSum ({fine} fine)",
+                     f"combinatorial SimpleSum ({fine} fine)"]
+    assert built == ["sets"]
+    assert [p.name for p in predictors.build(("argmax",), inputs)] == names[:4]
+    with pytest.raises(ValueError, match=r"config.eval.predictors names \['knn'\]"):
+        predictors.build(("argmax", "knn"), inputs)
+    with pytest.raises(ValueError, match="occur twice"):
+        predictors.build(("argmax", "argmax"), inputs)
+
+
+def test_registered_kind_is_usable_by_name(points):
+    class Fixed:
+        name = "always Paris"
+
+        def __call__(self, outputs):
+            b = outputs["features"].shape[0]
+            return predictors.Prediction(jax.numpy.full(b, 48.8566), jax.numpy.full(b, 2.3522))
+
+    predictors.register("paris_test")(lambda inputs: [Fixed()])
+    try:
+        built = predictors.build(("paris_test",), _registry_inputs(points, {}, {}, []))
+        out = built[0]({"features": np.zeros((3, 4)), "logits": {}})
+        np.testing.assert_allclose(np.asarray(out.lat), 48.8566, rtol=1e-6)
+    finally:
+        del predictors.REGISTRY["paris_test"]
+
+
+def test_ten_crop_averages_probabilities(rng):
+    """make_predict_fn scores every crop and averages the class probabilities (and features)."""
     model = GeoModel(SmallCNN(widths=(4, 8)), MultiPartitionHeads({"a": 5}))
     images = rng.integers(0, 255, size=(3, 10, 16, 16, 3), dtype=np.uint8)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
     seen = {}
 
-    def capture(logits):
-        seen["logits"] = logits["a"]
-        return jnp.zeros(3), jnp.zeros(3)
+    class Capture:
+        name = "capture"
 
-    capture.name = "capture"
-    fn = train.make_predict_fn(model, [capture])
-    fn(variables["params"], variables["batch_stats"], {"image": jnp.asarray(images)})
-    per_crop = model.apply(variables, train.normalize_images(jnp.asarray(images.reshape(30, 16, 16, 3))),
-                           train=False)["logits"]["a"]
-    want = _softmax(np.asarray(per_crop, np.float64)).reshape(3, 10, 5).mean(1)
+        def __call__(self, outputs):
+            seen.update(logits=outputs["logits"]["a"], features=outputs["features"])
+            return predictors.Prediction(jnp.zeros(3), jnp.zeros(3))
+
+    fn = predictors.make_predict_fn(model, [Capture()])
+    out = fn(variables["params"], variables["batch_stats"], {"image": jnp.asarray(images)})
+    assert list(out) == ["capture"]
+    per_crop = model.apply(variables, normalize_images(jnp.asarray(images.reshape(30, 16, 16, 3))),
+                           train=False)
+    want = _softmax(np.asarray(per_crop["logits"]["a"], np.float64)).reshape(3, 10, 5).mean(1)
     np.testing.assert_allclose(np.exp(np.asarray(seen["logits"])), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(seen["features"]),
+                               np.asarray(per_crop["features"]).reshape(3, 10, -1).mean(1),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_saved_combinatorial_index_is_reused_only_for_the_same_partitions(points, tmp_path):
-    import types
-
-    import ml_collections
-
-    from geojax.training import evaluate
-
     lat, lng = points
-    ctx = types.SimpleNamespace(
-        workdir=str(tmp_path), train_coords=(lat, lng),
-        config=ml_collections.ConfigDict({"combinatorial": {"base_level": 8}}))
+    directory = str(tmp_path / "g_combinatorial")
     first = [cplanet.build_geoclass_set(lat, lng, num_classes=n, base_level=8, seed=s, name=f"g{s}")
              for s, n in ((0, 12), (1, 15))]
-    built = evaluate.combinatorial_index(ctx, "g", first)
-    again = evaluate.combinatorial_index(ctx, "g", first)  # loaded from the workdir
+    built = build.combinatorial_index(first, points, directory, base_level=8, log=lambda _: None)
+    logs = []
+    again = build.combinatorial_index(first, points, directory, base_level=8, log=logs.append)
+    assert logs == []  # loaded from the workdir, not rebuilt
     np.testing.assert_array_equal(built.fine_classes, again.fine_classes)
     # Same names, different partitions (e.g. rebuilt with other data): not reused.
     second = [cplanet.build_geoclass_set(lat, lng, num_classes=n, base_level=8, seed=s, name=f"g{s}")
               for s, n in ((0, 20), (1, 25))]
-    fresh = evaluate.combinatorial_index(ctx, "g", second)
-    assert fresh.num_classes.tolist() == [20, 25]
+    fresh = build.combinatorial_index(second, points, directory, base_level=8, log=logs.append)
+    assert fresh.num_classes.tolist() == [20, 25] and len(logs) == 1
     want = combinatorial.CombinatorialIndex.build(second, lat, lng, base_level=8)
     np.testing.assert_array_equal(fresh.fine_classes, want.fine_classes)

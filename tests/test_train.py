@@ -8,6 +8,7 @@ in ``test_train_distributed.py``.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -15,10 +16,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from geojax.training import checkpointing, losses, sharding, train as train_lib
+from geojax import experiment
+from geojax.training import checkpointing, losses, sharding, steps as steps_lib
+from geojax.training import train as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -76,7 +80,7 @@ def cplanet_reference(tmp_path_factory):
                                        "stages.pretrain.checkpoint_every": 3,
                                        "stages.heads.num_steps": 6,
                                        "stages.heads.checkpoint_every": 2})
-    results = train_lib.train_and_evaluate(config, workdir, log=quiet)
+    results = experiment.train_and_evaluate(config, workdir, log=quiet)
     return config, workdir, results
 
 
@@ -122,7 +126,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(cplanet_reference, tmp_pat
 def test_finished_run_is_not_retrained_and_eval_mode_reproduces(cplanet_reference):
     config, workdir, results = cplanet_reference
     before = sorted(glob.glob(os.path.join(workdir, "checkpoints", "*", "*")))
-    again = train_lib.evaluate_workdir(config, workdir, log=quiet)
+    again = experiment.evaluate_workdir(config, workdir, log=quiet)
     assert sorted(glob.glob(os.path.join(workdir, "checkpoints", "*", "*"))) == before
     for method, row in results["im2gps3k"].items():
         assert again["im2gps3k"][method]["acc@2500km"] == row["acc@2500km"], method
@@ -200,11 +204,42 @@ def test_init_from_starts_the_first_stage_from_another_run(cplanet_reference, tm
 
 
 def test_bfloat16_compute(tmp_path):
-    config = load_config("planet", **{"stages.train.num_steps": 2, "model.dtype": "bfloat16"})
-    _, model, state = train_lib.train(config, str(tmp_path), log=quiet)
-    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(state.params))
-    lines = open(os.path.join(tmp_path, "metrics.jsonl")).read().splitlines()
-    assert lines and all(np.isfinite(__import__("json").loads(l)["loss"]) for l in lines)
+    """model.dtype="bfloat16": the backbone computes in bf16; parameters, batch-norm statistics,
+    optimizer state, heads and loss stay float32; the loss is a float32 run's up to bf16
+    rounding."""
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        config = load_config("planet", **{"stages.train.num_steps": 2,
+                                          "stages.train.log_every": 1, "model.dtype": dtype})
+        workdir = tmp_path / dtype
+        _, model, state = train_lib.train(config, str(workdir), log=quiet)
+        lines = open(workdir / "metrics.jsonl").read().splitlines()
+        runs[dtype] = model, state, [json.loads(line) for line in lines]
+    model, state, metrics = runs["bfloat16"]
+    assert model.backbone.dtype == jnp.bfloat16 and model.heads.dtype == jnp.float32
+    assert int(state.step) == 2 and [m["step"] for m in metrics] == [1, 2]
+    for tree in (state.params, state.batch_stats):
+        assert {leaf.dtype for leaf in jax.tree.leaves(tree)} == {np.dtype(np.float32)}
+    # SGD + momentum: the momentum trace is float32, the schedule's step count int32.
+    assert {leaf.dtype for leaf in jax.tree.leaves(state.opt_state)} == {np.dtype(np.float32),
+                                                                          np.dtype(np.int32)}
+    # Activations: bf16 through the backbone (its features included), float32 logits.
+    images = steps_lib.normalize_images(jnp.zeros((2, 32, 32, 3), jnp.uint8))
+    out, captured = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                images, train=False, capture_intermediates=True,
+                                mutable=["intermediates"])
+    backbone = jax.tree.leaves(captured["intermediates"]["backbone"])
+    assert len(backbone) == 5 and {a.dtype for a in backbone} == {jnp.dtype(jnp.bfloat16)}
+    assert out["features"].dtype == jnp.bfloat16 and out["logits"]["planet"].dtype == jnp.float32
+    # Step 1 of both runs: the same initial parameters and batch, so the losses differ by the
+    # bf16 rounding of the backbone alone: not at all in float32's last bits, and by far less
+    # than bf16's own relative spacing 2^-7 (measured: 1.5e-5 relative for the loss, 1.3e-3
+    # for the gradient norm).
+    f32 = runs["float32"][2][0]
+    assert metrics[0]["loss"] != f32["loss"]
+    np.testing.assert_allclose(metrics[0]["loss"], f32["loss"], rtol=1e-3)
+    np.testing.assert_allclose(metrics[0]["grad_norm"], f32["grad_norm"], rtol=2**-7)
+    assert all(np.isfinite(m["loss"]) for m in metrics)
 
 
 # ------------------------------------------------------------------------------------------
@@ -287,7 +322,7 @@ def test_mesh_shapes_and_batch_checks():
 @pytest.mark.parametrize("name", ["hierarchical", "multi_partition"])
 def test_other_configs_train_and_report(name, tmp_path):
     config = load_config(name, **{"stages.train.num_steps": 3})
-    results = train_lib.train_and_evaluate(config, str(tmp_path), log=quiet)["im2gps3k"]
+    results = experiment.train_and_evaluate(config, str(tmp_path), log=quiet)["im2gps3k"]
     if name == "hierarchical":
         assert "hierarchy hierarchical product" in results
         assert sum(m.startswith("hierarchy") and "cl.)" in m for m in results) == 7
@@ -311,7 +346,7 @@ def test_cplanet_visual_geoclass_sets_from_the_pretrained_backbone(tmp_path):
     feats = train_lib.extract_features(ctx, final_weights(str(tmp_path), "pretrain"), ctx.train_source)
     assert feats.shape == (2000, 16) and np.all(np.isfinite(feats)) and np.any(feats != 0)
     # --mode=eval rebuilds nothing: the same features give the saved sets back.
-    results = train_lib.evaluate_workdir(config, str(tmp_path), log=quiet)
+    results = experiment.evaluate_workdir(config, str(tmp_path), log=quiet)
     assert any(m.startswith("combinatorial") for m in results["im2gps3k"])
     bad = load_config("cplanet", **{"partitions.geoclass.features_from": "heads"})
     with pytest.raises(train_lib.ConfigError, match="must name a stage that runs before"):

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from geojax import experiment
 from geojax.training import train as train_lib
 from test_train import REPO, TINY, final_weights, load_config, quiet
 
@@ -29,7 +30,7 @@ OVERRIDES = {"stages.train.num_steps": 6, "stages.train.batch_size": 16,
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("one_device"))
-    results = train_lib.train_and_evaluate(load_config("planet", **OVERRIDES), workdir, log=quiet)
+    results = experiment.train_and_evaluate(load_config("planet", **OVERRIDES), workdir, log=quiet)
     return workdir, results
 
 

@@ -2,8 +2,8 @@
 
 Every evaluator sees one :class:`EvalSplit` (its true coordinates, and its images when the
 mode has a model) and the predictions made on it, and returns items for the writer
-(:func:`geojax.evaluation.report.write`): :class:`~geojax.evaluation.report.Row`\ s
-``(method, figures)``, or maps.
+(:func:`geojax.evaluation.report.write`): rows (:class:`~geojax.evaluation.report.Row`,
+``(method, figures)``) or maps.
 
 =================  ==============================================================================
 type               rows

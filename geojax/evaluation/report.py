@@ -257,11 +257,11 @@ class Results:
 
 
 def write(results: Results, directory: str | os.PathLike, *, stem: str = "results",
-          heading: str = "", tag: str = "", files: bool = True,
-          log: Callable[[str], None] = print) -> None:
+          heading: str = "", tag: str = "", what: str = "accuracy (%) within each distance",
+          files: bool = True, log: Callable[[str], None] = print) -> None:
     """The one writer of evaluation results.
 
-    Prints each split's table; with ``files`` (process 0, final evaluations) also writes
+    Prints each split's table (titled ``"<split> (<n> images, <tag>): <what>"``); with ``files`` (process 0, final evaluations) also writes
     ``<stem>.json`` (:func:`write_results`), ``<stem>.md`` (``heading`` then one Markdown table
     per split) and the maps (``predictions.png`` / ``partitions.png``) into ``directory``,
     every file atomically (a kill leaves the previous file or the new one, never a mix).
@@ -270,10 +270,10 @@ def write(results: Results, directory: str | os.PathLike, *, stem: str = "result
     markdown = [heading] if heading else []
     for split, rows in results.tables.items():
         size = results.sizes.get(split)
-        what = f"{size} images" + (f", {tag}" if tag else "") if size is not None else tag
-        label = f"{split} ({what})" if what else split
+        about = f"{size} images" + (f", {tag}" if tag else "") if size is not None else tag
+        label = f"{split} ({about})" if about else split
         log("\n" + format_table(rows, metrics.PAPER_THRESHOLDS_KM,
-                                title=f"{label}: accuracy (%) within each distance"))
+                                title=f"{label}: {what}"))
         markdown.append(format_table(rows, metrics.PAPER_THRESHOLDS_KM, fmt="markdown",
                                      title=f"{split} ({size} images)") + "\n")
     if not files:

@@ -203,12 +203,14 @@ class BuildInputs:
     """What a registered builder may use to make its predictors for one model.
 
     ``groups``: partition group → its partitions that are heads of the model (groups without
-    any are left out). ``train``: the training ``(lat, lng)``. ``config``: the run's config
+    any are left out); ``heads``: the model's head names in its order (the order of the
+    per-head rows). ``train``: the training ``(lat, lng)``. ``config``: the run's config
     (builders read their own section, e.g. ``config.combinatorial``).
     ``combinatorial_index(group, partitions)``: CPlaNet's offline index, loaded or built.
     """
 
     groups: Mapping[str, Sequence[base.Partition]]
+    heads: Sequence[str]
     train: tuple[np.ndarray, np.ndarray]
     config: Any
     combinatorial_index: Callable[[str, Sequence[base.Partition]],
@@ -229,8 +231,9 @@ def register(kind: str) -> Callable[[Builder], Builder]:
 
 @register("argmax")
 def _argmax(inputs: BuildInputs) -> list[Predictor]:
-    """One row per head: its arg-max class at the imagery centroid."""
-    return [ArgmaxCentroid.from_partition(p) for parts in inputs.groups.values() for p in parts]
+    """One row per head, in the model's order: its arg-max class at the imagery centroid."""
+    by_name = {p.name: p for parts in inputs.groups.values() for p in parts}
+    return [ArgmaxCentroid.from_partition(by_name[h]) for h in inputs.heads]
 
 
 @register("hierarchical")

@@ -1,4 +1,5 @@
-"""The partition CLI end to end on the tiny (runlocal) configs."""
+"""``--mode=partition`` (``experiment.partition_report``) and ``partitions.build`` end to end
+on the tiny (runlocal) configs."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import sys
 import numpy as np
 import pytest
 
-from geojax import partition_job
+from geojax import experiment
+from geojax.data import datasets, sources
 from geojax.evaluation import report
-from geojax.partitions import base
+from geojax.partitions import base, build, s2_adaptive
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,7 @@ def test_planet_job_builds_reuses_and_reports(tmp_path):
     config.data.train_size = 5000
     config.data.eval_size = 200
     logs: list[str] = []
-    results = partition_job.run(config, str(tmp_path), log=logs.append)
+    results = experiment.partition_report(config, str(tmp_path), log=logs.append)
     assert set(results) == {"im2gps3k", "yfcc4k", "gws15k"}
     part = base.Partition.load(tmp_path / "partitions" / "planet")
     assert part.num_input_points == 5000 and part.params["t_max"] == 5  # 5000 × 5000/4.72M → 5
@@ -45,7 +47,7 @@ def test_planet_job_builds_reuses_and_reports(tmp_path):
     assert saved[f"im2gps3k/{next(iter(k for k in rows if k.startswith('planet')))}"] == oracle_row
     # Second run: same spec and data → reused, not rebuilt, bit-identical.
     logs.clear()
-    partition_job.run(config, str(tmp_path), log=logs.append)
+    experiment.partition_report(config, str(tmp_path), log=logs.append)
     assert any("reusing 1 saved partition" in line for line in logs)
     again = base.Partition.load(tmp_path / "partitions" / "planet")
     np.testing.assert_array_equal(again.cell_ids, part.cell_ids)
@@ -53,7 +55,7 @@ def test_planet_job_builds_reuses_and_reports(tmp_path):
     with config.unlocked():
         config.partitions.planet.t_max = 2500
     logs.clear()
-    partition_job.run(config, str(tmp_path), log=logs.append)
+    experiment.partition_report(config, str(tmp_path), log=logs.append)
     assert any("built 1 partition" in line for line in logs)
 
 
@@ -63,7 +65,8 @@ def test_hierarchical_and_multi_partition_configs(tmp_path):
         config.data.train_size = 4000
         config.data.eval_size = 100
         config.data.eval_splits = ("gws15k",)
-        groups = partition_job.build_partitions(config, str(tmp_path / name), log=lambda _: None)
+        groups = build.build_partitions(config.partitions, str(tmp_path / name),
+                                        datasets.train_coordinates(config.data), log=lambda _: None)
         parts = [p for ps in groups.values() for p in ps]
         assert len(parts) == count
         sizes = [p.num_classes for p in parts]
@@ -75,7 +78,7 @@ def test_unknown_scheme_fails_before_building(tmp_path):
     with config.unlocked():
         config.partitions.planet.scheme = "hexagons"
     with pytest.raises(ValueError, match="hexagons"):
-        partition_job.build_partitions(config, str(tmp_path), train=(np.zeros(3), np.zeros(3)))
+        build.build_partitions(config.partitions, str(tmp_path), (np.zeros(3), np.zeros(3)))
 
 
 def test_csv_source(tmp_path):
@@ -88,11 +91,10 @@ def test_csv_source(tmp_path):
     with config.unlocked():
         config.data.source = "csv"
         config.data.train_csv = str(tmp_path / "train.csv")
-    from geojax.data import sources
-
     r_lat, r_lng, ids, rep = sources.read_coordinates_csv(tmp_path / "train.csv", return_report=True)
     assert r_lat.size == 300 and "swapped.jpg" in rep.skipped["rows with |LAT| > 90 (LAT/LON swapped?)"]
-    groups = partition_job.build_partitions(config, str(tmp_path / "wd"), log=lambda _: None)
+    groups = build.build_partitions(config.partitions, str(tmp_path / "wd"),
+                                    datasets.train_coordinates(config.data), log=lambda _: None)
     assert groups["planet"][0].num_input_points == 300
     with pytest.raises(ValueError, match="too many bad rows"):
         sources.read_coordinates_csv(tmp_path / "train.csv", max_bad_fraction=0.0)
@@ -114,8 +116,6 @@ def test_command_line(tmp_path):
 
 
 def test_cells_csv_partition_rebuilt_when_file_changes(tmp_path):
-    from geojax.partitions import s2_adaptive
-
     rng = np.random.default_rng(1)
     lat, lng = rng.uniform(-60, 60, 3000), rng.uniform(-180, 180, 3000)
     path = tmp_path / "cells.csv"
@@ -123,9 +123,9 @@ def test_cells_csv_partition_rebuilt_when_file_changes(tmp_path):
     config = load_config("planet")
     with config.unlocked():
         config.partitions = {"csvcells": {"scheme": "cells_csv", "path": str(path)}}
-    first = partition_job.build_partitions(config, str(tmp_path / "wd"), log=lambda _: None,
-                                           train=(lat, lng))["csvcells"][0]
+    first = build.build_partitions(config.partitions, str(tmp_path / "wd"), (lat, lng),
+                                   log=lambda _: None)["csvcells"][0]
     s2_adaptive.write_cells_csv(s2_adaptive.build_s2_partition(lat, lng, t_max=50, t_min=1), path)
-    second = partition_job.build_partitions(config, str(tmp_path / "wd"), log=lambda _: None,
-                                            train=(lat, lng))["csvcells"][0]
+    second = build.build_partitions(config.partitions, str(tmp_path / "wd"), (lat, lng),
+                                    log=lambda _: None)["csvcells"][0]
     assert second.num_classes > first.num_classes
