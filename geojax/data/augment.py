@@ -26,9 +26,9 @@ paper 003 §8.4.2):
   with the PIL operators torchvision uses on PIL images
   (``ImageEnhance.Brightness``, ``Contrast``, ``Color``).  The hue shift is, by
   default (``hue_space="yiq"``), a rotation of the chroma plane in YIQ space —
-  one 3x3 colour matrix in PIL's C ``convert``, ~10x cheaper than a round trip
-  through HSV; it keeps luma and leaves greys grey, and differs from
-  torchvision's HSV shift in detail only.  ``hue_space="hsv"`` gives
+  one 3x3 colour matrix in PIL's C ``convert``, one pass instead of a round
+  trip through HSV (``benchmarks/README.md`` compares them); it keeps luma and
+  leaves greys grey, and differs from torchvision's HSV shift in detail only.  ``hue_space="hsv"`` gives
   torchvision's exact PIL operation (shift of the H channel in PIL's HSV);
 * random horizontal flip, p = 0.5;
 * Resize(256) and RandomCrop(224) (``crop="resize_random"``, the paper's

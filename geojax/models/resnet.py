@@ -14,27 +14,22 @@ is the data pipeline's job, not the model's.
 Parameter paths: ``stem_conv``, ``stem_bn``, ``stage{s}_block{b}/{conv1,bn1,...,proj_conv,
 proj_bn}`` with ``s`` and ``b`` counted from 1.
 
-Two exact rewrites make the ResNet-50 train step faster on XLA's CPU backend (same function,
-same parameters and initial values; ``conv_impl="conv"`` / ``max_pool_impl="reduce_window"``
-select the plain formulations, which the tests compare against;
-``benchmarks/train_throughput.py``):
+Two exact rewrites suit XLA's CPU backend (same function, same parameters and initial values;
+``conv_impl="conv"`` / ``max_pool_impl="reduce_window"`` select the plain formulations, which
+the tests compare against; the measurements are in ``benchmarks/README.md``, "Train step"):
 
 - ``conv_impl="auto"`` (the default) runs the 1x1 convolutions as an explicit matrix product
   (:func:`conv_as_matmul`: ``(B*H*W, C) @ (C, F)``, after a strided slice for stride 2) and the
-  3x3 ones as ``lax`` convolutions. With geojax's XLA:CPU flag (:mod:`geojax.runtime`), a 1x1
-  convolution's forward and gradients at ResNet-50 shapes run 1.0-1.7x faster as a matmul
-  (mostly the kernel gradient: XLA transposes both operands for the convolution), while a
-  stride-1 3x3 one is 1.4-4x faster as a convolution than as a matmul over its im2col patches
-  (``conv_impl="matmul"``, which copies the map 9 times; the larger maps gain most). Step:
-  8.6 s (auto) vs 9.9 s (all matmul) vs 12.4 s (all ``lax``), batch 32 at 224 on the 2-core
-  machine;
+  3x3 ones as ``lax`` convolutions. A 1x1 convolution is a matrix product whose kernel gradient
+  XLA computes with both operands transposed when it is written as a convolution; a 3x3
+  convolution written as a matrix product (``conv_impl="matmul"``) needs im2col patches, a
+  9-fold copy of its input map.
 - the 3x3 stride-2 stem max pool is a maximum of strided slices of the ``-inf``-padded map
   (:func:`max_pool_3x3_s2`, gradient elementwise) instead of ``reduce_window``, whose
-  ``select_and_scatter`` gradient is slow on CPU (forward + gradient 3.5x faster).
+  ``select_and_scatter`` gradient is slow on CPU.
 
-The stem's 7x7 convolution stays a convolution: a space-to-depth rewrite (4x4 kernel over 12
-channels) and an im2col one were both slower on XLA:CPU (forward + kernel gradient, batch 32 at
-224: 274 and 456 ms vs 183 ms).
+The stem's 7x7 convolution stays a ``lax`` convolution (on XLA:CPU it is faster than a
+space-to-depth 4x4 convolution over 12 channels and than im2col).
 """
 
 from __future__ import annotations

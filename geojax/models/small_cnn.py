@@ -6,10 +6,10 @@ batch norm → ReLU → 2x2 max pool (skipped once the map is smaller than 2x2);
 pooling gives the features. With the default widths ``(32, 64, 128, 256)`` it has 391,488
 parameters and maps 64x64 images to 256-d features through 2x2 maps.
 
-Why space-to-depth: a 3-channel convolution at full resolution is memory-bound and XLA's CPU
-backend runs it (and its gradient) at ~10 GFLOP/s; starting at half resolution with 12
-channels made the whole train step ~8x faster on a 2-core CPU (``benchmarks/train_throughput.py``)
-at the same image size, the same trick TPU ResNet stems use. Pooling is the maximum of
+Why space-to-depth: a 3-channel convolution at full resolution is memory-bound and slow on
+XLA's CPU backend (forward and gradient); starting at half resolution with 12 channels makes
+the whole train step several times faster at the same image size, the same trick TPU ResNet
+stems use (figures in ``benchmarks/README.md``, "Train step"). Pooling is the maximum of
 strided slices with a hand-written elementwise gradient (:func:`max_pool_2x2`: the values and
 the gradient of ``nn.max_pool``), not ``reduce_window`` whose ``select_and_scatter`` gradient
 is slow on CPU; for odd map sizes the last row / column is dropped, as ``nn.max_pool`` does.
@@ -56,8 +56,8 @@ def _quarters(x: jax.Array) -> list[jax.Array]:
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max pooling with stride 2 (floor: an odd last row / column is dropped).
 
-    The maximum of the four strided sub-maps (one elementwise pass; a reshape to windows and a
-    ``max`` over them ran 4x slower on XLA:CPU). Its gradient is ``nn.max_pool``'s: each
+    The maximum of the four strided sub-maps: one elementwise pass, where a reshape to windows
+    and a ``max`` over them is several times slower on XLA:CPU. Its gradient is ``nn.max_pool``'s: each
     window's gradient goes to its first maximum in row-major order (what ``reduce_window``'s
     ``select_and_scatter`` does, and PyTorch), computed elementwise, where differentiating
     ``max`` would also count the ties of every window to split the gradient between them.

@@ -13,8 +13,8 @@ cells, assign to −1.  A class can exceed ``t_max`` only when it reached
 
 The build is vectorised: every point's leaf id is computed once, sorted, and
 each level is one pass over the still-splitting points (parents by bit masks,
-run-length counts on the sorted ids), so 4.72M points and all seven 003
-hierarchies take seconds.
+run-length counts on the sorted ids): O(P log P) for P points, then O(P) per
+level (build times at MP-16 scale: ``benchmarks/README.md``).
 
 Published files (``cells_50_5000.csv`` and friends) read into and write from
 the same :class:`~geojax.partitions.s2_cells.S2CellPartition`::
