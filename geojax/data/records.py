@@ -38,6 +38,16 @@ class InMemorySource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         return dict(self._records[index])
 
+    @property
+    def lat(self) -> np.ndarray:
+        """Latitudes of the records, in order."""
+        return np.asarray([r["lat"] for r in self._records], np.float64)
+
+    @property
+    def lng(self) -> np.ndarray:
+        """Longitudes of the records, in order."""
+        return np.asarray([r["lng"] for r in self._records], np.float64)
+
     def __repr__(self) -> str:
         return f"InMemorySource({len(self)} records)"
 
