@@ -1,142 +1,36 @@
 """The grain input pipeline: source → decode → augment → label → batch → device.
 
-:func:`make_dataset` builds, for one process of a (possibly multi-host) job::
+Use::
 
-    grain.MapDataset.range(len(source))
-      .shuffle(seed)  .repeat(num_epochs)    the global stream: a fresh permutation of the
-                                             whole source each epoch, the same on every process
-      → LocalBatches                         element k: this process's share of global batch k,
-                                             read (``_getitems`` or record by record) and
-                                             prepared — decode ``image_bytes`` / take ``image``,
-                                             validate lat/lng, train augmentation or eval crops
-      .to_iter_dataset(read_options)         reader threads (PIL releases the GIL)
-      → batch + count                        drop and count bad records, stack the good ones,
-                                             labels ``label_<name>`` = partition.assign(lat, lng)
-                                             once per batch (vectorised)
-      .mp_prefetch(worker_count workers)     optional: the stages above run in worker processes
-      → stats                                in the main process: PipelineStats, the fault rule;
-                                             a finite stream ends after the same number of
-                                             batches on every process (below)
+    ds = pipeline.make_dataset(source, partitions={"s2": partition}, train=True,
+                               global_batch_size=256, image_size=224, seed=0)
+    iterator = iter(ds)                                   # a PipelineIterator
+    for arrays, batch in pipeline.iterate_global(iterator, mesh):
+        ...                                               # arrays: global jax.Arrays
 
-and returns an ``IterDataset``; ``iter()`` of it is a :class:`PipelineIterator`
-(a grain ``DatasetIterator``) whose ``get_state()`` / ``set_state()`` capture
-the exact position (and the skip counts), so a resumed run yields bit-identical
-batches.  :func:`to_global_arrays` turns each per-process numpy batch into
-global ``jax.Array``s sharded over the mesh's ``"data"`` axis.
+:func:`make_dataset` builds one process's input for a (possibly multi-host) job; each batch
+holds ``image`` (uint8), ``lat``, ``lng``, ``id``, ``valid``, one ``label_<name>`` per
+partition (−1 where a point is in no class), the records' other fields and the counts of bad
+records skipped. What it guarantees:
 
-**The order: global batches do not depend on the process count.**  The global
-stream is ``len(source) * num_epochs`` positions (endless without
-``num_epochs``); position ``g = e * len(source) + i`` holds record
-``perm_e(i)``, where ``perm_e`` is epoch ``e``'s permutation, a function of
-``seed`` and ``e`` alone (the identity without ``shuffle``).  With ``B =
-global_batch_size``, ``P = process_count`` and ``b = B / P``, global batch
-``k`` is the positions ``[k*B, (k+1)*B)`` and process ``p`` yields, as its
-``k``-th batch, the positions ``[k*B + p*b, k*B + (p+1)*b)``.  The train
-augmentation of a position draws from a generator keyed by ``seed`` and
-counted by ``g`` (so it differs between epochs and is the same on any process
-layout).  Hence, for any ``P``, the concatenation of the processes' ``k``-th
-batches in process order — what ``jax.make_array_from_process_local_data``
-builds — is exactly the ``k``-th batch of a one-process run with the same
-seed and global batch size: the same ids, images, labels and ``valid`` rows.
-This holds for training streams (endless, or finite with ``drop_remainder``)
-without bad records and for evaluation streams (finite, ``drop_remainder=False``)
-always, with any
-``read_chunk_size`` and ``worker_count`` (``mp_prefetch`` hands whole local
-batches to its workers, round robin, and interleaves their batches back in
-the same order).  A bad record in a stream that drops bad records (training)
-pulls later records of the same process (and worker) forward, so from there on
-the batches depend on the process layout (and on ``worker_count``).
+* **Global batches do not depend on the process layout**: the concatenation of the
+  processes' k-th batches is the k-th batch of a one-process run with the same seed and
+  global batch size, for any ``process_count``, ``worker_count`` and ``read_chunk_size``
+  (always for evaluation streams; for training streams until a bad record is dropped).
+* **Exact resume**: ``iterator.get_state()`` / ``set_state()`` — or
+  :func:`save_iterator_state` / :func:`restore_iterator_state`, or grain's Orbax
+  ``CheckpointHandler`` next to the model — capture the position and the skip counts, and a
+  resumed run yields bit-identical batches.
+* **Finite streams end together**: with ``num_epochs``, every process yields
+  :func:`batches_per_process` batches; evaluation streams (``drop_remainder=False``) pad the
+  last batch and put every good record in exactly one ``valid`` row per epoch.
+* **Bad records are counted, never fatal alone**: undecodable or missing images and invalid
+  coordinates are skipped and counted (``iterator.stats``), and :class:`PipelineError` stops
+  the job once more than ``max_bad_fraction`` of the records are bad.
 
-**Batched reads.** A source with grain's batched read ``_getitems(indices) ->
-list[record]`` (GeoWorld renders them vectorised) is read in calls of at most
-``read_chunk_size`` (default 128) indices per local batch; ``read_chunk_size=0``
-(the default for sources without ``_getitems``) reads record by record.  The
-records and their generators are the same either way, so are the batches.
-
-**A batch** (per process, ``b = global_batch_size / process_count`` rows)::
-
-    image          uint8 (b, S, S, 3), or (b, 5|10, S, S, 3) for eval five/ten crops
-    lat, lng       float64 (b,) degrees
-    id             str (b,)
-    valid          bool (b,)   False on padding rows and, in a finite stream without
-                               drop_remainder, on rows of bad records (below)
-    label_<name>   int32 (b,)  partition.assign(lat, lng); −1 where the point is in no
-                               class (the loss must mask it) and on padding rows
-    <extras>       every other record field (user, timestamp, scene, ...), stacked
-    num_skipped    int64 ()    bad records dropped while this batch was filled
-    skipped_ids, skipped_reasons   str (num_skipped,)  which records, and why
-
-Padding rows are zeros (``""`` for strings), ``valid`` False, labels −1.
-Batches run across epoch boundaries (the stream is epoch 1's permutation, then
-epoch 2's, ...).
-
-**Finite streams** (``num_epochs`` set) yield exactly
-:func:`batches_per_process` batches on every process — ``ceil`` (without
-``drop_remainder``) or ``floor`` (with it) of ``len(source) * num_epochs /
-global_batch_size``, the same number for any process count, worker count and
-read chunk size, so a step on global arrays never waits for a process that
-ended early:
-
-* ``drop_remainder=False`` (evaluation): batches are *positional* — batch ``k``
-  holds the positions above; a bad record is an invalid row (``valid`` False,
-  zeros, labels −1) instead of pulling the next record forward; the last
-  global batch is padded at its end, so a process whose share lies past the
-  end of the stream gets padding rows or an all-padding batch.  Every good
-  record is in exactly one valid row per epoch.
-* ``drop_remainder=True`` (training on a finite stream): the last, partial
-  global batch is dropped (its records are read, and appear only where bad
-  records pulled them forward); a process that bad records ran short pads its
-  last batches (``valid`` False, labels −1).
-
-Endless streams (``num_epochs=None``) always drop bad records and refill.
-
-**Bad records** (per-example faults: ``image_bytes`` that do not decode, a
-missing image, an image of the wrong shape, missing / non-numeric / non-finite
-coordinates, |lat| > 90 or |lng| > 180) are dropped and counted, never fatal
-alone.  The counts travel *with the batches* (``num_skipped``, ``skipped_ids``,
-``skipped_reasons``; bad records read while filling a final batch that is then
-dropped travel in a row-less element that is counted, not yielded), so they
-reach the main process whether the batching ran there or in ``mp_prefetch``
-workers; the main process folds them into the
-iterator's :class:`PipelineStats` (``iterator.stats``: counts by reason, a few
-example ids each, ``summary()``), logs a warning the first time each reason is
-seen and whenever the bad count doubles, and keeps the stats in the iterator
-state, so they survive a resume.  The fault rule: once at least
-``bad_check_after`` records have been seen, more than ``max_bad_fraction`` of
-them bad raises :class:`PipelineError` naming the counts and example ids —
-checked in the main process over all workers, and inside each worker on its own
-share (so a stream of nothing but bad records fails fast instead of searching
-the whole dataset for a good one).
-
-**Checkpointing the position.** ``iterator.get_state()`` is a JSON-able dict.
-:func:`save_iterator_state` / :func:`restore_iterator_state` write / read it as
-``process_<i>-of-<n>.json`` in a directory, atomically — the same file layout
-as grain's Orbax handler, ``grain.checkpoint.CheckpointHandler``, which the
-trainer uses to put the iterator into its ``CheckpointManager`` next to the
-model state::
-
-    manager = ocp.CheckpointManager(workdir, item_names=("state", "data"), ...)
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(iterator)))
-    manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(iterator)))
-
-(the handler names files by ``jax.process_index()``; the helpers here by the
-pipeline's own ``process_index``, which is the same thing in a real job).
-
-The state depends on ``worker_count`` (each worker reads every
-``worker_count``-th local batch), so resume with the same ``worker_count`` —
-and the same source, batch size, seed and process layout — as the saved run;
-:meth:`PipelineIterator.set_state` checks and says which setting differs
-(``num_epochs`` and ``read_chunk_size`` may change).  States saved before the
-global-stream order (state version 1) are refused.
-
-The stages live in sibling modules — :mod:`geojax.data.records` (sources,
-reading, per-record preparation), :mod:`geojax.data.batching` (batches,
-counts, the iterator) and :mod:`geojax.data.global_arrays` (to the devices) —
-and are re-exported here.
+The stages live in :mod:`geojax.data.records` (reading, per-record preparation),
+:mod:`geojax.data.batching` (batches, counts, the iterator) and
+:mod:`geojax.data.global_arrays` (to the devices), and are re-exported here.
 """
 
 from __future__ import annotations
@@ -198,7 +92,96 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
                  augment: augment_lib.TrainAugment | None = None, resize: int | None = None,
                  read_options: grain.ReadOptions | None = None,
                  read_chunk_size: int | None = None) -> grain.IterDataset:
-    """The input pipeline of one process (see the module docstring).
+    """The input pipeline of one process; ``iter()`` of the result is a :class:`PipelineIterator`.
+
+    The stages::
+
+        grain.MapDataset.range(len(source))
+          .shuffle(seed)  .repeat(num_epochs)    the global stream: a fresh permutation of the
+                                                 whole source each epoch, the same on every
+                                                 process
+          → LocalBatches                         element k: this process's share of global
+                                                 batch k, read (``_getitems`` or record by
+                                                 record) and prepared — decode
+                                                 ``image_bytes`` / take ``image``, validate
+                                                 lat/lng, train augmentation or eval crops
+          .to_iter_dataset(read_options)         reader threads (PIL releases the GIL)
+          → batch + count                        drop and count bad records, stack the good
+                                                 ones, labels ``label_<name>`` =
+                                                 partition.assign(lat, lng) once per batch
+          .mp_prefetch(worker_count workers)     optional: the stages above in worker processes
+          → stats                                in the main process: PipelineStats, the fault
+                                                 rule, the batch count of a finite stream
+
+    **Order.**  The global stream is ``len(source) * num_epochs`` positions (endless without
+    ``num_epochs``); position ``g = e * len(source) + i`` holds record ``perm_e(i)``, where
+    ``perm_e`` is epoch ``e``'s permutation, a function of ``seed`` and ``e`` alone (the
+    identity without ``shuffle``).  With ``B = global_batch_size``, ``P = process_count`` and
+    ``b = B / P``, global batch ``k`` is the positions ``[k*B, (k+1)*B)`` and process ``p``
+    yields, as its ``k``-th batch, the positions ``[k*B + p*b, k*B + (p+1)*b)``.  The train
+    augmentation of a position draws from a generator keyed by ``seed`` and counted by ``g``
+    (so it differs between epochs and is the same on any process layout).  Hence the
+    concatenation of the processes' ``k``-th batches in process order — what
+    ``jax.make_array_from_process_local_data`` builds — is the ``k``-th batch of a one-process
+    run: the same ids, images, labels and ``valid`` rows.  This holds for training streams
+    (endless, or finite with ``drop_remainder``) without bad records and for evaluation
+    streams always, with any ``read_chunk_size`` and ``worker_count`` (``mp_prefetch`` hands
+    whole local batches to its workers, round robin, and interleaves their batches back in
+    order).  A bad record in a training stream pulls later records of the same process (and
+    worker) forward, so from there on the batches depend on the process layout.  Batches run
+    across epoch boundaries.
+
+    **A batch** (per process, ``b = global_batch_size / process_count`` rows)::
+
+        image          uint8 (b, S, S, 3), or (b, 5|10, S, S, 3) for eval five/ten crops
+        lat, lng       float64 (b,) degrees
+        id             str (b,)
+        valid          bool (b,)   False on padding rows and, in a finite stream without
+                                   drop_remainder, on rows of bad records
+        label_<name>   int32 (b,)  partition.assign(lat, lng); −1 where the point is in no
+                                   class (the loss must mask it) and on padding rows
+        <extras>       every other record field (user, timestamp, scene, ...), stacked
+        num_skipped    int64 ()    bad records dropped while this batch was filled
+        skipped_ids, skipped_reasons   str (num_skipped,)  which records, and why
+
+    Padding rows are zeros (``""`` for strings), ``valid`` False, labels −1.
+
+    **Finite streams** (``num_epochs`` set) yield :func:`batches_per_process` batches on
+    every process, so a step on global arrays never waits for a process that ended early:
+
+    * ``drop_remainder=False`` (evaluation): batches are *positional* — batch ``k`` holds the
+      positions above; a bad record is an invalid row (``valid`` False, zeros, labels −1)
+      instead of pulling the next record forward; the last global batch is padded at its
+      end, so a process whose share lies past the end of the stream gets padding rows or an
+      all-padding batch.
+    * ``drop_remainder=True`` (training on a finite stream): the last, partial global batch
+      is dropped (its records are read, and appear only where bad records pulled them
+      forward); a process that bad records ran short pads its last batches.
+
+    Endless streams (``num_epochs=None``) always drop bad records and refill.
+
+    **Bad records** (``image_bytes`` that do not decode, a missing image, an image of the
+    wrong shape, missing / non-numeric / non-finite coordinates, |lat| > 90 or |lng| > 180)
+    are dropped and counted.  The counts travel with the batches (bad records read while
+    filling a final batch that is then dropped travel in a row-less element that is
+    counted, not yielded), so they reach the main process from ``mp_prefetch`` workers too;
+    the main process folds them into ``iterator.stats`` (:class:`PipelineStats`: counts by
+    reason, a few example ids each, ``summary()``), logs a warning the first time each reason
+    is seen and whenever the bad count doubles, and keeps the stats in the iterator state.
+    The fault rule: once at least ``bad_check_after`` records have been seen, more than
+    ``max_bad_fraction`` of them bad raises :class:`PipelineError` naming the counts and
+    example ids — checked in the main process over all workers, and inside each worker on
+    its own share (so a stream of nothing but bad records fails fast).
+
+    **Batched reads.**  A source with grain's batched read ``_getitems(indices) ->
+    list[record]`` (GeoWorld renders them vectorised) is read in calls of at most
+    ``read_chunk_size`` indices per local batch; ``read_chunk_size=0`` reads record by
+    record.  The records and their generators are the same either way, so are the batches.
+
+    **Resume.**  The iterator state depends on ``worker_count`` (each worker reads every
+    ``worker_count``-th local batch): resume with the same ``worker_count``, source, batch
+    size, seed and process layout as the saved run (``num_epochs`` and ``read_chunk_size``
+    may change); :meth:`PipelineIterator.set_state` checks and says which setting differs.
 
     Args:
       source: a random-access source (``__len__``, ``__getitem__(i) -> dict``, optionally
@@ -216,8 +199,6 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
       shuffle: reshuffle every epoch (a different permutation per epoch).
       crops: eval views, ``"center"``, ``"five"`` or ``"ten"``.
       drop_remainder: drop a last partial batch; otherwise pad it (``valid`` marks real rows).
-        Finite streams yield :func:`batches_per_process` batches on every process
-        (see the module docstring).
       worker_count: ``mp_prefetch`` worker processes (0: everything in this process).
       worker_buffer_size: batches buffered per worker.
       max_bad_fraction, bad_check_after: the fault rule.
@@ -336,7 +317,21 @@ def iterator_state_path(directory: str | os.PathLike, process_index: int,
 
 
 def save_iterator_state(iterator: PipelineIterator, directory: str | os.PathLike) -> str:
-    """Writes this process's iterator position atomically; returns the file path."""
+    """Writes this process's iterator position atomically; returns the file path.
+
+    The file layout is that of grain's Orbax handler, ``grain.checkpoint.CheckpointHandler``
+    (which names files by ``jax.process_index()``; these helpers by the pipeline's own
+    ``process_index``, the same thing in a real job).  A trainer puts the iterator into its
+    ``CheckpointManager`` next to the model state with that handler::
+
+        manager = ocp.CheckpointManager(workdir, item_names=("state", "data"), ...)
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(iterator)))
+        manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(iterator)))
+    """
     path = iterator_state_path(directory, iterator.process_index, iterator.process_count)
     fileio.atomic_write(path, json.dumps(iterator.get_state(), indent=1))
     return path
