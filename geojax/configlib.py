@@ -20,14 +20,17 @@ def parse_arg(arg: str | None) -> dict[str, str | bool]:
 
 
 def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
-    """Where training and evaluation coordinates come from.
+    """Where training and evaluation data come from (``geojax.data.datasets`` reads it).
 
     ``source="geoworld"`` (default): the embedded GeoWorld dataset
     (``geojax.data.geoworld``; MP-16-like ``train`` split and Im2GPS3k-,
     YFCC4k- and GWS15k-like evaluation splits; ``eval_size=0`` takes each
-    split's paper size).  ``source="places"``: the bare location samplers of
-    ``geojax.data.places``.  ``source="csv"``: ``train_csv`` / ``eval_csv``
-    metadata files with LAT/LON columns.
+    split's paper size).  ``source="csv"``: ``train_csv`` / ``eval_csv``
+    metadata files with their image folders ``train_images`` / ``eval_images``
+    (without a folder: coordinates only, for ``--mode=partition``).
+    ``source="array_record"``: ``train_dir`` / ``eval_dir`` converted datasets.
+    ``source="places"``: the bare location samplers of ``geojax.data.places``
+    (coordinates only, for ``--mode=partition``).
     """
     return ml_collections.ConfigDict(dict(
         source="geoworld",
