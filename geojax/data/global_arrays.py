@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from geojax.data.batching import PipelineError
@@ -12,7 +13,6 @@ from geojax.data.batching import PipelineError
 # ---------------------------------------------------------------------------- to the devices
 def batch_sharding(mesh_or_sharding: Any, axis: str = "data") -> Any:
     """``NamedSharding(mesh, PartitionSpec(axis))`` for a ``Mesh``; a ``Sharding`` as it is."""
-    import jax  # pylint: disable=import-outside-toplevel
     if isinstance(mesh_or_sharding, jax.sharding.Sharding):
         return mesh_or_sharding
     mesh = mesh_or_sharding
@@ -33,7 +33,6 @@ def to_global_arrays(batch: Mapping[str, Any], mesh_or_sharding: Any, *,
     the host.  64-bit types become jax's canonical 32-bit ones (float64 lat/lng →
     float32, ~1 m) unless ``jax_enable_x64`` is on.
     """
-    import jax  # pylint: disable=import-outside-toplevel
     sharding = batch_sharding(mesh_or_sharding)
     local_batch = int(np.shape(batch["valid"])[0]) if "valid" in batch else None
     if keys is None:

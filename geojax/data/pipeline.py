@@ -39,7 +39,9 @@ import json
 import os
 from typing import Any, Mapping
 
+from absl import flags
 import grain
+import jax
 import numpy as np
 
 from geojax import fileio
@@ -62,14 +64,12 @@ DEFAULT_READ_CHUNK_SIZE = 128
 # ---------------------------------------------------------------------------- the builder
 def ensure_absl_flags_parsed() -> None:
     """grain's ``mp_prefetch`` reads absl flags; outside ``absl.app.run`` mark them parsed."""
-    from absl import flags  # pylint: disable=import-outside-toplevel
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
 
 def _process_layout(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     if process_index is None or process_count is None:
-        import jax  # pylint: disable=import-outside-toplevel
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if process_count < 1 or not 0 <= process_index < process_count:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -197,9 +198,6 @@ class Partition(abc.ABC):
 
 def _import_schemes() -> None:
     """Imports the built-in scheme modules so that they register themselves."""
-    # pylint: disable=g-import-not-at-top,unused-import,import-outside-toplevel
-    import importlib
-
     for module in ("s2_cells", "latlon_split", "delaunay", "cplanet"):
         try:
             importlib.import_module(f"geojax.partitions.{module}")

@@ -34,6 +34,7 @@ the sphere.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -45,6 +46,7 @@ import numpy as np
 from geojax import fileio
 
 from geojax.geo import s2, sphere
+from geojax.geo._xp import array_namespace
 from geojax.partitions import base
 from geojax.partitions.s2_cells import S2CellPartition
 
@@ -184,8 +186,6 @@ class CombinatorialIndex:
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=False, **arrays)
         payload = buf.getvalue()
-        import hashlib  # pylint: disable=import-outside-toplevel
-
         digest = hashlib.sha256(payload).hexdigest()
         name = f"index-{digest[:16]}.npz"
         fileio.atomic_write(os.path.join(directory, name), payload)
@@ -204,8 +204,6 @@ class CombinatorialIndex:
         if meta.get("format_version", 10**9) > INDEX_FORMAT_VERSION:
             raise base.PartitionError(f"{meta_path}: format version {meta.get('format_version')} is newer than "
                                       f"this geojax reads ({INDEX_FORMAT_VERSION}); upgrade geojax or rebuild.")
-        import hashlib  # pylint: disable=import-outside-toplevel
-
         with open(os.path.join(directory, meta["arrays_file"]), "rb") as f:
             payload = f.read()
         if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
@@ -260,8 +258,6 @@ def fine_scores(probs: Sequence[Any], arrays: dict[str, Any], *, normalized: boo
       arrays: :meth:`CombinatorialIndex.arrays` (numpy or device arrays).
       normalized: NormalizedSum (Eq. 3) if True, else SimpleSum.
     """
-    from geojax.geo._xp import array_namespace  # pylint: disable=import-outside-toplevel
-
     fine_classes = arrays["fine_classes"]
     xp = array_namespace(*probs, fine_classes)
     total = None
@@ -279,8 +275,6 @@ def predict_from_scores(scores: Any, fine_xyz_sum: Any):
 
     Returns ``(lat, lng, best_score)``, each ``(batch,)``.
     """
-    from geojax.geo._xp import array_namespace  # pylint: disable=import-outside-toplevel
-
     xp = array_namespace(scores, fine_xyz_sum)
     best = scores.max(axis=-1)
     tied = (scores >= best[..., None]).astype(fine_xyz_sum.dtype)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from geojax.geo import s2
+from geojax.geo._xp import array_namespace
 from geojax.partitions import base
 from geojax.partitions.s2_cells import S2CellPartition
 
@@ -114,8 +115,6 @@ def hierarchical_product(probs: Sequence[Any], maps: Sequence[Any], *, log: bool
     Returns:
       ``(batch, C_finest)`` products (or log-products).
     """
-    from geojax.geo._xp import array_namespace  # pylint: disable=import-outside-toplevel
-
     if len(probs) != len(maps) or not probs:
         raise ValueError(f"need one map per hierarchy, got {len(probs)} probability arrays and {len(maps)} maps.")
     xp = array_namespace(*probs, *maps)

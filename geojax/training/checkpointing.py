@@ -29,6 +29,7 @@ from typing import Any
 
 import grain
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -141,6 +142,5 @@ class PreemptionFlag:
         local = self._event.is_set()
         if jax.process_count() == 1:
             return local
-        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
         flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
         return bool(np.any(flags))
