@@ -150,13 +150,18 @@ def test_sigterm_then_sigkill_during_checkpoint_write_then_resume(cplanet_refere
                f"--workdir={workdir}", *TINY,
                "--config.stages.pretrain.num_steps=8", "--config.stages.pretrain.checkpoint_every=1",
                "--config.stages.heads.num_steps=6", "--config.stages.heads.checkpoint_every=1"]
-    ckpt_dir = os.path.join(workdir, "checkpoints", "pretrain")
 
-    def names():
+    def names(stage="pretrain"):
+        ckpt_dir = os.path.join(workdir, "checkpoints", stage)
         return os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
 
-    def latest():
-        ckpt = checkpointing.Checkpointer(ckpt_dir)
+    def writing():
+        """Orbax's temporary directories (a checkpoint being written), as 'stage/name'."""
+        return [f"{stage}/{n}" for stage in ("pretrain", "heads") for n in names(stage)
+                if "tmp" in n]
+
+    def latest(stage="pretrain"):
+        ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints", stage))
         step = ckpt.latest_step()
         ckpt.close()
         return step
@@ -170,21 +175,41 @@ def test_sigterm_then_sigkill_during_checkpoint_write_then_resume(cplanet_refere
     assert proc.returncode != 0 and "preempted" in err and "re-run the same command" in err, err[-2000:]
     stopped_at = latest()
     assert stopped_at is not None and 1 <= stopped_at < 8
-    assert not any("tmp" in n for n in names())
+    assert not writing()
 
-    # 2. kill -9 while a checkpoint is being written.
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = _wait_for(lambda: any("tmp" in n for n in names()), proc)
-    if killed:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=120)
-    if not killed:
-        pytest.skip("the run finished before a checkpoint write could be interrupted")
+    # 2. kill -9 while a checkpoint is being written: SIGKILL as soon as a temporary directory
+    #    appears. The saves run back to back, each in its temporary directory for ~100 ms, with
+    #    a few ms between one rename and the next save: a kill that lands there leaves no
+    #    temporary directory behind, and the same command (resuming) gets another try.
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        log = tmp_path / f"kill{attempt}.stderr"
+        with open(log, "w") as stderr:
+            proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+            seen = _wait_for(writing, proc)
+            if seen:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=120)
+        assert seen, (f"attempt {attempt}: the run ended (exit status {proc.returncode}) before "
+                      f"any checkpoint write could be interrupted:\n{log.read_text()[-2000:]}")
+        assert proc.returncode == -signal.SIGKILL
+        interrupted = writing()
+        if interrupted:
+            break
+    else:
+        pytest.fail(f"all {attempts} SIGKILLs landed between two checkpoint writes (no "
+                    "temporary directory was left behind); nothing was interrupted mid-write")
+    assert len(interrupted) == 1, interrupted
+    stage, name = interrupted[0].split("/")
+    # The cut write is the checkpoint after the stage's latest complete one (none for a
+    # stage's first checkpoint).
+    assert int(name.split(".")[0]) == (latest(stage) or 0) + 1, (interrupted, names(stage))
 
     # 3. The same command again: resumes from the last complete checkpoint and finishes.
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from its checkpoint" in done.stdout
+    assert not writing()
     for stage in ("pretrain", "heads"):
         assert_trees_equal(final_weights(ref_dir, stage), final_weights(workdir, stage))
 
