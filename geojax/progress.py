@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+import jax
+
 
 def _duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
@@ -30,7 +32,6 @@ class Progress:
                  stream: TextIO | None = None, enabled: bool | None = None,
                  min_interval: float = 0.5, log_interval: float = 30.0):
         if enabled is None:
-            import jax  # pylint: disable=import-outside-toplevel
             enabled = jax.process_index() == 0
         self.total, self.desc, self.unit = int(total), desc, unit
         self.n = self._start_n = int(initial)

@@ -339,7 +339,11 @@ def test_array_record_round_trip(tmp_path):
     src = sources.CsvImageFolderSource(csv_path, image_dir, max_bad_fraction=0.5)
     meta = sources.convert_to_array_record(src, tmp_path / "ar", num_shards=3, log=lambda _: None)
     ars = sources.ArrayRecordSource(tmp_path / "ar")
-    assert len(ars) == len(src) == meta["count"] and len(os.listdir(tmp_path / "ar")) == 5
+    assert len(ars) == len(src) == meta["count"] and len(os.listdir(tmp_path / "ar")) == 6
+    np.testing.assert_array_equal(ars.lat, src.lat)  # coordinates.npy, no image read
+    np.testing.assert_array_equal(ars.lng, src.lng)
+    os.remove(tmp_path / "ar" / "coordinates.npy")  # a dataset converted without it: read records
+    np.testing.assert_array_equal(sources.ArrayRecordSource(tmp_path / "ar").lat, src.lat)
     sequential = list(ars)
     for a, b in zip(sequential, src):
         _same(a, b)

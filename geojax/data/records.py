@@ -12,15 +12,15 @@ and the stream position (:func:`record_rng`).
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import grain
 import numpy as np
 from PIL import Image
 
 from geojax.data import augment as augment_lib
+from geojax.data.sources.common import decode_image
 
 _IMAGE_KEYS = ("image", "image_bytes")
 
@@ -52,21 +52,6 @@ class InMemorySource:
         return f"InMemorySource({len(self)} records)"
 
 
-def _pil_decode(image_bytes: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(image_bytes)) as img:
-        img.load()
-        return np.array(img.convert("RGB"), dtype=np.uint8)
-
-
-def _decoder() -> Callable[[bytes], np.ndarray]:
-    """``geojax.data.sources.decode_image`` when it exists, else a PIL decode to RGB."""
-    try:
-        from geojax.data.sources import decode_image  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return _pil_decode
-    return decode_image
-
-
 # ---------------------------------------------------------------------------- per record
 @dataclasses.dataclass(frozen=True)
 class Bad:
@@ -86,12 +71,6 @@ class Prepare:
         self._image_size = image_size
         self._resize = resize
         self._crops = crops
-        self._decode: Callable[[bytes], np.ndarray] | None = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_decode"] = None  # re-resolved in the worker
-        return state
 
     def __call__(self, record: Mapping[str, Any],
                  rng: np.random.Generator) -> dict[str, Any] | Bad:
@@ -110,10 +89,8 @@ class Prepare:
             image_bytes = record.get("image_bytes")
             if image_bytes is None:
                 return Bad(record_id, "records without image or image_bytes")
-            if self._decode is None:
-                self._decode = _decoder()
             try:
-                image = self._decode(image_bytes)
+                image = decode_image(image_bytes, record_id=record_id)
             except (ValueError, OSError, SyntaxError, EOFError,
                     Image.DecompressionBombError):  # what PIL raises on bad bytes
                 return Bad(record_id, "records with undecodable image_bytes")

@@ -19,6 +19,7 @@ from geojax import fileio
 
 
 def _pyplot():
+    # matplotlib loads only when a map is drawn (about a second to import; headless Agg backend).
     import matplotlib  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, SupportsIndex
 
 import msgpack
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordWriter
 
 from geojax.geo import sphere
 from geojax.data.sources.common import (
@@ -123,7 +124,6 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
     Returns:
       The metadata written to ``metadata.json``.
     """
-    from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=import-outside-toplevel
 
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and not overwrite:
@@ -240,6 +240,7 @@ class ArrayRecordSource:
     def _reader(self) -> Any:
         """This process's ArrayRecordDataSource; a forked child opens its own readers."""
         if self._data is None or os.getpid() != self._pid:
+            # Loaded on first read (the data source module takes about 0.5 s to import).
             from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
 
             self._data = array_record_data_source.ArrayRecordDataSource(self._paths)
