@@ -1,14 +1,14 @@
 """geojax.geo.s2 / s2_jax against the reference S2 implementations.
 
-Every run draws a fresh random sample (the seed is printed on failure) and adds
-a fixed adversarial set: poles, the ±180° meridian, cube-face edges and corners,
-and points lying exactly on leaf-cell boundaries.
+Random samples (drawn from the suite's seed: fixed by default, ``GEOJAX_TEST_SEED``
+to change it, reported with every failure; see tests/conftest.py) plus a fixed
+adversarial set: poles, the ±180° meridian, cube-face edges and corners, and
+points lying exactly on leaf-cell boundaries.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -19,16 +19,11 @@ from geojax.geo import s2, s2_jax
 
 s2g = pytest.importorskip("s2geometry")
 
-SEED = int.from_bytes(os.urandom(4), "little")
-
-
-def _msg(what: str) -> str:
-    return f"{what} (random seed {SEED})"
-
 
 @pytest.fixture(scope="module")
-def rng():
-    return np.random.default_rng(SEED)
+def rng(seed):
+    """One generator for the module, seeded by the suite's ``seed``."""
+    return np.random.default_rng(seed)
 
 
 def _random_points(rng, n):
@@ -88,12 +83,12 @@ def _random_cells(rng, n):
 
 def test_leaf_ids_match_s2geometry_random(rng):
     lat, lng = _random_points(rng, 20_000)
-    np.testing.assert_array_equal(s2.cell_id_from_latlng(lat, lng), _ref_ids(lat, lng), _msg("leaf ids"))
+    np.testing.assert_array_equal(s2.cell_id_from_latlng(lat, lng), _ref_ids(lat, lng), "leaf ids")
 
 
 def test_leaf_ids_match_s2geometry_near_face_edges(rng):
     lat, lng = _near_face_edges(rng, 10_000)
-    np.testing.assert_array_equal(s2.cell_id_from_latlng(lat, lng), _ref_ids(lat, lng), _msg("edge ids"))
+    np.testing.assert_array_equal(s2.cell_id_from_latlng(lat, lng), _ref_ids(lat, lng), "edge ids")
 
 
 def test_adversarial_points_every_level():
@@ -108,7 +103,7 @@ def test_every_level_matches_parent_of_reference(rng):
     leaves = [s2g.S2CellId(s2g.S2LatLng.FromDegrees(float(a), float(b))) for a, b in zip(lat, lng)]
     for level in range(31):
         ref = np.array([c.parent(level).id() for c in leaves], np.uint64)
-        np.testing.assert_array_equal(s2.cell_id_from_latlng(lat, lng, level), ref, _msg(f"level {level}"))
+        np.testing.assert_array_equal(s2.cell_id_from_latlng(lat, lng, level), ref, f"level {level}")
 
 
 def test_matches_s2sphere(rng):
@@ -116,7 +111,7 @@ def test_matches_s2sphere(rng):
     lat, lng = _random_points(rng, 3000)
     ref = np.array([s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)).id()
                     for a, b in zip(lat, lng)], np.uint64)
-    np.testing.assert_array_equal(s2.cell_id_from_latlng(lat, lng), ref, _msg("s2sphere"))
+    np.testing.assert_array_equal(s2.cell_id_from_latlng(lat, lng), ref, "s2sphere")
 
 
 def _points_on_leaf_boundaries(rng, n):
@@ -139,7 +134,7 @@ def test_points_exactly_on_leaf_boundaries(rng):
     # Both coordinates on boundaries too: swap u into v.
     xyz = np.concatenate([xyz, xyz[:, [0, 2, 1]], xyz[:, [0, 1, 1]]])
     ref = np.array([s2g.S2CellId(s2g.S2Point_FromRaw(*map(float, p))).id() for p in xyz], np.uint64)
-    np.testing.assert_array_equal(s2.cell_id_from_xyz(xyz), ref, _msg("boundary points"))
+    np.testing.assert_array_equal(s2.cell_id_from_xyz(xyz), ref, "boundary points")
     # And the boundary belongs to the leaf above it (S2 truncates).
     _, i, _, _ = s2.to_face_ij(s2.cell_id_from_xyz(xyz[:200]))
     s = s2._st_from_uv(np, xyz[:200, 1])
@@ -275,7 +270,7 @@ def test_jax_x64_is_bit_identical(rng):
                                                                           level)
             assert words.hi.dtype == jnp.uint32
             np.testing.assert_array_equal(s2_jax.join_words(words), s2.cell_id_from_latlng(lat, lng, level),
-                                          _msg(f"level {level}"))
+                                          f"level {level}")
 
 
 def test_jax_word_ops_match_numpy(rng):
@@ -305,11 +300,11 @@ def test_jax_float32_path(rng):
     got = s2_jax.join_words(words)
     want = s2.cell_id_from_latlng(lat32.astype(np.float64), lng32.astype(np.float64), 10)
     wrong = got != want
-    assert wrong.mean() < 1e-3, _msg(f"{wrong.mean():.2e} of level-10 ids differ")
+    assert wrong.mean() < 1e-3, f"{wrong.mean():.2e} of level-10 ids differ"
     # Every disagreement is a neighbouring cell (shares an edge or a vertex).
     for g, w in zip(got[wrong], want[wrong]):
         nbrs = [c.id() for c in s2g.S2CellId(int(w)).GetAllNeighbors(10)]
-        assert int(g) in nbrs, _msg("float32 id is not adjacent")
+        assert int(g) in nbrs, "float32 id is not adjacent"
 
 
 def test_jax_invalid_input_gives_id_zero():
