@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from geojax import experiment
-from geojax.training import train as train_lib
 from test_train import REPO, TINY, final_weights, load_config, quiet
 
 STEPS = ["--config.stages.train.num_steps=6", "--config.stages.train.batch_size=16",
