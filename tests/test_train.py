@@ -28,7 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--config.data.train_size=2000", "--config.data.eval_size=48",
     "--config.data.image_size=32", "--config.data.eval_splits=('im2gps3k',)",
-    "--config.eval.batch_size=16", "--config.eval.evaluators=('baseline','predictors','oracle')",
+    "--config.eval.batch_size=16",
+    "--config.eval.evaluators=('baseline','predictors','oracle')",
 ]
 
 
@@ -42,7 +43,8 @@ def load_config(name: str, **overrides):
     config = module.get_config("runlocal")
     values = dict(
         **{"data.train_size": 2000, "data.eval_size": 48, "data.image_size": 32,
-           "data.eval_splits": ("im2gps3k",), "eval.batch_size": 16, "eval.evaluators": ("baseline", "predictors", "oracle")},
+           "data.eval_splits": ("im2gps3k",), "eval.batch_size": 16,
+           "eval.evaluators": ("baseline", "predictors", "oracle")},
         **overrides)
     for key, value in values.items():
         node = config
