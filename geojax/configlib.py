@@ -31,6 +31,11 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
     ``source="array_record"``: ``train_dir`` / ``eval_dir`` converted datasets.
     ``source="places"``: the bare location samplers of ``geojax.data.places``
     (coordinates only, for ``--mode=partition``).
+
+    ``max_bad_fraction``: the share of bad rows (bad coordinates, missing images, duplicate ids)
+    a metadata reader accepts, and of bad records (undecodable images) the input pipeline
+    accepts in training and evaluation, before it refuses the data; the published Im2GPS3k
+    file, whose Flickr images are partly gone, needs e.g. ``--config.data.max_bad_fraction=0.1``.
     """
     return ml_collections.ConfigDict(dict(
         source="geoworld",
@@ -51,6 +56,7 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
         eval_images="",
         train_dir="",  # source="array_record": converted datasets
         eval_dir="",
+        max_bad_fraction=0.01,  # most bad rows / records accepted (readers and pipeline)
     ))
 
 

@@ -20,6 +20,7 @@ import grain
 import numpy as np
 
 from geojax.data.records import Bad, Template
+from geojax.data.sources.common import bad_fraction_fix
 
 STATE_VERSION = 2  # 2: the global-stream order (process-count independent batches)
 _MAX_EXAMPLE_IDS = 5
@@ -73,7 +74,7 @@ class PipelineStats:
         if self.seen >= bad_check_after and self.num_bad > max_bad_fraction * self.seen:
             raise PipelineError(
                 f"too many bad input records{where}: more than {max_bad_fraction:.2%} of the "
-                f"records seen so far. {self.summary()} Fix the data or raise max_bad_fraction.")
+                f"records seen so far. {self.summary()} {bad_fraction_fix(self.bad_fraction)}")
 
     def to_state(self) -> dict[str, Any]:
         return {"seen": self.seen, "bad": dict(self.bad),

@@ -18,6 +18,10 @@ Every mode goes through here — training and evaluation read :func:`train_sourc
                                                                mode only)
 =================  ==========================================  ===========================
 
+The CSV readers refuse a file with more than ``config.data.max_bad_fraction`` (default 1 %)
+of bad rows (:func:`max_bad_fraction`; the pipeline applies the same limit to undecodable
+images) and a file whose LAT and LON columns look swapped as a whole.
+
 Every image source is a grain random-access source of Example records (``image`` or
 ``image_bytes``, ``lat``, ``lng``, ``id``, extras) for :func:`geojax.data.pipeline.make_dataset`,
 and exposes ``lat`` / ``lng`` arrays of its records in order.
@@ -88,6 +92,21 @@ def _need(data_config: Any, *keys: str) -> None:
                               + " and ".join(f"config.data.{k}" for k in missing) + ".")
 
 
+def max_bad_fraction(data_config: Any) -> float:
+    """``config.data.max_bad_fraction``: the share of bad rows a metadata reader, and of bad
+    records the input pipeline, accepts (default 1 %)."""
+    return float(data_config.get("max_bad_fraction", sources.DEFAULT_MAX_BAD_FRACTION))
+
+
+def _csv_source(data_config: Any, csv_path: str, images: str) -> sources.CsvImageFolderSource:
+    return sources.CsvImageFolderSource(csv_path, images,
+                                        max_bad_fraction=max_bad_fraction(data_config))
+
+
+def _csv_coordinates(data_config: Any, csv_path: str) -> Coordinates:
+    return sources.read_coordinates_csv(csv_path, max_bad_fraction=max_bad_fraction(data_config))
+
+
 def _geoworld(data_config: Any, split: str, size: int, seed: int) -> geoworld.GeoWorld:
     return geoworld.GeoWorld(split, size or None, seed, image_size=int(data_config.image_size))
 
@@ -99,7 +118,7 @@ def train_source(data_config: Any) -> Any:
         return _geoworld(data_config, "train", data_config.train_size, int(data_config.seed))
     if source == "csv":
         _need(data_config, "train_csv", "train_images")
-        return sources.CsvImageFolderSource(data_config.train_csv, data_config.train_images)
+        return _csv_source(data_config, data_config.train_csv, data_config.train_images)
     _need(data_config, "train_dir")
     return sources.ArrayRecordSource(data_config.train_dir)
 
@@ -115,8 +134,7 @@ def eval_sources(data_config: Any) -> dict[str, Any]:
         if not data_config.get("eval_csv"):
             return {}
         _need(data_config, "eval_images")
-        return {"eval": sources.CsvImageFolderSource(data_config.eval_csv,
-                                                     data_config.eval_images)}
+        return {"eval": _csv_source(data_config, data_config.eval_csv, data_config.eval_images)}
     if not data_config.get("eval_dir"):
         return {}
     return {"eval": sources.ArrayRecordSource(data_config.eval_dir)}
@@ -147,7 +165,7 @@ def train_coordinates(data_config: Any) -> Coordinates:
     if source == "csv":
         _need(data_config, "train_csv")
         if not data_config.get("train_images"):  # coordinates only (--mode=partition)
-            return sources.read_coordinates_csv(data_config.train_csv)
+            return _csv_coordinates(data_config, data_config.train_csv)
     return coordinates_of(train_source(data_config))
 
 
@@ -163,5 +181,5 @@ def eval_coordinates(data_config: Any) -> dict[str, Coordinates]:
                                eval_seed(data_config, k))
                 for k, split in enumerate(data_config.eval_splits)}
     if source == "csv" and data_config.get("eval_csv") and not data_config.get("eval_images"):
-        return {"eval": sources.read_coordinates_csv(data_config.eval_csv)}
+        return {"eval": _csv_coordinates(data_config, data_config.eval_csv)}
     return {name: coordinates_of(src) for name, src in eval_sources(data_config).items()}

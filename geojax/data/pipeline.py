@@ -50,6 +50,7 @@ from geojax.data.batching import (STATE_VERSION, BatchAndCountDataset, PipelineD
                                   PipelineError, PipelineIterator, PipelineStats, make_batch)
 from geojax.data.global_arrays import batch_sharding, iterate_global, to_global_arrays
 from geojax.data.records import InMemorySource, LocalBatches, Prepare, Template
+from geojax.data.sources.common import DEFAULT_MAX_BAD_FRACTION
 
 __all__ = [
     "DEFAULT_READ_CHUNK_SIZE", "STATE_VERSION", "InMemorySource", "PipelineError",
@@ -88,7 +89,7 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
                  num_epochs: int | None = None, process_index: int | None = None,
                  process_count: int | None = None, shuffle: bool = True, crops: str = "center",
                  drop_remainder: bool = True, worker_count: int = 0, worker_buffer_size: int = 2,
-                 max_bad_fraction: float = 0.01, bad_check_after: int = 100,
+                 max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION, bad_check_after: int = 100,
                  augment: augment_lib.TrainAugment | None = None, resize: int | None = None,
                  read_options: grain.ReadOptions | None = None,
                  read_chunk_size: int | None = None) -> grain.IterDataset:
@@ -201,7 +202,8 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
       drop_remainder: drop a last partial batch; otherwise pad it (``valid`` marks real rows).
       worker_count: ``mp_prefetch`` worker processes (0: everything in this process).
       worker_buffer_size: batches buffered per worker.
-      max_bad_fraction, bad_check_after: the fault rule.
+      max_bad_fraction, bad_check_after: the fault rule (``config.data.max_bad_fraction`` in
+        training and evaluation).
       augment: train augmentation; default 003's recipe for ``image_size`` (resize ``S*256/224``).
       resize: eval shorter-side resize; default ``round(S * 256 / 224)`` (256 for 224).
       read_options: grain reader threads / buffer (counted in local batches); default 8

@@ -29,7 +29,11 @@ non-numeric, non-finite or out-of-range coordinates (|LAT| > 90 — some publish
 files have LAT and LON swapped, which is reported, never silently swapped), duplicate
 ids, missing images and truncated or corrupt shard records are skipped, counted and
 listed by id in ``source.report`` (a :class:`ReadReport`); more than
-``max_bad_fraction`` of bad rows is a ``ValueError`` carrying the report's summary.
+``max_bad_fraction`` (default 1 %, ``--config.data.max_bad_fraction`` in a config) of bad
+rows is a ``ValueError`` carrying the report's summary and the flag that raises the limit.
+A file whose rows are all in range but whose LAT and LON columns are swapped as a whole
+raises :class:`SwappedCoordinatesError` (:func:`check_not_swapped`: the swapped reading lies
+much nearer to GeoNames places than the given one).
 Undecodable images are returned as they are (their bytes) and fail in
 :func:`decode_image` with an :class:`ImageDecodeError`.
 
@@ -39,19 +43,25 @@ millions of Python objects, so forked grain workers share it copy-on-write.
 
 from geojax.data.sources.array_record import ArrayRecordSource, convert_to_array_record
 from geojax.data.sources.cli import main
-from geojax.data.sources.common import (ImageDecodeError, ReadReport, decode_image, encode_image,
+from geojax.data.sources.common import (DEFAULT_MAX_BAD_FRACTION, ImageDecodeError, ReadReport,
+                                        SwappedCoordinatesError, bad_fraction_fix,
+                                        check_not_swapped, decode_image, encode_image,
                                         read_coordinates_csv)
 from geojax.data.sources.csv_folder import CsvImageFolderSource
 from geojax.data.sources.mp16 import Mp16MsgpackSource
 from geojax.data.sources.osv5m import Osv5mSource
 
 __all__ = [
+    "DEFAULT_MAX_BAD_FRACTION",
     "ArrayRecordSource",
     "CsvImageFolderSource",
     "ImageDecodeError",
     "Mp16MsgpackSource",
     "Osv5mSource",
     "ReadReport",
+    "SwappedCoordinatesError",
+    "bad_fraction_fix",
+    "check_not_swapped",
     "convert_to_array_record",
     "decode_image",
     "encode_image",

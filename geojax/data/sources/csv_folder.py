@@ -7,6 +7,7 @@ from typing import Any, SupportsIndex
 
 
 from geojax.data.sources.common import (
+    DEFAULT_MAX_BAD_FRACTION,
     ReadReport,
     _Source,
     _check_fraction,
@@ -29,7 +30,7 @@ class CsvImageFolderSource(_Source):
     """
 
     def __init__(self, csv_path: str | os.PathLike, image_dir: str | os.PathLike, *,
-                 max_bad_fraction: float = 0.01):
+                 max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION):
         _check_fraction(max_bad_fraction)
         self.csv_path, self.image_dir = os.fspath(csv_path), os.fspath(image_dir)
         if not os.path.isdir(self.image_dir):

@@ -11,6 +11,7 @@ import msgpack
 import numpy as np
 
 from geojax.data.sources.common import (
+    DEFAULT_MAX_BAD_FRACTION,
     ReadReport,
     _OpenFiles,
     _Source,
@@ -124,7 +125,7 @@ class Mp16MsgpackSource(_Source):
 
     def __init__(self, shards: str | os.PathLike | Sequence[str | os.PathLike],
                  metadata_csv: str | os.PathLike, *, key_column: str = "IMG_ID",
-                 max_bad_fraction: float = 0.01, partial: bool = False):
+                 max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION, partial: bool = False):
         _check_fraction(max_bad_fraction)
         self.shard_paths = _expand_shards(shards)
         self.metadata_csv = os.fspath(metadata_csv)

@@ -9,6 +9,7 @@ from typing import Any, Sequence, SupportsIndex
 import numpy as np
 
 from geojax.data.sources.common import (
+    DEFAULT_MAX_BAD_FRACTION,
     ReadReport,
     _IMAGE_SUFFIXES,
     _OSV5M_COLUMNS,
@@ -46,7 +47,7 @@ class Osv5mSource(_Source):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *,
                  extra_columns: Sequence[str] | None = _OSV5M_COLUMNS,
-                 max_bad_fraction: float = 0.01, partial: bool = False):
+                 max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION, partial: bool = False):
         _check_fraction(max_bad_fraction)
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
