@@ -41,7 +41,7 @@ import jax
 import numpy as np
 
 from geojax import progress
-from geojax.data import pipeline
+from geojax.data import datasets, pipeline
 from geojax.evaluation import baselines, metrics, oracle, report
 from geojax.inference import predictors as predictors_lib
 from geojax.models import heads as heads_lib
@@ -168,9 +168,11 @@ class ModelPredictions:
 
     def __init__(self, model: heads_lib.GeoModel, predictors: Sequence[predictors_lib.Predictor],
                  mesh: jax.sharding.Mesh, *, batch_size: int, image_size: int,
-                 crops: str = "center"):
+                 crops: str = "center",
+                 max_bad_fraction: float = pipeline.DEFAULT_MAX_BAD_FRACTION):
         self.predictors = list(predictors)
         self.mesh, self.batch_size, self.image_size, self.crops = mesh, batch_size, image_size, crops
+        self.max_bad_fraction = max_bad_fraction
         self._predict = jax.jit(predictors_lib.make_predict_fn(model, self.predictors),
                                 out_shardings=sharding.replicated(mesh))
         self._replicate = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
@@ -187,7 +189,7 @@ class ModelPredictions:
             self._datasets[key] = pipeline.make_dataset(
                 split.source, train=False, global_batch_size=self.batch_size,
                 image_size=self.image_size, seed=0, num_epochs=1, shuffle=False,
-                drop_remainder=False, crops=self.crops)
+                drop_remainder=False, crops=self.crops, max_bad_fraction=self.max_bad_fraction)
         return self._datasets[key]
 
     def predict(self, state: TrainState, split: EvalSplit, *, desc: str = "") -> dict[str, np.ndarray]:
@@ -253,7 +255,8 @@ def for_model(config: Any, splits: Sequence[EvalSplit], model: heads_lib.GeoMode
     ecfg = config.eval
     runner = ModelPredictions(model, predictors, mesh, batch_size=int(ecfg.batch_size),
                               image_size=int(config.data.image_size),
-                              crops=ecfg.get("crops", "center"))
+                              crops=ecfg.get("crops", "center"),
+                              max_bad_fraction=datasets.max_bad_fraction(config.data))
     names = runner.names
     make: dict[str, Callable[[], Evaluator]] = {
         "baseline": lambda: ConstantBaseline(train),

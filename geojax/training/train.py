@@ -315,7 +315,8 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     dataset = pipeline.make_dataset(
         ctx.train_source, partitions=trained, train=True, global_batch_size=int(cfg["batch_size"]),
         image_size=image_size, seed=int(config.seed) + 1000 * list(config.stage_order).index(name),
-        worker_count=int(config.data.get("worker_count", 0)), augment=train_augment(config.data))
+        worker_count=int(config.data.get("worker_count", 0)), augment=train_augment(config.data),
+        max_bad_fraction=datasets.max_bad_fraction(config.data))
     iterator = iter(dataset)
     ckpt = checkpointing.Checkpointer(os.path.join(ctx.workdir, "checkpoints", name),
                                       keep=int(cfg["keep_checkpoints"]))
@@ -428,7 +429,8 @@ def extract_features(ctx: RunContext, weights: Mapping[str, Any], source: Any, *
     batch_size = batch_size or int(config.eval.batch_size)
     dataset = pipeline.make_dataset(source, train=False, global_batch_size=batch_size,
                                     image_size=int(config.data.image_size), seed=0, num_epochs=1,
-                                    shuffle=False, drop_remainder=False)
+                                    shuffle=False, drop_remainder=False,
+                                    max_bad_fraction=datasets.max_bad_fraction(config.data))
     batch_sh = sharding.batch_sharding(mesh)
     replicate = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
     chunks, valid = [], []
