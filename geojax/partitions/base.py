@@ -21,7 +21,9 @@ Saved form (a directory, one per partition)::
 ``save`` writes the arrays file first and then replaces ``partition.json``
 atomically, so a crash at any moment leaves either the previous partition or
 the new one loadable — never a half-written one; ``load`` verifies the
-checksum, so a truncated or altered file is reported, not half-loaded.
+checksum, so a truncated or altered file is reported, not half-loaded: every
+failed load check raises :class:`SavedFileError` naming the file and the check
+(missing, unreadable, version, scheme, checksum).
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ _SCHEMES: dict[str, type["Partition"]] = {}
 
 class PartitionError(ValueError):
     """Raised for an invalid partition build request or an unreadable saved partition."""
+
+
+class SavedFileError(PartitionError):
+    """A saved partition or combinatorial-index file that fails a load check.
+
+    ``path``: the file; ``check``: the check it failed — ``"missing"``, ``"unreadable"`` (cannot
+    be read, or not the JSON / arrays expected), ``"version"`` (written by a newer geojax),
+    ``"scheme"`` (an unknown partition scheme) or ``"checksum"`` (truncated or altered since it
+    was written: its SHA-256 differs from the one recorded next to it); ``reason``: details.
+    """
+
+    def __init__(self, path: str, check: str, reason: str, advice: str = "Rebuild it."):
+        self.path, self.check, self.reason = path, check, reason
+        super().__init__(f"{path}: {reason} ({check} check failed). {advice}")
 
 
 def register(cls: type["Partition"]) -> type["Partition"]:
@@ -163,35 +179,32 @@ class Partition(abc.ABC):
         directory = os.fspath(directory)
         meta_path = os.path.join(directory, METADATA_FILE)
         if not os.path.exists(meta_path):
-            raise PartitionError(f"no saved partition in {directory!r} (missing {METADATA_FILE}).")
+            raise SavedFileError(meta_path, "missing",
+                                 f"no saved partition in {directory!r} (missing {METADATA_FILE})",
+                                 "Build the partition first.")
         meta = _read_json(meta_path)
         version = meta.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise PartitionError(
-                f"{meta_path} has format version {version!r}; this geojax reads versions up to "
-                f"{FORMAT_VERSION}. Upgrade geojax or rebuild the partition.")
+            raise SavedFileError(
+                meta_path, "version", f"format version {version!r}; this geojax reads versions up "
+                f"to {FORMAT_VERSION}", "Upgrade geojax or rebuild the partition.")
         scheme = meta.get("scheme")
         if scheme not in _SCHEMES:
             _import_schemes()
         if scheme not in _SCHEMES:
-            raise PartitionError(f"{meta_path}: unknown partition scheme {scheme!r}; known: "
-                                 f"{sorted(_SCHEMES)}.")
-        arrays_path = os.path.join(directory, meta["arrays_file"])
+            raise SavedFileError(meta_path, "scheme", f"unknown partition scheme {scheme!r}; "
+                                 f"known: {sorted(_SCHEMES)}", "Rebuild the partition.")
+        arrays_path, payload = read_checked_arrays(directory, meta_path, meta)
         try:
-            with open(arrays_path, "rb") as f:
-                payload = f.read()
-        except OSError as e:
-            raise PartitionError(f"partition {directory!r}: cannot read {arrays_path}: {e}.") from e
-        if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
-            raise PartitionError(
-                f"partition {directory!r}: {meta['arrays_file']} is truncated or corrupted "
-                "(checksum mismatch); rebuild the partition.")
-        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        common = dict(name=meta["name"], params=meta["params"], counts=arrays["counts"],
-                      cell_latlng=arrays["cell_latlng"], imagery_latlng=arrays["imagery_latlng"],
-                      num_input_points=meta["num_input_points"],
-                      num_dropped_points=meta["num_dropped_points"])
+            with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            common = dict(name=meta["name"], params=meta["params"], counts=arrays["counts"],
+                          cell_latlng=arrays["cell_latlng"], imagery_latlng=arrays["imagery_latlng"],
+                          num_input_points=meta["num_input_points"],
+                          num_dropped_points=meta["num_dropped_points"])
+        except (OSError, ValueError, KeyError) as e:
+            raise SavedFileError(arrays_path, "unreadable", f"not the arrays of a partition ({e})",
+                                 "Rebuild the partition.") from e
         scheme_arrays = {k[len("scheme/"):]: v for k, v in arrays.items() if k.startswith("scheme/")}
         return _SCHEMES[scheme]._from_saved(common, scheme_arrays)
 
@@ -209,9 +222,41 @@ def _import_schemes() -> None:
 def _read_json(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise PartitionError(f"cannot read partition metadata {path}: {e}.") from e
+            meta = json.load(f)
+    except FileNotFoundError as e:
+        raise SavedFileError(path, "missing", "no such file") from e
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        raise SavedFileError(path, "unreadable", f"cannot read the metadata ({e})") from e
+    if not isinstance(meta, dict):
+        raise SavedFileError(path, "unreadable", f"a JSON {type(meta).__name__}, not an object")
+    return meta
+
+
+def read_checked_arrays(directory: str, meta_path: str, meta: dict[str, Any]) -> tuple[str, bytes]:
+    """``(path, bytes)`` of the arrays file that ``meta`` (read from ``meta_path``) names,
+    after checking them against the SHA-256 recorded in ``meta``.
+
+    Raises:
+      SavedFileError: ``meta`` names no arrays file or checksum (``"unreadable"``), the file is
+        missing (``"missing"``) or cannot be read (``"unreadable"``), or its SHA-256 differs
+        (``"checksum"``: truncated or corrupted).
+    """
+    name, digest = meta.get("arrays_file"), meta.get("arrays_sha256")
+    if not isinstance(name, str) or not isinstance(digest, str):
+        raise SavedFileError(meta_path, "unreadable", "no arrays_file / arrays_sha256 entry")
+    arrays_path = os.path.join(directory, name)
+    try:
+        with open(arrays_path, "rb") as f:
+            payload = f.read()
+    except FileNotFoundError as e:
+        raise SavedFileError(arrays_path, "missing", f"named by {meta_path} but absent") from e
+    except OSError as e:
+        raise SavedFileError(arrays_path, "unreadable", f"cannot read it ({e})") from e
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise SavedFileError(arrays_path, "checksum",
+                             f"truncated or corrupted: its SHA-256 is not the {digest[:16]}... "
+                             f"recorded in {os.path.basename(meta_path)}")
+    return arrays_path, payload
 
 
 # ---------------------------------------------------------------------------- helpers

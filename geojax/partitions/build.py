@@ -9,8 +9,11 @@ hierarchies; ``cplanet_table1``: 004 Table 1's five geoclass sets).
 partitions under ``<workdir>/partitions/<name>/`` with a manifest ``<group>.json``, and on the
 next run reloads them instead of rebuilding when the manifest matches: same spec, same
 training coordinates (SHA-256), same image features for schemes that use them, same input
-file for ``cells_csv``. :func:`combinatorial_index` does the same for CPlaNet's offline index
-(004 §4.2), stamped with the SHA-256 of the partitions it was built from.
+file for ``cells_csv``. Saved files that fail a load check (a truncated or altered
+``arrays-*.npz``: checksum; a newer format: version; a missing or unparsable file) are
+rebuilt, and the log names the file, the check and "rebuilding". :func:`combinatorial_index`
+does the same for CPlaNet's offline index (004 §4.2), stamped with the SHA-256 of the
+partitions it was built from.
 
 Thresholds in configs are the papers' MP-16 values; a spec with ``scale_to_data=True`` scales
 them by (training points / 4,723,695).
@@ -132,17 +135,36 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=list))
 
 
-def _reload(root: str, manifest_path: str, wanted: dict[str, Any]) -> list[base.Partition] | None:
+_INPUT_WORDS = {"spec": "spec", "input_sha256": "training coordinates",
+                "features_sha256": "image features", "file_sha256": "cells file"}
+
+
+def _reload(root: str, manifest_path: str, wanted: dict[str, Any], group: str,
+            log: Callable[[str], None]) -> list[base.Partition] | None:
+    """The saved partitions of ``group`` if its manifest matches ``wanted`` and every file
+    passes its load checks; else None, after logging why (which file, which check) unless
+    nothing was saved yet."""
     if not os.path.exists(manifest_path):
         return None
     try:
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        if any(manifest.get(key) != value for key, value in wanted.items()):
+        manifest = base._read_json(manifest_path)  # pylint: disable=protected-access
+        changed = [_INPUT_WORDS.get(key, key) for key, value in wanted.items()
+                   if manifest.get(key) != value]
+        if changed:
+            log(f"[partition] {group}: the saved partitions were built from another "
+                f"{' and '.join(changed)} ({manifest_path}); rebuilding")
             return None
-        return [base.Partition.load(os.path.join(root, name)) for name in manifest["partitions"]]
-    except (OSError, ValueError, KeyError):
-        return None  # anything unreadable is rebuilt
+        names = manifest.get("partitions")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise base.SavedFileError(manifest_path, "unreadable", "no list of partitions")
+        return [base.Partition.load(os.path.join(root, name)) for name in names]
+    except base.SavedFileError as e:
+        log(f"[partition] {group}: {e.path} failed its {e.check} check ({e.reason}); "
+            "rebuilding the group")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log(f"[partition] {group}: the saved partitions under {root} cannot be loaded "
+            f"({type(e).__name__}: {e}); rebuilding the group")
+    return None
 
 
 # ---------------------------------------------------------------------------- building
@@ -184,7 +206,7 @@ def build_partitions(partitions_config: Mapping[str, Any], workdir: str,
         if spec["scheme"] == "cells_csv":  # the file is an input too: a changed file is rebuilt
             with open(spec["path"], "rb") as f:
                 wanted["file_sha256"] = hashlib.sha256(f.read()).hexdigest()
-        parts = _reload(root, manifest_path, wanted)
+        parts = _reload(root, manifest_path, wanted, group, log)
         if parts is not None:
             log(f"[partition] {group}: reusing {len(parts)} saved partition(s) from {root}")
         else:
@@ -213,15 +235,31 @@ def combinatorial_index(parts: Sequence[base.Partition], train: tuple[np.ndarray
     """CPlaNet's combinatorial index of ``parts`` (004 §4.2): reused from ``directory`` when it
     was built from these very partitions (``<directory>.sha256`` holds their digest), else
     built from the training points ``train`` and, with ``write``, saved (index first, stamp
-    last, both atomic)."""
+    last, both atomic). A saved index that is stale or fails a load check (missing, unreadable,
+    version, checksum) is rebuilt, and the log says which file and why."""
     stamp = directory + ".sha256"
     digest = partitions_digest(parts)
+    name = os.path.basename(directory)
     try:
         with open(stamp, encoding="utf-8") as f:
-            if f.read().strip() == digest:
-                return combinatorial.CombinatorialIndex.load(directory)
-    except (OSError, ValueError):
-        pass  # missing, stale or unreadable: rebuilt below
+            saved = f.read().strip()
+    except FileNotFoundError:
+        saved = None  # never built (or killed before the stamp): built below
+    except (OSError, ValueError) as e:
+        saved = None
+        log(f"[combinatorial] {name}: {stamp} is unreadable ({e}); rebuilding the index")
+    if saved is not None and saved != digest:
+        log(f"[combinatorial] {name}: the saved index was built from other partitions "
+            f"({stamp} holds another digest); rebuilding the index")
+    elif saved is not None:
+        try:
+            return combinatorial.CombinatorialIndex.load(directory)
+        except base.SavedFileError as e:
+            log(f"[combinatorial] {name}: {e.path} failed its {e.check} check ({e.reason}); "
+                "rebuilding the index")
+        except (OSError, ValueError) as e:
+            log(f"[combinatorial] {name}: the saved index in {directory} cannot be loaded "
+                f"({type(e).__name__}: {e}); rebuilding the index")
     t0 = time.perf_counter()
     index = combinatorial.CombinatorialIndex.build(parts, *train, base_level=base_level)
     if write:

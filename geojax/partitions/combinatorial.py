@@ -198,25 +198,31 @@ class CombinatorialIndex:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "CombinatorialIndex":
+        """Loads an index saved by :meth:`save`; a file that fails a load check raises
+        :class:`geojax.partitions.base.SavedFileError` naming it and the check."""
         directory = os.fspath(directory)
         meta_path = os.path.join(directory, "index.json")
         meta = base._read_json(meta_path)  # pylint: disable=protected-access
-        if meta.get("format_version", 10**9) > INDEX_FORMAT_VERSION:
-            raise base.PartitionError(f"{meta_path}: format version {meta.get('format_version')} is newer than "
-                                      f"this geojax reads ({INDEX_FORMAT_VERSION}); upgrade geojax or rebuild.")
-        with open(os.path.join(directory, meta["arrays_file"]), "rb") as f:
-            payload = f.read()
-        if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
-            raise base.PartitionError(f"{directory}: {meta['arrays_file']} is truncated or corrupted; rebuild it.")
-        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
-        n = len(meta["partition_names"])
-        return cls(base_level=meta["base_level"], partition_names=meta["partition_names"],
-                   num_classes=a["num_classes"], cell_ids=a["cell_ids"], cell_classes=a["cell_classes"],
-                   cell_fine=a["cell_fine"], fine_classes=a["fine_classes"], fine_counts=a["fine_counts"],
-                   fine_xyz_sum=a["fine_xyz_sum"], cells_per_class=[a[f"cells_per_class_{i}"] for i in range(n)],
-                   class_fine_ptr=[a[f"class_fine_ptr_{i}"] for i in range(n)],
-                   class_fine=[a[f"class_fine_{i}"] for i in range(n)])
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > INDEX_FORMAT_VERSION:
+            raise base.SavedFileError(meta_path, "version", f"format version {version!r}; this geojax "
+                                      f"reads versions up to {INDEX_FORMAT_VERSION}",
+                                      "Upgrade geojax or rebuild the index.")
+        arrays_path, payload = base.read_checked_arrays(directory, meta_path, meta)
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+            n = len(meta["partition_names"])
+            return cls(base_level=meta["base_level"], partition_names=meta["partition_names"],
+                       num_classes=a["num_classes"], cell_ids=a["cell_ids"], cell_classes=a["cell_classes"],
+                       cell_fine=a["cell_fine"], fine_classes=a["fine_classes"], fine_counts=a["fine_counts"],
+                       fine_xyz_sum=a["fine_xyz_sum"],
+                       cells_per_class=[a[f"cells_per_class_{i}"] for i in range(n)],
+                       class_fine_ptr=[a[f"class_fine_ptr_{i}"] for i in range(n)],
+                       class_fine=[a[f"class_fine_{i}"] for i in range(n)])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise base.SavedFileError(arrays_path, "unreadable",
+                                      f"not the arrays of a combinatorial index ({e})") from e
 
 
 class FinePartitions:
