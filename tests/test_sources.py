@@ -337,7 +337,8 @@ def _same(a: dict, b: dict) -> None:
 def test_array_record_round_trip(tmp_path):
     csv_path, image_dir, _ = _write_csv_dataset(tmp_path)
     src = sources.CsvImageFolderSource(csv_path, image_dir, max_bad_fraction=0.5)
-    meta = sources.convert_to_array_record(src, tmp_path / "ar", num_shards=3, log=lambda _: None)
+    meta = sources.convert_to_array_record(src, tmp_path / "ar", num_shards=3, check_images=False,
+                                           log=lambda _: None)
     ars = sources.ArrayRecordSource(tmp_path / "ar")
     assert len(ars) == len(src) == meta["count"] and len(os.listdir(tmp_path / "ar")) == 6
     np.testing.assert_array_equal(ars.lat, src.lat)  # coordinates.npy, no image read
@@ -359,8 +360,8 @@ def test_array_record_round_trip(tmp_path):
     assert report["source"]["skipped"]["rows whose image file is missing"] == ["dead_flickr_id.jpg"]
     assert grain.MapDataset.source(ars)[2]["id"] == sequential[2]["id"]
     assert pickle.loads(pickle.dumps(ars))[1]["id"] == sequential[1]["id"]
-    # check_images drops (and reports) the undecodable ones.
-    sources.convert_to_array_record(src, tmp_path / "checked", check_images=True, log=lambda _: None)
+    # check_images (the default) drops (and reports) the undecodable ones.
+    sources.convert_to_array_record(src, tmp_path / "checked", log=lambda _: None)
     checked = sources.ArrayRecordSource(tmp_path / "checked")
     assert len(checked) == len(src) - 2
     conv = json.loads((tmp_path / "checked" / "report.json").read_text())["conversion"]
@@ -484,9 +485,10 @@ def test_command_line_converts_csv_dataset(tmp_path):
            f"--images={image_dir}", f"--out={tmp_path / 'ar'}", "--max-bad-fraction=0.5", "--num-shards=2"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "swapped.jpg" in out.stdout and "dead_flickr_id.jpg" in out.stdout and "wrote 9 records" in out.stdout
+    assert "swapped.jpg" in out.stdout and "dead_flickr_id.jpg" in out.stdout and "wrote 7 records" in out.stdout
+    assert "2 undecodable images (e.g. garbage.jpg, truncated.jpg)" in out.stdout  # checked by default
     ars = sources.ArrayRecordSource(tmp_path / "ar")
-    assert len(ars) == len(truth) + 2 and ars.metadata["num_shards"] == 2
+    assert len(ars) == len(truth) and ars.metadata["num_shards"] == 2
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "already exists" in again.stderr
     assert sources.main(["convert", "--format=mp16", f"--out={tmp_path / 'x'}"]) == 1  # --shards missing

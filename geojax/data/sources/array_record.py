@@ -98,7 +98,7 @@ def _fsync_path(path: str) -> None:
 
 def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shards: int | None = None,
                             name: str = "geojax", overwrite: bool = False, image_format: str = "png",
-                            check_images: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+                            check_images: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Writes every record of ``source`` into ArrayRecord shards under ``out_dir``.
 
     Records keep their order (global index i of the dataset is ``source[i]``), split into
@@ -118,8 +118,15 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
     unless ``overwrite=True``, in which case it is replaced only after the new one is
     complete.
 
+    The conversion's one summary (passed once to ``log``, and ``summary`` in
+    ``metadata.json``) counts the rows the source skipped and the records the conversion
+    dropped together, e.g. ``meta.csv: 45 of 47 rows read; skipped 2 undecodable images
+    (e.g. a.jpg, b.jpg).``
+
     Args:
-      check_images: decode each image and drop undecodable ones (counted in the report).
+      check_images: decode each record's ``image_bytes`` (one full PIL decode) and drop the
+        undecodable ones, counted in the summary and ``report.json``. False stores the bytes
+        unchecked (the pipeline then skips, and counts, what fails to decode).
 
     Returns:
       The metadata written to ``metadata.json``.
@@ -173,15 +180,19 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
         if report.kept == 0:
             raise ValueError(f"no record left to write: {report.summary()}")
         source_report = getattr(source, "report", None)
+        if not isinstance(source_report, ReadReport):
+            source_report = None
+        summary = _conversion_summary(source_report, report)
         metadata = {
             "format": _DATASET_FORMAT, "version": _DATASET_VERSION, "name": name,
             "count": report.kept, "num_shards": num_shards, "shards": shards,
             "fields": dict(sorted(fields.items())), "writer_options": _WRITER_OPTIONS,
             "decoded_images_encoded_as": image_format, "source": repr(source),
-            "source_report": source_report.summary() if isinstance(source_report, ReadReport) else None,
-            "conversion_report": report.summary(), "created_unix_s": time.time(),
+            "source_report": source_report.summary() if source_report is not None else None,
+            "conversion_report": report.summary(), "summary": summary,
+            "checked_images": bool(check_images), "created_unix_s": time.time(),
         }
-        full_report = {"source": source_report.to_json() if isinstance(source_report, ReadReport) else None,
+        full_report = {"source": source_report.to_json() if source_report is not None else None,
                        "conversion": report.to_json()}
         with open(os.path.join(tmp, COORDINATES_FILE), "wb") as f:
             np.save(f, np.asarray(coords, np.float64).reshape(-1, 2))
@@ -204,8 +215,21 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"wrote {report.kept} records in {num_shards} shards to {out_dir}. {report.summary()}")
+    log(f"wrote {report.kept} records in {num_shards} shard(s) to {out_dir}. {summary}")
     return metadata
+
+
+def _conversion_summary(source_report: ReadReport | None, conversion: ReadReport) -> str:
+    """One summary of a conversion: the source's skipped rows and notes plus the records the
+    conversion dropped, over the source's rows (the conversion's records without a report)."""
+    if source_report is None:
+        return conversion.summary()
+    merged = ReadReport(source_report.path, rows=source_report.rows, kept=conversion.kept,
+                        skipped={k: list(v) for k, v in source_report.skipped.items()},
+                        notes={k: list(v) for k, v in source_report.notes.items()})
+    for reason, ids in conversion.skipped.items():
+        merged.skipped.setdefault(reason, []).extend(ids)
+    return merged.summary()
 
 
 class ArrayRecordSource:

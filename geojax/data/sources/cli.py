@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Sequence
 
@@ -37,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--name", default="geojax")
     conv.add_argument("--image-format", default="png", choices=("png", "jpeg"),
                       help="encoding of decoded images (GeoWorld); encoded bytes are copied as they are")
-    conv.add_argument("--check-images", action="store_true", help="drop undecodable images")
+    conv.add_argument("--check-images", action=argparse.BooleanOptionalAction, default=True,
+                      help="decode every image and drop (and count) the undecodable ones "
+                           "(default); --no-check-images stores the bytes unchecked")
     conv.add_argument("--overwrite", action="store_true")
     info = commands.add_parser("info", help="print the metadata of a converted dataset")
     info.add_argument("dir")
@@ -51,8 +54,12 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status."""
+    """The command line; returns the exit status. ``convert`` prints one summary at the end
+    (the readers' warnings of skipped rows are held back: the summary includes them)."""
     args = _parser().parse_args(argv)
+    readers_log = logging.getLogger("geojax.data.sources")
+    level = readers_log.level
+    readers_log.setLevel(logging.ERROR)
     try:
         if args.command == "info":
             print(json.dumps(ArrayRecordSource(args.dir).metadata, indent=1))
@@ -68,12 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _require(args, "root")
             source = Osv5mSource(args.root, args.split, max_bad_fraction=args.max_bad_fraction,
                                  partial=args.partial)
-        print(source.report.summary())
         convert_to_array_record(source, args.out, num_shards=args.num_shards, name=args.name,
                                 overwrite=args.overwrite, image_format=args.image_format,
                                 check_images=args.check_images)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        readers_log.setLevel(level)
     return 0
 
