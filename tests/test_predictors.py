@@ -216,6 +216,8 @@ def test_saved_combinatorial_index_is_reused_only_for_the_same_partitions(points
     second = [cplanet.build_geoclass_set(lat, lng, num_classes=n, base_level=8, seed=s, name=f"g{s}")
               for s, n in ((0, 20), (1, 25))]
     fresh = build.combinatorial_index(second, points, directory, base_level=8, log=logs.append)
-    assert fresh.num_classes.tolist() == [20, 25] and len(logs) == 1
+    assert fresh.num_classes.tolist() == [20, 25] and len(logs) == 2
+    assert logs[0] == (f"[combinatorial] g_combinatorial: the saved index was built from other "
+                       f"partitions ({directory}.sha256 holds another digest); rebuilding the index")
     want = combinatorial.CombinatorialIndex.build(second, lat, lng, base_level=8)
     np.testing.assert_array_equal(fresh.fine_classes, want.fine_classes)
