@@ -16,16 +16,27 @@ finished, so a process killed at any moment — ``kill -9`` during a write inclu
 either a complete checkpoint or a temporary directory that is ignored (and removed) on the
 next start: the latest *complete* checkpoint is what :meth:`Checkpointer.latest_step` sees.
 
+A complete checkpoint can still be unreadable (a file truncated or damaged on disk after the
+write). :meth:`Checkpointer.restore_latest` then falls back, newest first, to the first step
+that restores, and moves each newer unreadable step directory aside to
+``<stage dir>/<step>.unreadable-<n>`` (never deleted; Orbax ignores the name: it is neither a
+step nor one of its temporary directories); when no step restores it raises
+:class:`CheckpointError`, naming the directory to remove, and moves nothing.
+
 :class:`PreemptionFlag` turns SIGTERM (how schedulers and TPU / cloud VMs announce a
-preemption) into a flag the train loop polls; the loop then saves and exits cleanly.
+preemption) and a first Ctrl-C (SIGINT) into a flag the train loop polls; the loop then
+saves and exits cleanly. A second Ctrl-C ends the process at once (the default action of
+SIGINT), which loses at most the steps since the last complete checkpoint, as ``kill -9`` does.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import grain
 import jax
@@ -34,6 +45,38 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 _ITEMS = ("state", "data")
+_REASON_CHARS = 300  # an unreadable step's reason is cut to this length in the log line
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a stage directory can be restored; the message names the directory."""
+
+
+class Restored(NamedTuple):
+    """What :meth:`Checkpointer.restore_latest` found: the step restored (None: the directory
+    holds no checkpoint), its state, and where newer unreadable steps were moved."""
+
+    step: int | None
+    state: Any
+    set_aside: tuple[str, ...] = ()
+
+
+def _reason(err: BaseException) -> str:
+    """``"<type>: <first line>"`` of the exception that caused ``err`` (Orbax wraps the
+    TensorStore / JSON error that names the damaged file in its own long message)."""
+    root = err
+    while root.__cause__ is not None:
+        root = root.__cause__
+    lines = str(root).strip().splitlines()
+    text = f"{type(root).__name__}: {lines[0]}" if lines else type(root).__name__
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
+
+
+def _all_processes(ok: bool) -> bool:
+    """Whether ``ok`` holds on every process (a collective in a multi-process job)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
 
 
 class Checkpointer:
@@ -79,6 +122,58 @@ class Checkpointer:
         restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))
         return restored["state"]
 
+    def step_directory(self, step: int) -> str:
+        """The directory of checkpoint ``step``."""
+        return os.path.join(self.directory, str(int(step)))
+
+    def restore_latest(self, abstract_state: Any, iterator: Any | None = None, *,
+                       log: Callable[[str], None] = print) -> Restored:
+        """Restores the newest checkpoint that can be read (see :meth:`restore`).
+
+        A step whose restore raises is skipped for the next newest. Once one restores, every
+        newer (unreadable) step directory is moved aside to ``<step>.unreadable-<n>`` in this
+        directory, with one ``log`` line naming it and the reason (the first line of the
+        error that caused the failure). When none restores, raises :class:`CheckpointError`
+        and moves nothing (a config whose model or optimizer differs from the one that wrote
+        the checkpoints fails on every step the same way). In a multi-process job a step
+        counts as restored only when it restores on every process.
+        """
+        failed: list[tuple[int, str]] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state, reason = self.restore(step, abstract_state, iterator), None
+            except Exception as err:  # pylint: disable=broad-exception-caught
+                state, reason = None, _reason(err)
+            if not _all_processes(reason is None):
+                failed.append((step, reason or "restored here but not on every process"))
+                continue
+            moved = tuple(self._set_aside(s) for s, _ in failed)
+            for (bad, why), path in zip(failed, moved):
+                log(f"checkpoint {self.step_directory(bad)} is unreadable ({why}); moved aside "
+                    f"to {path}, resuming from step {step}")
+            return Restored(step, state, moved)
+        if not failed:
+            return Restored(None, None)
+        steps = "; ".join(f"step {s}: {why}" for s, why in failed)
+        raise CheckpointError(
+            f"no checkpoint in {self.directory} can be restored ({steps}). Remove that "
+            "directory to train this stage from its start (or restore its files).")
+
+    def _set_aside(self, step: int) -> str:
+        """Renames step directory ``step`` to ``<step>.unreadable-<n>`` (the first ``n`` free)
+        on process 0 and refreshes the manager's list of steps; returns the new path."""
+        source = self.step_directory(step)
+        n = 1
+        while os.path.exists(f"{source}.unreadable-{n}"):
+            n += 1
+        target = f"{source}.unreadable-{n}"
+        if jax.process_index() == 0:
+            os.rename(source, target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"geojax set aside {source}")
+        self._manager.reload()
+        return target
+
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are complete."""
         self._manager.wait_until_finished()
@@ -101,32 +196,58 @@ def abstract_like(state: Any, shardings: Any) -> Any:
                         state, shardings)
 
 
-class PreemptionFlag:
-    """Set by SIGTERM while installed (context manager); the train loop polls :meth:`is_set`.
+_INTERRUPT_NOTE = (b"\nCtrl-C: stopping after this step with a checkpoint; press Ctrl-C again "
+                   b"to stop at once (losing the steps since the last checkpoint).\n")
 
-    Only the main thread can install signal handlers; elsewhere (e.g. a notebook worker
-    thread) this is a flag that is never set by a signal. In a multi-process job
+
+class PreemptionFlag:
+    """Set by SIGTERM or a first Ctrl-C (SIGINT) while installed (context manager); the train
+    loop polls :meth:`is_set`.
+
+    The first SIGINT also writes a one-line note to stderr and gives SIGINT its default
+    action back, so that a second Ctrl-C ends the process at once, even while the main
+    thread waits in native code. SIGINT is left alone when it was ignored (a job started
+    with ``nohup`` or in the background). Leaving the context restores the previous
+    handlers. Only the main thread can install signal handlers; elsewhere (e.g. a notebook
+    worker thread) this is a flag that is never set by a signal. In a multi-process job
     :meth:`agreed` makes every process see the flag of any process.
     """
 
     def __init__(self) -> None:
         self._event = threading.Event()
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
         self.signal_received: int | None = None
 
     def _handler(self, signum: int, frame: Any) -> None:  # pylint: disable=unused-argument
         self.signal_received = signum
         self._event.set()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:  # unbuffered: a print here could re-enter a print the handler interrupted
+                os.write(sys.stderr.fileno(), _INTERRUPT_NOTE)
+            except (OSError, ValueError, AttributeError):  # stderr closed or not a file
+                pass
 
     def __enter__(self) -> "PreemptionFlag":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handler)
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():  # None: not set from Python
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self._previous.clear()
+
+    @property
+    def signal_name(self) -> str | None:
+        """How the stop was asked for, for messages ("Ctrl-C (SIGINT)", "SIGTERM"), or None."""
+        if self.signal_received is None:
+            return None
+        if self.signal_received == signal.SIGINT:
+            return "Ctrl-C (SIGINT)"
+        return signal.Signals(self.signal_received).name
 
     def set(self) -> None:
         """Raises the flag by hand (tests, or a caller's own stop condition)."""

@@ -2,7 +2,8 @@
 
 Built once by ``geojax.training.train.setup`` (config checked, device mesh, training source,
 partitions) and passed to the stages, the feature extraction for CPlaNet's visual sets and
-the evaluators. :class:`MetricsWriter` is the run's JSON-lines log.
+the evaluators. :class:`MetricsWriter` is the run's JSON-lines log, :func:`read_metrics` its
+reader.
 """
 
 from __future__ import annotations
@@ -22,19 +23,78 @@ from geojax.partitions import base
 
 
 class MetricsWriter:
-    """Appends JSON lines to ``<workdir>/metrics.jsonl`` (process 0 only)."""
+    """Appends JSON lines to ``<workdir>/metrics.jsonl`` (process 0 only).
+
+    The file is append-only across resumes, so it holds three kinds of record:
+
+    * step records ``{"stage", "step", "loss", ...}``, one per log step; a run resumed from a
+      checkpoint older than its last log step logs the steps in between again;
+    * evaluation records ``{"stage": "eval", "tag", "split", ...}``;
+    * events ``{"event": "resume", "stage", "step", "checkpoint", "set_aside"}``, written when
+      a stage resumes from its checkpoint at ``step`` (``set_aside``: unreadable newer step
+      directories moved aside first).
+
+    :func:`read_metrics` keeps the last record of each step and evaluation.
+    """
 
     def __init__(self, workdir: str):
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._checked_end = False
 
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         clean = {k: (float(v) if isinstance(v, (np.floating, np.integer, float)) or
                      (hasattr(v, "shape") and np.shape(v) == ()) else v) for k, v in record.items()}
+        line = json.dumps(clean, sort_keys=True) + "\n"
+        if not self._checked_end:  # a process killed mid-line: start on a line of our own
+            self._checked_end = True
+            if os.path.isfile(self.path) and os.path.getsize(self.path):
+                with open(self.path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        line = "\n" + line
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean, sort_keys=True) + "\n")
+            f.write(line)
+
+
+def _record_key(record: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What makes a record replace an earlier one: (stage, step) of a step record, (tag, split)
+    of an evaluation record; None for events (all kept)."""
+    if "event" in record:
+        return None
+    if record.get("stage") == "eval":
+        return ("eval", record.get("tag"), record.get("split"))
+    if "stage" in record and "step" in record:
+        return ("step", record["stage"], record["step"])
+    return None
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (a file, or a workdir holding one), one per step.
+
+    After a resume the steps between the checkpoint and the last step logged before the stop
+    appear twice in the file; this keeps the last record of each (stage, step) and of each
+    evaluation (tag, split), at the place of that last record, and every event record
+    (``{"event": "resume", ...}``). Lines that are not JSON (a write cut by ``kill -9``) are
+    skipped.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.jsonl")
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    last = {key: i for i, r in enumerate(records) if (key := _record_key(r)) is not None}
+    return [r for i, r in enumerate(records)
+            if (key := _record_key(r)) is None or last[key] == i]
 
 
 @dataclasses.dataclass

@@ -26,9 +26,12 @@ the end of the stage, asynchronously, the train state and the input pipeline's p
 into ``<workdir>/checkpoints/<stage>/``. On start the order is: the workdir's own latest
 checkpoint of the stage, else (first stage only) ``config.init_from`` (the weights of another
 run's checkpoint directory), else the previous stage's final weights, else scratch. A
-finished stage is never retrained. SIGTERM saves a checkpoint and stops
-(:class:`Preempted`); a non-finite loss stops with a message naming the step
-(``FloatingPointError``) and saves nothing, so the last good checkpoint stays the latest.
+finished stage is never retrained. A checkpoint that cannot be read is moved aside and the
+next newest is used (``Checkpointer.restore_latest``); a resume is logged to ``metrics.jsonl``
+(``{"event": "resume", ...}``). SIGTERM or a first Ctrl-C saves a checkpoint and stops
+(:class:`Preempted`; a second Ctrl-C ends the process at once); a non-finite loss stops
+with a message naming the step (``FloatingPointError``) and saves nothing, so the last good
+checkpoint stays the latest.
 The loss is checked on the host every ``log_every`` steps and before every save, with the
 losses of every step since the last check fetched together, so the message names the first
 non-finite step.
@@ -96,7 +99,8 @@ STAGE_DEFAULTS = dict(
 
 
 class Preempted(RuntimeError):
-    """Training stopped on SIGTERM after saving a checkpoint; re-run the command to resume."""
+    """Training stopped on SIGTERM or Ctrl-C after saving a checkpoint; re-run the command to
+    resume."""
 
 
 class ConfigError(ValueError):
@@ -320,10 +324,15 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     iterator = iter(dataset)
     ckpt = checkpointing.Checkpointer(os.path.join(ctx.workdir, "checkpoints", name),
                                       keep=int(cfg["keep_checkpoints"]))
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state = ckpt.restore(latest, checkpointing.abstract_like(abstract, state_sh), iterator)
-        ctx.log(f"[{name}] resumed from its checkpoint at step {latest}/{num_steps}")
+    restored = ckpt.restore_latest(checkpointing.abstract_like(abstract, state_sh), iterator,
+                                   log=lambda msg: ctx.log(f"[{name}] {msg}"))
+    if restored.step is not None:
+        state = restored.state
+        ctx.log(f"[{name}] resumed from its checkpoint at step {restored.step}/{num_steps}")
+        if restored.step < num_steps:  # a finished stage is only reloaded: no event
+            ctx.writer.write({"event": "resume", "stage": name, "step": restored.step,
+                              "checkpoint": ckpt.step_directory(restored.step),
+                              "set_aside": list(restored.set_aside)})
     else:
         state = _init_state(model, tx, image_size, int(config.seed), state_sh, warm)
         how = "warm-started from the previous stage" if warm is not None else "from scratch"
@@ -394,7 +403,8 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
                         ckpt.save(step, state, iterator, force=True)
                     if stop_now and not final:
                         ckpt.wait()
-                        raise Preempted(f"[{name}] stopped at step {step}/{num_steps} after "
+                        how = f" on {preempt.signal_name}" if preempt.signal_name else ""
+                        raise Preempted(f"[{name}] stopped at step {step}/{num_steps}{how} after "
                                         f"saving a checkpoint in {ckpt.directory}; re-run the "
                                         "same command to resume.")
                 elif jax.process_index() == 0 and bar.tty:
