@@ -15,6 +15,13 @@ Modes:
   partition  only build the config's partitions and report their oracle accuracy
              (``experiment.partition_report``).
 
+Usage mistakes end with one or two lines on stderr that name the problem and the fix, and exit
+status 2, before anything is written: an unknown flag or config key (``--config.data.trian_size``:
+"did you mean data.train_size?"), a value of the wrong type, a config file that does not exist
+(its full path and the files of ``configs/``), a ``--workdir`` that is a file, and a config that
+geojax refuses before computing (``ConfigError``, ``DataConfigError``, ``MeshError``; folders the
+run created for it are removed while still empty). Errors while training keep their tracebacks.
+
 Library INFO logs (Orbax, grain) are hidden unless ``--verbosity=0`` is given.
 Before JAX starts, the CPU tuning of ``geojax.runtime.configure_cpu`` is applied (opt out with
 ``GEOJAX_XLA_CPU_DEFAULTS=0`` / ``GEOJAX_MALLOC_DEFAULTS=0``).
@@ -24,8 +31,16 @@ Multi-host: every host runs the same command; set ``--jax_distributed`` (or the 
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import glob
 import os
+import re
+import sys
+from collections.abc import Iterator
+from typing import NoReturn
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -42,37 +57,186 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordin
 flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 FLAGS = flags.FLAGS
 
+# The repository's configs/ folder (beside the geojax package), listed when --config is wrong.
+_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def _usage_exit(message: str) -> NoReturn:
+    """Prints ``message`` (one or two lines: the problem, the fix) and exits with status 2."""
+    sys.stderr.write("".join(f"geojax: error: {line}\n" if i == 0 else f"  {line}\n"
+                             for i, line in enumerate(message.splitlines())))
+    raise SystemExit(2)
+
+
+def _configs_hint() -> str:
+    files = sorted(glob.glob(os.path.join(_CONFIGS_DIR, "*.py")))
+    if not files:
+        return "pass --config=<file.py>[:arg] naming a file with get_config(arg)"
+    return ("use one of " + ", ".join(os.path.relpath(f) for f in files)
+            + " (add :runlocal for a small run)")
+
+
+def _config_value(args: list[str]) -> str | None:
+    """The value given to ``--config`` in ``args`` (flagfiles expanded), the last one wins."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        match = re.match(r"^--?config(?:=(.*))?$", arg)
+        if match:
+            value = match.group(1) if match.group(1) is not None else (
+                args[i + 1] if i + 1 < len(args) else None)
+    return value
+
+
+def _unknown_key(config: ml_collections.ConfigDict, path: str) -> str | None:
+    """Why the override ``--config.<path>`` names no field of ``config``, with the nearest
+    existing key; ``None`` when every part of ``path`` exists."""
+    node, parents = config, []
+    for part in path.split("."):
+        key = part.split("[", 1)[0]
+        if not isinstance(node, ml_collections.ConfigDict):
+            return (f"unknown config key {path}: config.{'.'.join(parents)} is {node!r}, "
+                    "not a group of fields.")
+        if key not in node:
+            close = difflib.get_close_matches(key, list(node.keys()), n=1)
+            where = ".".join(parents + [key])
+            if close:
+                return f"unknown config key {where}; did you mean {'.'.join(parents + close)}?"
+            keys = ", ".join(sorted(node.keys()))
+            return f"unknown config key {where}; {'.'.join(['config'] + parents)} has {keys}."
+        if key != part:  # an indexed field (a[0]): ml_collections checks the index
+            return None
+        node, parents = node[key], parents + [key]
+    return None
+
+
+def _unknown_override(args: list[str]) -> str | None:
+    """The first ``--config.a.b=value`` of ``args`` whose field the config lacks, as a message."""
+    value = _config_value(args)
+    if value is None:
+        return None
+    config = FLAGS["config"].parser.parse(value)  # the file again: the failed parse kept nothing
+    if not isinstance(config, ml_collections.ConfigDict):
+        return None
+    for arg in args:
+        match = re.match(r"^--?(?:no)?config\.([^=]+)", arg)
+        message = match and _unknown_key(config, match.group(1))
+        if message:
+            return f"{message}\n(from {arg})"
+    return None
+
+
+def _flag_error(error: flags.Error) -> str:
+    """absl's message for a flag it refused, with the type a ``--config.x=value`` needs."""
+    message = str(error)
+    match = re.match(r"flag --(config\.[^=]+)=", message)
+    if match and match.group(1) in FLAGS:
+        flag = FLAGS[match.group(1)]
+        fix = f"{match.group(1)} takes a value of type {flag.flag_type()}"
+        return message + "\n" + fix + (f" (the config's is {flag.default!r})."
+                                        if flag.default is not None else ".")
+    return message + "\nsee --helpshort for the flags."
+
+
+def _workdir(config: ml_collections.ConfigDict) -> str:
+    return FLAGS.workdir or os.path.join("workdir", config.get("name", "run"))
+
+
+def _check_workdir(workdir: str) -> None:
+    """Refuses a workdir that is a file or lies under one (os.makedirs would fail later)."""
+    path = os.path.abspath(workdir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(workdir) else f"lies under the file {path}"
+        _usage_exit(f"the workdir {workdir} {where}.\npass --workdir=<folder> (created if "
+                    "missing), or leave it out for ./workdir/<config name>.")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, where every usage mistake ends as :func:`_usage_exit`."""
+    try:
+        args = FLAGS.read_flags_from_files(argv[1:], force_gnu=False)
+        value = _config_value(args)
+        path = value.split(":", 1)[0] if value else None
+        if path is not None and not os.path.isfile(path):
+            _usage_exit(f"config file {os.path.abspath(path)} does not exist (--config={value}).\n"
+                        + _configs_hint() + ".")
+        rest = FLAGS(argv)
+    except flags.Error as error:  # unknown flag, a value of the wrong type, a bad flagfile
+        _usage_exit(_flag_error(error))
+    except (KeyError, AttributeError):  # ml_collections: --config.a.b names no field
+        message = _unknown_override(args)
+        if message is None:
+            raise
+        _usage_exit(message)
+    if FLAGS.config is None:
+        _usage_exit("--config is required.\n" + _configs_hint() + ".")
+    if not isinstance(FLAGS.config, ml_collections.ConfigDict):
+        _usage_exit(f"--config={value} gave no ConfigDict: its get_config() returned "
+                    f"{type(FLAGS.config).__name__}.")
+    if len(rest) > 1:
+        _usage_exit(f"unexpected arguments {rest[1:]}.\nevery option is a --flag=value.")
+    _check_workdir(_workdir(FLAGS.config))
+    return rest
+
+
+def _new_folders(workdir: str) -> list[str]:
+    """The folders that creating ``workdir`` adds, deepest first."""
+    path, new = os.path.abspath(workdir), []
+    while not os.path.exists(path):
+        new.append(path)
+        path = os.path.dirname(path)
+    return new
+
+
+@contextlib.contextmanager
+def _refused_config(workdir: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    """Turns ``errors`` (a config geojax refuses) into a usage error, first removing the folders
+    the run created for ``workdir`` while they are still empty (``os.rmdir`` removes no file)."""
+    new = _new_folders(workdir)
+    try:
+        yield
+    except errors as error:
+        for folder in new:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        _usage_exit(str(error))
+
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv  # _parse_flags refused extra arguments
     if not FLAGS["verbosity"].present:  # library INFO logs (Orbax, grain) only on request
         logging.set_verbosity(logging.WARNING)
     # JAX and the library load here, after runtime.configure_cpu() (see the __main__ block), so
     # that no thread of theirs allocates before the malloc settings.
     import jax  # pylint: disable=import-outside-toplevel
     from geojax import experiment  # pylint: disable=import-outside-toplevel
+    from geojax.data import datasets  # pylint: disable=import-outside-toplevel
     from geojax.training import train  # pylint: disable=import-outside-toplevel
+    from geojax.training import sharding  # pylint: disable=import-outside-toplevel
 
     if FLAGS.jax_distributed or FLAGS.coordinator_address:
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
     config = FLAGS.config
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/cplanet.py")
-    workdir = FLAGS.workdir or os.path.join("workdir", config.get("name", "run"))
-    if FLAGS.mode == "partition":
-        experiment.partition_report(config, workdir)
-    elif FLAGS.mode == "eval":
-        experiment.evaluate_workdir(config, workdir)
-    else:
-        try:
-            experiment.train_and_evaluate(config, workdir)
-        except train.Preempted as stop:  # SIGTERM: a checkpoint was saved
-            raise SystemExit(f"preempted: {stop}") from None
+    workdir = _workdir(config)
+    refused = (train.ConfigError, datasets.DataConfigError, sharding.MeshError)
+    with _refused_config(workdir, refused):
+        if FLAGS.mode == "partition":
+            experiment.partition_report(config, workdir)
+        elif FLAGS.mode == "eval":
+            experiment.evaluate_workdir(config, workdir)
+        else:
+            try:
+                experiment.train_and_evaluate(config, workdir)
+            except train.Preempted as stop:  # SIGTERM: a checkpoint was saved
+                raise SystemExit(f"preempted: {stop}") from None
 
 
 if __name__ == "__main__":
     runtime.configure_cpu()  # before app.run parses --config: nothing has started JAX yet
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
