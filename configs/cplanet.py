@@ -34,7 +34,7 @@ import ml_collections
 
 
 def get_config(arg=None):
-    args = common.parse_arg(arg)
+    args = common.parse_arg(arg, known=("runlocal", "visual"))
     runlocal = bool(args.get("runlocal"))
     config = ml_collections.ConfigDict()
     config.name = "cplanet"

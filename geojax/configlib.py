@@ -10,12 +10,17 @@ from __future__ import annotations
 import ml_collections
 
 
-def parse_arg(arg: str | None) -> dict[str, str | bool]:
-    """``"runlocal,size=1000"`` → ``{"runlocal": True, "size": "1000"}``."""
+def parse_arg(arg: str | None, known: tuple[str, ...] = ("runlocal",)) -> dict[str, str | bool]:
+    """``"runlocal,size=1000"`` → ``{"runlocal": True, "size": "1000"}``; a key not in ``known``
+    raises ``ValueError`` (a mistyped ``:runlocl`` would otherwise run the full config)."""
     out: dict[str, str | bool] = {}
     for item in filter(None, (arg or "").split(",")):
         key, eq, value = item.partition("=")
         out[key.strip()] = value.strip() if eq else True
+    unknown = sorted(set(out) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config argument(s) {unknown} in ':{arg}'; this config takes "
+                         f"{', '.join(known)}.")
     return out
 
 

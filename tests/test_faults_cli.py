@@ -101,3 +101,12 @@ def test_unknown_predictor(tmp_path):
     _assert_usage_error(out, "geojax: error: config.eval.predictors names ['knn']; registered "
                         "predictors: ['argmax', 'combinatorial', 'hierarchical'].")
     assert os.listdir(tmp_path) == []
+
+
+
+def test_unknown_config_argument_is_refused(tmp_path):
+    """``:runlocl`` (a typo of ``:runlocal``) must not silently run the full config."""
+    out = _cli("--config=configs/cplanet.py:runlocl", f"--workdir={tmp_path / 'wd'}")
+    _assert_usage_error(out, "unknown config argument(s) ['runlocl']",
+                        "this config takes runlocal, visual")
+    assert not (tmp_path / "wd").exists()
