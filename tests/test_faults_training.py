@@ -5,7 +5,7 @@
   from the previous step and ends with the uninterrupted run's weights; when no step restores,
   one :class:`CheckpointError` names the directory.
 * A first Ctrl-C saves a checkpoint and stops with the resume message (like SIGTERM); a
-  second one ends the process at once.
+  second one ends the process at once, by SIGINT, with one line.
 * A resume writes a ``{"event": "resume"}`` record, and ``read_metrics`` keeps one record per
   step although the steps after the checkpoint were logged twice.
 
@@ -211,7 +211,7 @@ def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_exits_at_once(tmp_path):
         assert ckpt.latest_step() == stopped_at
 
     # The same command resumes; Ctrl-C, then Ctrl-C again once the first is handled: the
-    # process ends at once, by SIGINT.
+    # process ends at once, by SIGINT, with one line.
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     err = _Stderr(proc)
@@ -222,12 +222,32 @@ def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_exits_at_once(tmp_path):
     t0 = time.perf_counter()
     proc.wait(timeout=60)
     elapsed = time.perf_counter() - t0
-    out = proc.stdout.read()
-    assert proc.returncode == -signal.SIGINT, (proc.returncode, err.join()[-3000:])
+    out, text = proc.stdout.read(), err.join()
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, text[-3000:])
+    assert text.rstrip().endswith("interrupted (Ctrl-C): stopped at once; re-run the same command "
+                                  "to resume from the last checkpoint."), text[-3000:]
+    assert "Traceback" not in text and "preempted" not in text, text[-3000:]
     assert elapsed < 5.0, elapsed
     assert f"[train] resumed from its checkpoint at step {stopped_at}/200" in out
     with checkpointing.Checkpointer(stage_dir) as ckpt:
         assert ckpt.latest_step() > stopped_at
+
+
+def test_ctrl_c_in_process_sets_the_flag_then_interrupts_as_before(capfd):
+    """Outside ``geojax.main`` (a notebook, a script calling ``train``) the second Ctrl-C is
+    Python's own: ``KeyboardInterrupt``; leaving the context restores SIGTERM and SIGINT."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with checkpointing.PreemptionFlag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert flag.is_set() and flag.signal_name == "Ctrl-C (SIGINT)"
+        assert "Ctrl-C: stopping after this step with a checkpoint" in capfd.readouterr().err
+        assert signal.getsignal(signal.SIGINT) is before[0]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with checkpointing.PreemptionFlag() as flag:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.is_set() and flag.signal_name == "SIGTERM"
 
 
 # ------------------------------------------------------------------------------------------

@@ -25,8 +25,10 @@ step nor one of its temporary directories); when no step restores it raises
 
 :class:`PreemptionFlag` turns SIGTERM (how schedulers and TPU / cloud VMs announce a
 preemption) and a first Ctrl-C (SIGINT) into a flag the train loop polls; the loop then
-saves and exits cleanly. A second Ctrl-C ends the process at once (the default action of
-SIGINT), which loses at most the steps since the last complete checkpoint, as ``kill -9`` does.
+saves and exits cleanly. A second Ctrl-C gets SIGINT's previous handling back: in
+``python -m geojax.main``, :func:`exit_at_once` (the process ends at once, by SIGINT, with one
+line; like ``kill -9`` it loses at most the steps since the last complete checkpoint), in a
+notebook or another host, its own (Python's ``KeyboardInterrupt``, a kernel's interrupt).
 """
 
 from __future__ import annotations
@@ -196,6 +198,23 @@ def abstract_like(state: Any, shardings: Any) -> Any:
                         state, shardings)
 
 
+_EXIT_NOTE = (b"\ninterrupted (Ctrl-C): stopped at once; re-run the same command to resume from "
+              b"the last checkpoint.\n")
+
+
+def exit_at_once(signum: int, frame: Any) -> None:  # pylint: disable=unused-argument
+    """A SIGINT handler for the command line: one line on stderr, then the process ends by
+    SIGINT's default action (exit status 130 in a shell), even while the main thread waits in
+    native code. Checkpoints and the partition files are written atomically, so this is as
+    safe as ``kill -9``; the run resumes from the last complete checkpoint."""
+    try:
+        os.write(sys.stderr.fileno(), _EXIT_NOTE)
+    except (OSError, ValueError, AttributeError):  # stderr closed or not a file
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 _INTERRUPT_NOTE = (b"\nCtrl-C: stopping after this step with a checkpoint; press Ctrl-C again "
                    b"to stop at once (losing the steps since the last checkpoint).\n")
 
@@ -204,12 +223,13 @@ class PreemptionFlag:
     """Set by SIGTERM or a first Ctrl-C (SIGINT) while installed (context manager); the train
     loop polls :meth:`is_set`.
 
-    The first SIGINT also writes a one-line note to stderr and gives SIGINT its default
-    action back, so that a second Ctrl-C ends the process at once, even while the main
-    thread waits in native code. SIGINT is left alone when it was ignored (a job started
-    with ``nohup`` or in the background). Leaving the context restores the previous
-    handlers. Only the main thread can install signal handlers; elsewhere (e.g. a notebook
-    worker thread) this is a flag that is never set by a signal. In a multi-process job
+    The first SIGINT also writes a one-line note to stderr and puts SIGINT's previous
+    handler back, so that a second Ctrl-C interrupts as Ctrl-C did before
+    (:func:`exit_at_once` under ``geojax.main``; Python's ``KeyboardInterrupt`` or a notebook
+    kernel's interrupt elsewhere). SIGINT is left alone when it was ignored (a job started with
+    ``nohup`` or in the background). Leaving the context restores the previous handlers.
+    Only the main thread can install signal handlers; elsewhere (e.g. a notebook worker
+    thread) this is a flag that is never set by a signal. In a multi-process job
     :meth:`agreed` makes every process see the flag of any process.
     """
 
@@ -222,7 +242,8 @@ class PreemptionFlag:
         self.signal_received = signum
         self._event.set()
         if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            previous = self._previous.pop(signal.SIGINT, None)  # None: not set from Python
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
             try:  # unbuffered: a print here could re-enter a print the handler interrupted
                 os.write(sys.stderr.fileno(), _INTERRUPT_NOTE)
             except (OSError, ValueError, AttributeError):  # stderr closed or not a file
