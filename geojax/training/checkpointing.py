@@ -33,6 +33,7 @@ notebook or another host, its own (Python's ``KeyboardInterrupt``, a kernel's in
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -138,16 +139,24 @@ class Checkpointer:
         error that caused the failure). When none restores, raises :class:`CheckpointError`
         and moves nothing (a config whose model or optimizer differs from the one that wrote
         the checkpoints fails on every step the same way). In a multi-process job a step
-        counts as restored only when it restores on every process.
+        counts as restored only when it restores on every process; an iterator file
+        unreadable on some processes only is found before Orbax's restore (which has
+        barriers), damaged array data read by some processes only is not.
         """
         failed: list[tuple[int, str]] = []
         for step in sorted(self.all_steps(), reverse=True):
+            # This process's iterator file first, without Orbax: a restore that fails on one
+            # process only would leave the others waiting in Orbax's barriers.
+            reason = self._iterator_file_error(step) if iterator is not None else None
+            if not _all_processes(reason is None):
+                failed.append((step, reason or "unreadable on another process"))
+                continue
             try:
                 state, reason = self.restore(step, abstract_state, iterator), None
             except Exception as err:  # pylint: disable=broad-exception-caught
                 state, reason = None, _reason(err)
             if not _all_processes(reason is None):
-                failed.append((step, reason or "restored here but not on every process"))
+                failed.append((step, reason or "unreadable on another process"))
                 continue
             moved = tuple(self._set_aside(s) for s, _ in failed)
             for (bad, why), path in zip(failed, moved):
@@ -161,6 +170,20 @@ class Checkpointer:
             f"no checkpoint in {self.directory} can be restored ({steps}). Remove that "
             "directory to train this stage from its start (or restore its files).")
 
+    def _iterator_file_error(self, step: int) -> str | None:
+        """Why this process's iterator position of checkpoint ``step`` (grain's
+        ``data/process_<i>-of-<n>.json``) is not JSON, or None (readable, or not there)."""
+        path = os.path.join(self.step_directory(step), "data",
+                            f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            return _reason(err)
+        return None
+
     def _set_aside(self, step: int) -> str:
         """Renames step directory ``step`` to ``<step>.unreadable-<n>`` (the first ``n`` free)
         on process 0 and refreshes the manager's list of steps; returns the new path."""
@@ -169,10 +192,12 @@ class Checkpointer:
         while os.path.exists(f"{source}.unreadable-{n}"):
             n += 1
         target = f"{source}.unreadable-{n}"
+        if jax.process_count() > 1:  # every process has chosen the name before the rename
+            multihost_utils.sync_global_devices(f"geojax set aside {source}: named")
         if jax.process_index() == 0:
             os.rename(source, target)
         if jax.process_count() > 1:
-            multihost_utils.sync_global_devices(f"geojax set aside {source}")
+            multihost_utils.sync_global_devices(f"geojax set aside {source}: moved")
         self._manager.reload()
         return target
 
