@@ -36,6 +36,7 @@ import difflib
 import glob
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from typing import NoReturn
@@ -216,8 +217,10 @@ def main(argv: list[str]) -> None:
     import jax  # pylint: disable=import-outside-toplevel
     from geojax import experiment  # pylint: disable=import-outside-toplevel
     from geojax.data import datasets  # pylint: disable=import-outside-toplevel
-    from geojax.training import train  # pylint: disable=import-outside-toplevel
+    from geojax.training import checkpointing, train  # pylint: disable=import-outside-toplevel
     from geojax.training import sharding  # pylint: disable=import-outside-toplevel
+    # Ctrl-C: one line and an immediate exit (a first Ctrl-C while training saves and stops).
+    signal.signal(signal.SIGINT, checkpointing.exit_at_once)
 
     if FLAGS.jax_distributed or FLAGS.coordinator_address:
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
@@ -233,8 +236,10 @@ def main(argv: list[str]) -> None:
         else:
             try:
                 experiment.train_and_evaluate(config, workdir)
-            except train.Preempted as stop:  # SIGTERM: a checkpoint was saved
+            except train.Preempted as stop:  # SIGTERM or a first Ctrl-C: a checkpoint was saved
                 raise SystemExit(f"preempted: {stop}") from None
+            except checkpointing.CheckpointError as err:  # no checkpoint of a stage restores
+                raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":
