@@ -20,7 +20,10 @@ status 2, before anything is written: an unknown flag or config key (``--config.
 "did you mean data.train_size?"), a value of the wrong type, a config file that does not exist
 (its full path and the files of ``configs/``), a ``--workdir`` that is a file, and a config that
 geojax refuses before computing (``ConfigError``, ``DataConfigError``, ``MeshError``; folders the
-run created for it are removed while still empty). Errors while training keep their tracebacks.
+run created for it are removed while still empty), or a ``:arg`` the config does not take.
+SIGTERM and a first Ctrl-C save a checkpoint and stop with the command to resume; a second
+Ctrl-C ends the process at once. A stage none of whose checkpoints restores ends with one line
+naming the folder; other errors while training keep their tracebacks.
 
 Library INFO logs (Orbax, grain) are hidden unless ``--verbosity=0`` is given.
 Before JAX starts, the CPU tuning of ``geojax.runtime.configure_cpu`` is applied (opt out with
@@ -131,6 +134,11 @@ def _unknown_override(args: list[str]) -> str | None:
 def _flag_error(error: flags.Error) -> str:
     """absl's message for a flag it refused, with the type a ``--config.x=value`` needs."""
     message = str(error)
+    if "Error whilst parsing config file" in message:  # get_config raised: its last line says why
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if not line.startswith("see --help")), "")
+        where = re.match(r"flag (\S+): Error whilst parsing", message)
+        return f"{where.group(1) if where else '--config'}: {reason}"
     match = re.match(r"flag --(config\.[^=]+)=", message)
     if match and match.group(1) in FLAGS:
         flag = FLAGS[match.group(1)]
