@@ -9,14 +9,13 @@
 * A resume writes a ``{"event": "resume"}`` record, and ``read_metrics`` keeps one record per
   step although the steps after the checkpoint were logged twice.
 
-The runs are the PlaNet ``runlocal`` config shrunk to 2,000 GeoWorld photos at 32 px and six
-steps (checkpoints at steps 2, 4, 6; the last two kept).
+The runs are the PlaNet ``runlocal`` config shrunk as in ``test_train`` (2,000 GeoWorld photos
+at 32 px) to six steps (checkpoints at steps 2, 4, 6; the last two kept).
 """
 
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -27,47 +26,25 @@ import sys
 import threading
 import time
 
-import jax
 import numpy as np
 import pytest
 
 from geojax.training import checkpointing
 from geojax.training import train as train_lib
 from geojax.training.context import MetricsWriter, read_metrics
+from test_train import REPO, assert_trees_equal, load_config, quiet
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = {"data.train_size": 2000, "data.eval_size": 48, "data.image_size": 32,
-         "stages.train.num_steps": 6, "stages.train.checkpoint_every": 2,
+SMALL = {"stages.train.num_steps": 6, "stages.train.checkpoint_every": 2,
          "stages.train.log_every": 1}
 
 
 def planet_config():
-    """``configs/planet.py:runlocal`` with :data:`SMALL`."""
-    spec = importlib.util.spec_from_file_location("planet_cfg", os.path.join(REPO, "configs", "planet.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("runlocal")
-    for key, value in SMALL.items():
-        *path, leaf = key.split(".")
-        node = config
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
+    """``configs/planet.py:runlocal`` shrunk as in test_train, with :data:`SMALL`."""
+    return load_config("planet", **SMALL)
 
 
 def weights(workdir: str) -> dict:
     return train_lib.load_weights(os.path.join(workdir, "checkpoints", "train"))
-
-
-def assert_trees_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")
