@@ -1,6 +1,6 @@
 """CPlaNet (004): five geoclass sets on a frozen PlaNet backbone, combinatorial inference.
 
-The README's first command; trains and evaluates on GeoWorld in about 8 minutes on 2 CPU
+The README's first command; trains and evaluates on GeoWorld in about 6 minutes on 2 CPU
 cores:
 
     python -m geojax.main --config=configs/cplanet.py
