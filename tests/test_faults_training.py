@@ -32,7 +32,7 @@ import pytest
 from geojax.training import checkpointing
 from geojax.training import train as train_lib
 from geojax.training.context import MetricsWriter, read_metrics
-from test_train import REPO, assert_trees_equal, load_config, quiet
+from test_train import REPO, _wait_for, assert_trees_equal, load_config, quiet
 
 SMALL = {"stages.train.num_steps": 6, "stages.train.checkpoint_every": 2,
          "stages.train.log_every": 1}
@@ -144,15 +144,6 @@ class _Stderr:
     def join(self) -> str:
         self._thread.join(timeout=60)
         return self.text
-
-
-def _wait_for(condition, proc, timeout=240.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return False
 
 
 def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_exits_at_once(tmp_path):
