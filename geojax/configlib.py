@@ -95,7 +95,8 @@ def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
     """Adds the model, mesh, stages, evaluation and resume settings every training config has.
 
     ``stages``: name → :func:`stage`, run in this order (``config.stage_order``). Call it after
-    the ``hierarchical`` / ``combinatorial`` sections: their predictors are listed then.
+    the ``hierarchical`` / ``combinatorial`` / ``retrieval`` sections: their predictors are
+    listed then.
     """
     config.seed = 0
     config.model = ml_collections.ConfigDict(dict(
@@ -117,6 +118,8 @@ def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
     # predictors (geojax.inference.predictors.REGISTRY) of the "predictors" rows.
     predictors = ("argmax",) + tuple(kind for kind in ("hierarchical", "combinatorial")
                                      if kind in config)
+    if "retrieval" in config:
+        predictors += ("nn", "knn", "hybrid")
     config.eval = ml_collections.ConfigDict(dict(
         batch_size=64 if runlocal else 256,
         crops="center",  # "five" / "ten": 003's TenCrop
@@ -125,3 +128,33 @@ def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
     ))
     config.init_from = ""  # a checkpoint directory whose weights start the first stage
     return config
+
+
+def retrieval(*, runlocal: bool, engine: str = "scann", name_prefix: str = "") -> ml_collections.ConfigDict:
+    """001 §3.2's retrieval (``config.retrieval``; ``geojax.inference``'s ``features``,
+    ``retrieval``, ``kde`` and the ``nn`` / ``knn`` / ``hybrid`` predictors).
+
+    The database is the training split: the L2-normalised backbone features of the final
+    weights, stored in ``<workdir>/retrieval/features`` (``feature_dtype``, ``shard_size``
+    rows per shard) and indexed by ``engine`` (``"scann"``: the ``retrieval`` extra, parameters
+    chosen from the database size, overridden by ``scann``; ``"exact"``: brute force on the
+    device mesh). ``k`` neighbours, weights ``s_i^m`` (001: k = 100, m = 10); one row per
+    σ of ``vo2017_sigmas`` (degrees: 001's σ = 1, 4, 16 on the authors' lat/lng grid) and of
+    ``sigmas_km`` (geojax's spherical kernel, ``kernel`` ``"gaussian"`` or ``"vmf"``);
+    ``hybrid``: the kernel density inside the ``top_classes`` most probable classes of head
+    ``head`` (empty: the model's last head).
+    """
+    return ml_collections.ConfigDict(dict(
+        database="train",
+        engine=engine,
+        k=100,
+        m=10.0,
+        vo2017_sigmas=(1.0, 4.0, 16.0),
+        sigmas_km=(25.0,),
+        kernel="gaussian",
+        hybrid=dict(head="", top_classes=1, sigma_km=25.0),
+        feature_dtype="float16",
+        shard_size=4096 if runlocal else 65536,
+        scann={},
+        name_prefix=name_prefix,
+    ))

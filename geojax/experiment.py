@@ -15,6 +15,8 @@ All three evaluate through ``geojax.evaluation.evaluators`` and write through
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +24,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from geojax.data import datasets
 from geojax.evaluation import evaluators, report
@@ -48,44 +51,98 @@ def _combinatorial_dir(workdir: str, group: str) -> str:
     return os.path.join(workdir, "partitions", f"{group}_combinatorial")
 
 
-def _predictors(ctx: RunContext, head_names: Sequence[str]) -> list[predictors_lib.Predictor]:
-    """The predictors of ``config.eval.predictors`` for a model with heads ``head_names``."""
+def _database_digest(lat: np.ndarray, lng: np.ndarray) -> str:
+    """Names a database by its size and coordinates (an index of another one is refused)."""
+    data = np.ascontiguousarray(np.stack([lat, lng], -1), np.float64)
+    return f"{lat.size}:{hashlib.sha256(data.tobytes()).hexdigest()[:16]}"
+
+
+def retrieval_index(ctx: RunContext, state: TrainState) -> Any:
+    """The database index of ``config.retrieval`` for the weights of ``state``: the L2-normalised
+    backbone features of every training image (``<workdir>/retrieval/features``, resumable)
+    and their index (``<workdir>/retrieval/index-<engine>``), each reused when it matches the
+    backbone, the database and the feature dimension, and rebuilt (with a log line) when not."""
+    from geojax.inference import features, retrieval  # TODO(integration): top-level import
+    cfg = ctx.config.retrieval
+    if cfg.get("database", "train") != "train":
+        raise train_lib.ConfigError(f"config.retrieval.database={cfg.database!r}: the database is "
+                                    "the training split ('train').")
+    weights = {"params": state.params, "batch_stats": state.batch_stats}
+    root = os.path.join(ctx.workdir, "retrieval")
+    meta = {"backbone": features.weights_digest(weights),
+            "database": _database_digest(*ctx.train_coords),
+            "image_size": int(ctx.config.data.image_size)}
+    store = features.build_store(ctx.config, ctx.mesh, weights, ctx.train_source,
+                                 os.path.join(root, "features"), meta=meta,
+                                 shard_size=int(cfg.shard_size), dtype=cfg.feature_dtype, log=ctx.log)
+    meta = {**meta, "dim": int(store.dim)}
+    directory = os.path.join(root, f"index-{cfg.engine}")
+    if os.path.exists(directory):
+        try:
+            index = retrieval.Index.load(directory, expect=meta, mesh=ctx.mesh)
+            ctx.log(f"[retrieval] reusing the {cfg.engine} index of {index.num} images in {directory}")
+            return index
+        except (retrieval.IndexMismatchError, retrieval.IndexFormatError) as err:
+            ctx.log(f"[retrieval] rebuilding {directory}: {err}")
+    t0 = time.perf_counter()
+    index = retrieval.Index.build(store, lat=store.lat, lng=store.lng, engine=cfg.engine, meta=meta,
+                                  valid=store.valid, params=dict(cfg.get("scann", {})),
+                                  mesh=ctx.mesh, log=ctx.log)
+    if ctx.is_main:
+        index.save(directory)
+    ctx.log(f"[retrieval] {cfg.engine} index of {index.num} images x {index.dim} built in "
+            f"{time.perf_counter() - t0:.1f}s")
+    return index
+
+
+def _predictors(ctx: RunContext, head_names: Sequence[str],
+                index: Callable[[], Any] | None = None
+                ) -> list[predictors_lib.Predictor]:
+    """The predictors of ``config.eval.predictors`` for a model with heads ``head_names``;
+    ``index``: the retrieval index's maker (without it, retrieval kinds give no rows)."""
     heads = set(head_names)
     groups = {g: [p for p in parts if p.name in heads] for g, parts in ctx.groups.items()}
     config = ctx.config
 
-    def index(group: str, parts: Sequence[base.Partition]) -> combinatorial.CombinatorialIndex:
+    def fine(group: str, parts: Sequence[base.Partition]) -> combinatorial.CombinatorialIndex:
         return build.combinatorial_index(parts, ctx.train_coords, _combinatorial_dir(ctx.workdir, group),
                                          base_level=int(config.combinatorial.base_level),
                                          write=ctx.is_main, log=ctx.log)
 
     inputs = predictors_lib.BuildInputs({g: p for g, p in groups.items() if p}, tuple(head_names),
-                                        ctx.train_coords, config, index)
+                                        ctx.train_coords, config, fine, index)
     return predictors_lib.build(tuple(config.eval.predictors), inputs)
 
 
 class _Evaluations:
-    """The run's evaluations, one per model (built once, reused by every periodic call)."""
+    """The run's evaluations, one per model (built once, reused by every periodic call).
+
+    Retrieval rows (``config.retrieval``) need a database index of the evaluated weights'
+    features, so only the final evaluation (``files=True``) has them."""
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
         self.splits = eval_splits(ctx.config.data)
         self._by_heads: dict[tuple[str, ...], evaluators.Evaluation] = {}
 
-    def of(self, model: heads_lib.GeoModel) -> evaluators.Evaluation:
+    def of(self, model: heads_lib.GeoModel, state: TrainState | None = None) -> evaluators.Evaluation:
+        """The evaluation of ``model``; with ``state``, with retrieval rows for its weights."""
         heads = tuple(model.heads.names)
-        if heads not in self._by_heads:
-            ctx = self.ctx
+        ctx = self.ctx
+        with_index = state is not None and "retrieval" in ctx.config
+        key = heads + (("<retrieval>",) if with_index else ())
+        if key not in self._by_heads:
             partitions = [ctx.partitions_of(list(ctx.groups))[h] for h in heads]
-            self._by_heads[heads] = evaluators.for_model(
-                ctx.config, self.splits, model, _predictors(ctx, heads), ctx.mesh,
+            index = functools.cache(lambda: retrieval_index(ctx, state)) if with_index else None
+            self._by_heads[key] = evaluators.for_model(
+                ctx.config, self.splits, model, _predictors(ctx, heads, index), ctx.mesh,
                 train=ctx.train_coords, heads=partitions)
-        return self._by_heads[heads]
+        return self._by_heads[key]
 
     def __call__(self, model: heads_lib.GeoModel, state: TrainState, tag: str,
                  *, files: bool = False) -> report.Results:
         ctx = self.ctx
-        results = self.of(model).run(state, tag=tag)
+        results = self.of(model, state if files else None).run(state, tag=tag)
         name = ctx.config.get("name", "run")
         report.write(results, ctx.workdir, tag=tag, files=files and ctx.is_main, log=ctx.log,
                      heading=f"# `{name}`: accuracy (%) within each distance\n")

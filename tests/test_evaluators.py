@@ -90,8 +90,8 @@ def test_partition_evaluation_has_no_model_rows(world):
 def test_unknown_names_in_the_eval_config_are_refused():
     with pytest.raises(ValueError, match=r"config.eval.evaluators names \['maps'\]"):
         evaluators.check_config(ml_collections.ConfigDict({"evaluators": ("maps",)}))
-    with pytest.raises(ValueError, match=r"config.eval.predictors names \['knn'\]"):
-        evaluators.check_config(ml_collections.ConfigDict({"predictors": ("argmax", "knn")}))
+    with pytest.raises(ValueError, match=r"config.eval.predictors names \['kmeans'\]"):
+        evaluators.check_config(ml_collections.ConfigDict({"predictors": ("argmax", "kmeans")}))
 
 
 def test_model_predictions_count_unreadable_images_as_missing(world):

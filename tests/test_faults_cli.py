@@ -97,9 +97,9 @@ def test_config_refused_by_geojax(tmp_path, mode):
 
 def test_unknown_predictor(tmp_path):
     workdir = tmp_path / "new" / "run"
-    out = _cli(PLANET, "--config.eval.predictors=('knn',)", f"--workdir={workdir}")
-    _assert_usage_error(out, "geojax: error: config.eval.predictors names ['knn']; registered "
-                        "predictors: ['argmax', 'combinatorial', 'hierarchical'].")
+    out = _cli(PLANET, "--config.eval.predictors=('kmeans',)", f"--workdir={workdir}")
+    _assert_usage_error(out, "geojax: error: config.eval.predictors names ['kmeans']; registered "
+                        "predictors: ['argmax', 'combinatorial', 'hierarchical', 'hybrid', 'knn', 'nn'].")
     assert os.listdir(tmp_path) == []
 
 

@@ -153,8 +153,8 @@ def test_registry_builds_the_kinds_a_config_lists(points):
                      f"combinatorial SimpleSum ({fine} fine)"]
     assert built == ["sets"]
     assert [p.name for p in predictors.build(("argmax",), inputs)] == names[:4]
-    with pytest.raises(ValueError, match=r"config.eval.predictors names \['knn'\]"):
-        predictors.build(("argmax", "knn"), inputs)
+    with pytest.raises(ValueError, match=r"config.eval.predictors names \['kmeans'\]"):
+        predictors.build(("argmax", "kmeans"), inputs)
     with pytest.raises(ValueError, match="occur twice"):
         predictors.build(("argmax", "argmax"), inputs)
 

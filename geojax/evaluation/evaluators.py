@@ -200,7 +200,8 @@ class ModelPredictions:
         start = 0
         for batch in self._dataset(split):
             g = pipeline.to_global_arrays(batch, self._batch_sharding, keys=["image", "valid"])
-            preds = jax.device_get(self._predict(state.params, state.batch_stats, g))
+            preds = predictors_lib.run_host(self.predictors, jax.device_get(
+                self._predict(state.params, state.batch_stats, g)))
             valid = np.asarray(jax.device_get(self._replicate(g["valid"])), bool)
             rows = np.arange(start, start + valid.size)
             keep = valid & (rows < n)  # the last batch is padded; unreadable images stay NaN

@@ -21,17 +21,26 @@ constants of the jitted function.
   or FiveCrop): outputs with a crop axis ``(B, n, ...)`` are averaged (class probabilities,
   features) before the wrapped predictor sees them.
 
+**Retrieval predictors** (001 §3.2) search a database index (``geojax.inference.retrieval``)
+with the query's L2-normalised backbone features, so they run on the host after the jitted
+part (``on_host = True``; ScaNN is a host library): :class:`NearestNeighbour` (001 "NN"),
+:class:`KernelDensity` (001 "kNN", Eq. 1, with the ``vo2017`` or ``spherical`` mode search
+of ``geojax.inference.kde``) and :class:`Hybrid` (classify, then the kernel density of the
+neighbours inside the top class). Predictors on one index share one search per batch
+(:func:`run_host`: the largest ``k`` among them, each takes its first ``k``).
+
 **The registry.** ``config.eval.predictors`` lists predictor kinds by name (:data:`REGISTRY`:
-``"argmax"``, ``"hierarchical"``, ``"combinatorial"``); :func:`build` turns them into
-predictors for a model with given heads. :func:`register` adds a kind.
-:func:`make_predict_fn` runs the model and every predictor on an eval batch.
+``"argmax"``, ``"hierarchical"``, ``"combinatorial"``, ``"nn"``, ``"knn"``, ``"hybrid"``);
+:func:`build` turns them into predictors for a model with given heads. :func:`register` adds
+a kind. :func:`make_predict_fn` runs the model and every on-device predictor on an eval batch
+(jitted); :func:`run_host` then adds the host predictors' answers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -197,6 +206,144 @@ def average_crops(outputs: Outputs) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------- retrieval (001)
+HOST_OUTPUTS = "__host_outputs__"  # make_predict_fn's entry for the host predictors' inputs
+
+
+def is_host(predictor: Any) -> bool:
+    """Whether ``predictor`` runs on the host after the jitted part (retrieval)."""
+    return bool(getattr(predictor, "on_host", False))
+
+
+def _neighbour_prediction(lat: np.ndarray, lng: np.ndarray, top_lat: np.ndarray,
+                          top_lng: np.ndarray, top_score: np.ndarray, top_k: int) -> Prediction:
+    if top_k <= 0:
+        return Prediction(lat, lng)
+    return Prediction(lat, lng, top_lat[:, :top_k], top_lng[:, :top_k], top_score[:, :top_k])
+
+
+def _kde() -> Any:  # TODO(integration): top-level import once geojax/inference/kde.py lands
+    from geojax.inference import kde
+    return kde
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NearestNeighbour:
+    """001's "NN": the location of the database image whose features are most similar to the
+    query's (inner product of L2-normalised features). Candidates: the ``top_k`` nearest
+    neighbours with their similarities."""
+
+    name: str
+    index: Any  # geojax.inference.retrieval.Index
+    top_k: int = 0
+    on_host: ClassVar[bool] = True
+
+    @property
+    def k(self) -> int:
+        return max(1, self.top_k)
+
+    def from_neighbours(self, outputs: Outputs, scores: np.ndarray, rows: np.ndarray) -> Prediction:
+        del outputs
+        lat, lng = self.index.lat[rows], self.index.lng[rows]
+        return _neighbour_prediction(lat[:, 0], lng[:, 0], lat, lng, scores, self.top_k)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KernelDensity:
+    """001's "kNN" (§3.2, Eq. 1): the mode of ``f(x) = Σ_i w_i K_σ(x, x_i)`` over the ``k``
+    nearest neighbours' locations ``x_i``, ``w_i = s_i^m`` (:func:`kde.neighbour_weights`).
+
+    ``mode="vo2017"``: the grid search of 001's released code, σ in degrees
+    (:func:`kde.vo2017_mode`); ``mode="spherical"``: geojax's great-circle kernel, σ in km
+    (:func:`kde.spherical_mode`, ``kernel`` ``"gaussian"`` or ``"vmf"``). Candidates: the
+    ``top_k`` nearest neighbours with their normalised weights."""
+
+    name: str
+    index: Any
+    sigma: float
+    mode: str = "spherical"
+    k: int = 100
+    m: float = 10.0
+    kernel: str = "gaussian"
+    top_k: int = 0
+    on_host: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("vo2017", "spherical"):
+            raise ValueError(f"kernel density mode {self.mode!r}; use 'vo2017' or 'spherical'.")
+
+    def mode_of(self, lat: np.ndarray, lng: np.ndarray, w: np.ndarray) -> tuple[Any, Any]:
+        if self.mode == "vo2017":
+            return _kde().vo2017_mode(lat, lng, w, self.sigma)
+        return _kde().spherical_mode(lat, lng, w, self.sigma, kernel=self.kernel)
+
+    def from_neighbours(self, outputs: Outputs, scores: np.ndarray, rows: np.ndarray) -> Prediction:
+        del outputs
+        lat, lng = self.index.lat[rows], self.index.lng[rows]
+        w = np.asarray(_kde().neighbour_weights(scores, self.m), np.float64)
+        plat, plng = (np.asarray(v, np.float64) for v in self.mode_of(lat, lng, w))
+        share = w / np.maximum(w.sum(-1, keepdims=True), 1e-300)
+        return _neighbour_prediction(plat, plng, lat, lng, share, self.top_k)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Hybrid:
+    """Classification, then retrieval inside it: the spherical kernel density
+    (:class:`KernelDensity`) of those of the ``k`` nearest neighbours whose class (in head
+    ``head``'s partition) is among the ``top_classes`` most probable classes of the query.
+    A query with no such neighbour is predicted at its arg-max class's imagery centroid.
+    (geojax's combination of 001's two approaches; not a row of 001.)"""
+
+    name: str
+    index: Any
+    head: str
+    row_classes: np.ndarray  # (N,) int32: the head's class of every database row
+    centroids_xyz: np.ndarray  # (C, 3) imagery centroids of the head's classes
+    sigma_km: float
+    k: int = 100
+    m: float = 10.0
+    top_classes: int = 1
+    kernel: str = "gaussian"
+    top_k: int = 0
+    on_host: ClassVar[bool] = True
+
+    def from_neighbours(self, outputs: Outputs, scores: np.ndarray, rows: np.ndarray) -> Prediction:
+        logits = np.asarray(outputs["logits"][self.head], np.float32)
+        top = np.argsort(-logits, axis=-1, kind="stable")[:, :self.top_classes]
+        inside = (self.row_classes[rows][:, :, None] == top[:, None, :]).any(-1)
+        lat, lng = self.index.lat[rows], self.index.lng[rows]
+        w = np.asarray(_kde().neighbour_weights(scores, self.m), np.float64) * inside
+        none = ~inside.any(-1)
+        w[none] = 1.0  # any finite weights: these rows take the class centroid below
+        plat, plng = (np.array(v, np.float64) for v in
+                      _kde().spherical_mode(lat, lng, w, self.sigma_km, kernel=self.kernel))
+        if none.any():
+            clat, clng = sphere.xyz_to_latlng(self.centroids_xyz[top[none, 0]].astype(np.float64))
+            plat[none], plng[none] = clat, clng
+        share = w * ~none[:, None] / np.maximum(w.sum(-1, keepdims=True), 1e-300)
+        return _neighbour_prediction(plat, plng, lat, lng, share, self.top_k)
+
+
+def run_host(predictors: Sequence[Any], device_out: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: Prediction}`` of every predictor, in order: the on-device ones from
+    ``device_out`` (what :func:`make_predict_fn` returned, fetched to the host), the host
+    ones computed here from its :data:`HOST_OUTPUTS` with one index search per index (the
+    largest ``k`` of the predictors on it; each takes its first ``k`` neighbours)."""
+    host = [p for p in predictors if is_host(p)]
+    out = {k: v for k, v in device_out.items() if k != HOST_OUTPUTS}
+    if host:
+        outputs = device_out[HOST_OUTPUTS]
+        queries = np.asarray(outputs["features"], np.float32)
+        searched: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for index in {id(p.index): p.index for p in host}.values():
+            k = max(p.k for p in host if p.index is index)
+            searched[id(index)] = index.search(queries, k)
+        for p in host:
+            scores, rows = searched[id(p.index)]
+            out[p.name] = p.from_neighbours(outputs, scores[:, :p.k], rows[:, :p.k])
+    return {p.name: out[p.name] for p in predictors}
+
+
 # ---------------------------------------------------------------------------- registry
 @dataclasses.dataclass(frozen=True)
 class BuildInputs:
@@ -207,6 +354,9 @@ class BuildInputs:
     per-head rows). ``train``: the training ``(lat, lng)``. ``config``: the run's config
     (builders read their own section, e.g. ``config.combinatorial``).
     ``combinatorial_index(group, partitions)``: CPlaNet's offline index, loaded or built.
+    ``retrieval_index()``: the database index of the model's features (``config.retrieval``),
+    loaded or built; ``None`` where the evaluation has none (retrieval kinds then give no rows,
+    e.g. in the periodic evaluations during training).
     """
 
     groups: Mapping[str, Sequence[base.Partition]]
@@ -215,6 +365,7 @@ class BuildInputs:
     config: Any
     combinatorial_index: Callable[[str, Sequence[base.Partition]],
                                   combinatorial.CombinatorialIndex]
+    retrieval_index: Callable[[], Any] | None = None
 
 
 Builder = Callable[[BuildInputs], list[Predictor]]
@@ -262,6 +413,66 @@ def _combinatorial(inputs: BuildInputs) -> list[Predictor]:
     return out
 
 
+def _retrieval(inputs: BuildInputs) -> tuple[Any, Any] | None:
+    """(index, ``config.retrieval``) when the evaluation has a retrieval index, else None."""
+    cfg = inputs.config.get("retrieval")
+    if cfg is None or inputs.retrieval_index is None:
+        return None
+    return inputs.retrieval_index(), cfg
+
+
+@register("nn")
+def _nn(inputs: BuildInputs) -> list[Predictor]:
+    """001's NN row (``config.retrieval``; none without a retrieval index)."""
+    found = _retrieval(inputs)
+    if found is None:
+        return []
+    index, cfg = found
+    return [NearestNeighbour(f"{cfg.get('name_prefix', '')}NN", index)]
+
+
+@register("knn")
+def _knn(inputs: BuildInputs) -> list[Predictor]:
+    """001's kNN kernel density: one row per σ of ``config.retrieval.vo2017_sigmas``
+    (degrees, the authors' grid search) and of ``config.retrieval.sigmas_km`` (spherical)."""
+    found = _retrieval(inputs)
+    if found is None:
+        return []
+    index, cfg = found
+    prefix, k, m = cfg.get("name_prefix", ""), int(cfg.k), float(cfg.m)
+    rows: list[Predictor] = [
+        KernelDensity(f"{prefix}kNN σ={float(s):g}° (vo2017)", index, float(s), "vo2017", k, m)
+        for s in cfg.get("vo2017_sigmas", ())]
+    kernel = cfg.get("kernel", "gaussian")
+    rows += [KernelDensity(f"{prefix}kNN σ={float(s):g} km ({'vMF' if kernel == 'vmf' else 'spherical'})",
+                           index, float(s), "spherical", k, m, kernel)
+             for s in cfg.get("sigmas_km", ())]
+    return rows
+
+
+@register("hybrid")
+def _hybrid(inputs: BuildInputs) -> list[Predictor]:
+    """Classification then kernel density inside the top class(es) of head
+    ``config.retrieval.hybrid.head`` (default: the model's last head)."""
+    found = _retrieval(inputs)
+    if found is None:
+        return []
+    index, cfg = found
+    hcfg = cfg.get("hybrid", {})
+    head = hcfg.get("head") or inputs.heads[-1]
+    by_name = {p.name: p for parts in inputs.groups.values() for p in parts}
+    if head not in by_name:
+        raise ValueError(f"config.retrieval.hybrid.head={head!r} is not a head of the model "
+                         f"({list(inputs.heads)}).")
+    partition = by_name[head]
+    sigma = float(hcfg.get("sigma_km", 25.0))
+    top = int(hcfg.get("top_classes", 1))
+    return [Hybrid(f"{cfg.get('name_prefix', '')}hybrid: {head} top-{top} → kNN σ={sigma:g} km",
+                   index, head, np.asarray(partition.assign(index.lat, index.lng), np.int32),
+                   _centroids_xyz(partition, "imagery"), sigma, int(cfg.k), float(cfg.m), top,
+                   cfg.get("kernel", "gaussian"))]
+
+
 def check_kinds(kinds: Sequence[str]) -> None:
     """Raises ``ValueError`` naming the unknown kinds of ``config.eval.predictors``."""
     unknown = [k for k in kinds if k not in REGISTRY]
@@ -283,13 +494,20 @@ def build(kinds: Sequence[str], inputs: BuildInputs) -> list[Predictor]:
 
 # ---------------------------------------------------------------------------- model + predictors
 def make_predict_fn(model: heads_lib.GeoModel, predictors: Sequence[Predictor]
-                    ) -> Callable[[Any, Any, Mapping[str, Any]], dict[str, Prediction]]:
-    """``(params, batch_stats, batch) -> {predictor name: Prediction}`` for eval batches.
+                    ) -> Callable[[Any, Any, Mapping[str, Any]], dict[str, Any]]:
+    """``(params, batch_stats, batch) -> {predictor name: Prediction}`` for eval batches
+    (jittable): the on-device predictors' answers; with host predictors among
+    ``predictors`` also :data:`HOST_OUTPUTS` → their inputs (``features`` L2-normalised in
+    float32, ``logits``), which :func:`run_host` turns into their answers.
 
     Multi-crop batches (``image`` of shape ``(B, n, S, S, 3)``, FiveCrop / TenCrop) are
-    scored per crop and every predictor is wrapped in :class:`TenCrop`.
+    scored per crop and every predictor is wrapped in :class:`TenCrop` (host predictors see
+    the crop-averaged outputs).
     """
-    def predict(params: Any, batch_stats: Any, batch: Mapping[str, Any]) -> dict[str, Prediction]:
+    device = [p for p in predictors if not is_host(p)]
+    host = len(device) < len(predictors)
+
+    def predict(params: Any, batch_stats: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
         images = batch["image"]
         crops = images.shape[1] if images.ndim == 5 else 0
         if crops:
@@ -298,7 +516,15 @@ def make_predict_fn(model: heads_lib.GeoModel, predictors: Sequence[Predictor]
         outputs = model.apply(variables, normalize_images(images), train=False)
         if crops:
             outputs = jax.tree.map(lambda v: v.reshape((-1, crops) + v.shape[1:]), outputs)
-            return {p.name: TenCrop(p)(outputs) for p in predictors}
-        return {p.name: p(outputs) for p in predictors}
+            out: dict[str, Any] = {p.name: TenCrop(p)(outputs) for p in device}
+            outputs = average_crops(outputs)
+        else:
+            out = {p.name: p(outputs) for p in device}
+        if host:
+            features = outputs["features"].astype(jnp.float32)
+            features = features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True),
+                                              1e-12)
+            out[HOST_OUTPUTS] = {"features": features, "logits": outputs["logits"]}
+        return out
 
     return predict
