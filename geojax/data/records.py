@@ -52,6 +52,39 @@ class InMemorySource:
         return f"InMemorySource({len(self)} records)"
 
 
+class RecordRange:
+    """Records ``[start, stop)`` of a source, as a source: row ``i`` is ``source[start + i]``.
+
+    Keeps the source's batched read (``_getitems``) when it has one; ``lat`` / ``lng`` are
+    views of the source's arrays."""
+
+    def __init__(self, source: Any, start: int, stop: int):
+        if not 0 <= start <= stop <= len(source):
+            raise ValueError(f"records [{start}, {stop}) are not a range of a source of "
+                             f"{len(source)} records.")
+        self.source, self.start, self.stop = source, int(start), int(stop)
+        self.lat = np.asarray(source.lat)[start:stop]
+        self.lng = np.asarray(source.lng)[start:stop]
+        if callable(getattr(source, "_getitems", None)):
+            self._getitems = self._read_many
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} of a range of {len(self)}")
+        return self.source[self.start + index]
+
+    def _read_many(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        return self.source._getitems(  # pylint: disable=protected-access
+            [self.start + int(i) for i in indices])
+
+    def __repr__(self) -> str:
+        return f"RecordRange({self.source!r}, {self.start}, {self.stop})"
+
+
 # ---------------------------------------------------------------------------- per record
 @dataclasses.dataclass(frozen=True)
 class Bad:

@@ -52,8 +52,8 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from geojax import progress
-from geojax.data import augment, datasets, pipeline
+from geojax.data import augment, datasets, pipeline, records
 from geojax.models import heads as heads_lib
 from geojax.models import registry
 from geojax.partitions import build as partitions_build
@@ -76,7 +76,8 @@ from geojax.training.steps import (IMAGE_MEAN, IMAGE_STD, TrainState, make_train
 __all__ = [  # the training API in one place (steps.py and context.py hold parts of it)
     "ConfigError", "EvalHook", "IMAGE_MEAN", "IMAGE_STD", "MetricsWriter", "Preempted",
     "RunContext", "STAGE_DEFAULTS", "TrainState", "build_model", "check_config",
-    "ensure_partitions", "extract_features", "final_model", "load_weights", "make_train_step",
+    "FeatureBatch", "ensure_partitions", "extract_features", "final_model",
+    "iter_backbone_features", "load_weights", "make_train_step",
     "normalize_images", "run_stage", "setup", "train",
 ]
 
@@ -420,39 +421,114 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     return state
 
 
-def extract_features(ctx: RunContext, weights: Mapping[str, Any], source: Any, *,
-                     batch_size: int | None = None) -> np.ndarray:
-    """``(len(source), D)`` float32 backbone features of every record, in source order.
+class FeatureBatch(NamedTuple):
+    """One eval batch of :func:`iter_backbone_features` (host numpy, padding rows removed)."""
 
-    Runs the eval pipeline (centre crop, no shuffle) over ``source`` with the backbone of
-    ``config.model`` and ``weights`` (``{"params", "batch_stats"}`` of a GeoModel). A record
-    the pipeline could not read gets a zero vector (for CPlaNet's cosine distance: "no
-    visual information"), and is counted in the log.
+    rows: np.ndarray  # int64 (b,): record numbers in the source
+    features: np.ndarray  # (b, D) backbone features, zero where ``valid`` is False
+    valid: np.ndarray  # bool (b,): False for a record the pipeline could not read
+    ids: np.ndarray  # str (b,): the records' ``id`` (the record number where there is none)
+
+
+def _all_process_ids(batch: Mapping[str, Any]) -> np.ndarray:
+    """The ids of every row of this process's batch (those of unreadable records from the
+    batch's ``skipped_ids``), concatenated over the processes in process order."""
+    ids = np.asarray(batch["id"]).astype(str)
+    skipped = np.asarray(batch["skipped_ids"]).astype(str)
+    if skipped.size:  # positional stream: bad records are the first invalid rows, in order
+        ids = ids.astype(np.result_type(ids.dtype, skipped.dtype))
+        ids[np.flatnonzero(~np.asarray(batch["valid"]))[:skipped.size]] = skipped
+    if jax.process_count() == 1:
+        return ids
+    encoded = np.char.encode(ids, "utf-8")
+    width = int(np.max(multihost_utils.process_allgather(np.int32(encoded.itemsize))))
+    local = encoded.astype(f"S{width}").view(np.uint8).reshape(len(ids), width)
+    gathered = multihost_utils.process_allgather(local)  # (processes, b, width)
+    return np.char.decode(gathered.reshape(-1, width).view(f"S{width}").ravel(), "utf-8")
+
+
+def iter_backbone_features(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                           weights: Mapping[str, Any], source: Any, *,
+                           batch_size: int | None = None, start: int = 0, stop: int | None = None,
+                           normalize: bool = False, dtype: Any = np.float32,
+                           desc: str = "[features]") -> Iterator[FeatureBatch]:
+    """Backbone features of records ``[start, stop)`` of ``source``, one eval batch at a time.
+
+    The eval pipeline of ``config.data`` (centre crop at ``image_size``, no shuffle,
+    ``max_bad_fraction``, ``worker_count``) feeds the backbone of ``config.model`` with
+    ``weights`` (``{"params", "batch_stats"}`` of a GeoModel, replicated once onto ``mesh``);
+    batches of ``batch_size`` (default ``config.eval.batch_size``) are split over the mesh
+    and the features come back replicated, so every process gets every row. A record the
+    pipeline cannot read gets ``valid`` False and a zero vector. ``normalize``: divide each
+    row by its L2 norm in float32 on the device (zero rows stay zero); the features are cast
+    to ``dtype`` on the device. The next batch is dispatched before the previous one is
+    fetched, so the device never waits for the host's consumer.
     """
-    config, mesh = ctx.config, ctx.mesh
+    stop = len(source) if stop is None else int(stop)
+    view = source if (start, stop) == (0, len(source)) else records.RecordRange(source, start, stop)
+    if not len(view):
+        return
     backbone = build_model(config, {"_": 1}, freeze_backbone=False).backbone
     variables = {"params": weights["params"]["backbone"]}
     if weights.get("batch_stats"):
         variables["batch_stats"] = weights["batch_stats"]["backbone"]
-    fn = jax.jit(lambda v, x: backbone.apply(v, normalize_images(x), train=False),
-                 out_shardings=sharding.replicated(mesh))
-    batch_size = batch_size or int(config.eval.batch_size)
-    dataset = pipeline.make_dataset(source, train=False, global_batch_size=batch_size,
+    variables = jax.device_put(variables, sharding.replicated(mesh))
+    out_dtype = jnp.dtype(dtype)
+
+    def forward(v: Any, images: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+        feats = backbone.apply(v, normalize_images(images), train=False).astype(jnp.float32)
+        if normalize:
+            norm = jnp.linalg.norm(feats, axis=-1, keepdims=True)
+            feats = feats / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
+        return jnp.where(valid[:, None], feats, 0.0).astype(out_dtype), valid
+
+    fn = jax.jit(forward, out_shardings=sharding.replicated(mesh))
+    batch_size = int(batch_size or config.eval.batch_size)
+    dataset = pipeline.make_dataset(view, train=False, global_batch_size=batch_size,
                                     image_size=int(config.data.image_size), seed=0, num_epochs=1,
                                     shuffle=False, drop_remainder=False,
+                                    worker_count=int(config.data.get("worker_count", 0)),
                                     max_bad_fraction=datasets.max_bad_fraction(config.data))
     batch_sh = sharding.batch_sharding(mesh)
-    replicate = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
-    chunks, valid = [], []
-    bar = progress.Progress(math.ceil(len(source) / batch_size), desc="[features]", unit="batch")
-    for batch in dataset:
-        g = pipeline.to_global_arrays(batch, batch_sh, keys=["image", "valid"])
-        chunks.append(np.asarray(jax.device_get(fn(variables, g["image"])), np.float32))
-        valid.append(np.asarray(jax.device_get(replicate(g["valid"])), bool))
+    bar = progress.Progress(math.ceil(len(view) / batch_size), desc=desc, unit="batch")
+
+    def fetch(k: int, out: tuple[jax.Array, jax.Array], ids: np.ndarray) -> FeatureBatch:
+        n = min(batch_size, len(view) - k * batch_size)  # the real rows; the rest is padding
+        feats, valid = jax.device_get(out)
+        rows = np.arange(start + k * batch_size, start + k * batch_size + n, dtype=np.int64)
+        ids = ids[:n].astype(str)
+        missing = (ids == "") | (ids == "<no id>")  # records.Prepare's id of a record without one
+        ids = np.where(missing, rows.astype(str), ids) if missing.any() else ids
         bar.update(1)
+        return FeatureBatch(rows, np.asarray(feats[:n]), np.asarray(valid[:n], bool), ids)
+
+    pending = None
+    for k, batch in enumerate(dataset):
+        g = pipeline.to_global_arrays(batch, batch_sh, keys=["image", "valid"])
+        current = (k, fn(variables, g["image"], g["valid"]), _all_process_ids(batch))
+        if pending is not None:
+            yield fetch(*pending)
+        pending = current
+    if pending is not None:
+        yield fetch(*pending)
     bar.close()
-    feats, ok = np.concatenate(chunks)[:len(source)], np.concatenate(valid)[:len(source)]
-    feats[~ok] = 0.0
+
+
+def extract_features(ctx: RunContext, weights: Mapping[str, Any], source: Any, *,
+                     batch_size: int | None = None) -> np.ndarray:
+    """``(len(source), D)`` float32 backbone features of every record, in source order.
+
+    :func:`iter_backbone_features` over the whole ``source``, kept in memory (CPlaNet's
+    visual distances; a database too large for memory goes to
+    ``geojax.inference.features``). A record the pipeline could not read gets a zero vector
+    (for CPlaNet's cosine distance: "no visual information"), and is counted in the log.
+    """
+    chunks, valid = [], []
+    for part in iter_backbone_features(ctx.config, ctx.mesh, weights, source,
+                                       batch_size=batch_size):
+        chunks.append(part.features)
+        valid.append(part.valid)
+    feats, ok = np.concatenate(chunks), np.concatenate(valid)
     if not ok.all():
         ctx.log(f"[features] {int((~ok).sum())} of {len(source)} records unreadable: zero features")
     return feats
