@@ -10,8 +10,8 @@ type               rows
 =================  ==============================================================================
 ``"baseline"``     001's constant prediction: every image at the densest training region
 ``"predictors"``   one row per predictor of ``config.eval.predictors`` (each head's arg-max, 003's
-                   hierarchical product, 004's combinatorial partitioning, ...): acc@km (004 Eq. 5),
-                   median km, GeoScore
+                   hierarchical product, 004's combinatorial partitioning, 001's NN and kNN
+                   kernel density, ...): acc@km (004 Eq. 5), median km, GeoScore
 ``"oracle"``       each partition's best possible accuracy (002 Table 6): every image at the
                    imagery centroid of its own class
 ``"map"``          no row: a map of the best predictor (by GeoScore) on the first split
@@ -24,7 +24,8 @@ evaluation), and rows that do not depend on the weights (baseline, oracles) are 
 per split. The same path serves the end of training, ``--mode=eval`` and ``--mode=partition``
 (no model: baseline, oracles, partition map).
 
-Predictions are made on the device mesh and replicated; every record of a split has a row: an
+Predictions are made on the device mesh and replicated (retrieval predictors then search the
+database index on the host: ``predictors.run_host``); every record of a split has a row: an
 image the pipeline could not read has no prediction (NaN), which the metrics count as missing
 and wrong (``n_missing``), so ``n`` is always the size of the split.
 """
