@@ -126,6 +126,9 @@ def training(config: ml_collections.ConfigDict, *, stages: dict, runlocal: bool,
         evaluators=("baseline", "predictors", "oracle", "map"),  # "map": predictions.png
         predictors=predictors,
     ))
+    # --mode=predict / --mode=export: the answering predictor (a row name of the results
+    # table; "": the best GeoScore of results.json, else the first) and its candidates.
+    config.predict = ml_collections.ConfigDict(dict(method="", top_k=5))
     config.init_from = ""  # a checkpoint directory whose weights start the first stage
     return config
 
