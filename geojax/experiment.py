@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,7 +28,9 @@ import ml_collections
 import numpy as np
 
 from geojax.data import datasets
-from geojax.evaluation import evaluators, report
+from geojax.evaluation import evaluators, maps, report
+from geojax.geo import gazetteer, sphere
+from geojax.inference import export as export_lib
 from geojax.inference import predictors as predictors_lib
 from geojax.models import heads as heads_lib
 from geojax.partitions import base, build, combinatorial
@@ -219,3 +222,153 @@ def partition_report(config: ml_collections.ConfigDict, workdir: str, *,
     log(f"\n[report] {workdir}/partition_oracle.json, partition_oracle.md, partitions.png "
         f"({time.perf_counter() - t0:.1f}s in all)")
     return results.tables
+
+
+# ---------------------------------------------------------------------------- predict, export
+def _finished_model(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None]
+                    ) -> tuple[RunContext, heads_lib.GeoModel, TrainState]:
+    """``train.final_model``, refusing first (before anything is written) a workdir without
+    checkpoints of the last stage."""
+    last = config.stage_order[-1]
+    if not os.path.isdir(os.path.join(workdir, "checkpoints", last)):
+        raise FileNotFoundError(f"{workdir} has no finished training (no checkpoints of the last "
+                                f"stage {last!r}); run --mode=train first.")
+    return train_lib.final_model(config, workdir, log=log)
+
+
+def choose_predictor(config: ml_collections.ConfigDict, workdir: str, names: Sequence[str], *,
+                     note: str = "") -> tuple[str, str]:
+    """``(name, why)``: the predictor that answers in ``--mode=predict`` and ``--mode=export``
+    among ``names``: ``config.predict.method`` when set (a row name of the results table),
+    else the one with the highest GeoScore on the first split of ``<workdir>/results.json``,
+    else the first of ``names``. ``note``: appended to the error for an unknown method."""
+    method = config.get("predict", {}).get("method", "")
+    if method:
+        if method not in names:
+            raise train_lib.ConfigError(f"config.predict.method={method!r} is not a predictor of "
+                                        f"this run; choose one of {list(names)}{note}.")
+        return method, "config.predict.method"
+    path = os.path.join(workdir, "results.json")
+    try:
+        rows = report.read_results(path)
+    except (OSError, ValueError):
+        rows = {}
+    split = next(iter(rows), "").split("/", 1)[0]
+    scores = {n: rows[f"{split}/{n}"]["geoscore"] for n in names
+              if "geoscore" in rows.get(f"{split}/{n}", {})}
+    if scores:
+        best = max(scores, key=lambda n: scores[n])  # the first of equals, in row order
+        return best, f"the best GeoScore on {split} in {path}"
+    return names[0], "the first predictor (no results.json with its GeoScore)"
+
+
+def _answering(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None], *,
+               retrieval: bool):
+    """The finished run's context, model, weights, its predictors with ``config.predict.top_k``
+    (with ``retrieval``, also the retrieval rows of ``config.retrieval``), and the answering
+    predictor's name."""
+    _check(config)
+    ctx, model, state = _finished_model(config, workdir, log)
+    heads = tuple(model.heads.names)
+    index = (functools.cache(lambda: retrieval_index(ctx, state))
+             if retrieval and "retrieval" in config else None)
+    top_k = int(config.get("predict", {}).get("top_k", 5))
+    predictors = export_lib.with_top_k(_predictors(ctx, heads, index), top_k)
+    note = "" if retrieval else " (retrieval rows search a host index: they are not exported)"
+    name, why = choose_predictor(config, workdir, [p.name for p in predictors], note=note)
+    ctx.log(f"[predict] {name!r} answers ({why}); top-{top_k} candidates")
+    return ctx, model, state, predictors, name
+
+
+def _candidates(pred: predictors_lib.Prediction, row: int) -> list[dict[str, float]]:
+    if pred.topk_lat is None:
+        return []
+    return [{"lat": float(a), "lng": float(b), "score": float(c)}
+            for a, b, c in zip(pred.topk_lat[row], pred.topk_lng[row], pred.topk_score[row])]
+
+
+def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Sequence[str], *,
+                   map_path: str | None = None, log: Callable[[str], None] = print
+                   ) -> list[dict[str, Any]]:
+    """``--mode=predict``: where each image file was taken, by the finished run in ``workdir``.
+
+    Returns one record per path, in order: ``{"file", "lat", "lng", "predictor", "top_k":
+    [{"lat", "lng", "score"}, ...] (best first), "place": the nearest GeoNames place {"name",
+    "country", "country_name", "lat", "lng", "dist_km"}, "predictors": {every predictor's
+    name: {"lat", "lng"}}}``, or ``{"file", "error"}`` for a file that is missing or does
+    not decode. Images are decoded and centre-cropped like the evaluation's
+    (``export.eval_view``) and predicted through the evaluation's path
+    (``export.make_batch_predictor``), ``config.eval.batch_size`` at a time. The answering
+    predictor is :func:`choose_predictor`'s; top-k from ``config.predict.top_k`` (default 5).
+    ``map_path``: also a PNG of the answers on an offline world map (GeoNames places).
+    """
+    ctx, model, state, predictors, chosen = _answering(config, workdir, log, retrieval=True)
+    size = int(config.data.image_size)
+    records: list[dict[str, Any]] = [{"file": path} for path in paths]
+    views: list[tuple[int, np.ndarray]] = []
+    for i, path in enumerate(paths):
+        try:
+            with open(path, "rb") as f:
+                views.append((i, export_lib.eval_view(f.read(), size, name=path)))
+        except OSError as err:  # missing, a folder, unreadable
+            records[i]["error"] = f"cannot read the file: {err.strerror or err}"
+        except ValueError as err:  # decode_image's ImageDecodeError: PIL's reason
+            records[i]["error"] = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err))
+    predict = export_lib.make_batch_predictor(model, predictors)
+    batch = min(int(config.eval.batch_size), max(len(views), 1))
+    for start in range(0, len(views), batch):
+        chunk = views[start:start + batch]
+        images = np.zeros((batch, size, size, 3), np.uint8)  # the last batch padded: one compile
+        images[:len(chunk)] = np.stack([v for _, v in chunk])
+        preds = predict(state.params, state.batch_stats, images)
+        for row, (i, _) in enumerate(chunk):
+            answer = preds[chosen]
+            records[i].update(lat=float(answer.lat[row]), lng=float(answer.lng[row]),
+                              predictor=chosen, top_k=_candidates(answer, row), predictors={
+                                  n: {"lat": float(p.lat[row]), "lng": float(p.lng[row])}
+                                  for n, p in preds.items()})
+    answered = [r for r in records if "error" not in r]
+    if answered:
+        places = gazetteer.Gazetteer.load()
+        lat, lng = (np.array([r[k] for r in answered]) for k in ("lat", "lng"))
+        nearest = places.nearest_place(lat, lng)
+        dist = sphere.distance_km(lat, lng, places.lat[nearest], places.lng[nearest])
+        for r, p, d in zip(answered, nearest, dist):
+            country = int(places.country[p])
+            r["place"] = {"name": places.name(int(p)), "country": str(places.country_codes[country]),
+                          "country_name": str(places.country_names[country]),
+                          "lat": float(places.lat[p]), "lng": float(places.lng[p]),
+                          "dist_km": float(d)}
+    if map_path and ctx.is_main:
+        places = gazetteer.Gazetteer.load()
+        tops = [c for r in answered for c in r["top_k"][1:]]
+        maps.plot_locations([r["lat"] for r in answered], [r["lng"] for r in answered], map_path,
+                            labels=[os.path.basename(r["file"]) for r in answered],
+                            candidates=([c["lat"] for c in tops], [c["lng"] for c in tops]),
+                            background=(places.lat, places.lng),
+                            title=f"{config.get('name', 'run')}: {chosen}")
+        log(f"[predict] map of {len(answered)} answers in {map_path}")
+    return records
+
+
+def export_workdir(config: ml_collections.ConfigDict, workdir: str,
+                   export_dir: str | None = None, *,
+                   platforms: Sequence[str] = export_lib.DEFAULT_PLATFORMS,
+                   log: Callable[[str], None] = print) -> str:
+    """``--mode=export``: the finished run's model and answering predictor
+    (:func:`choose_predictor` among the on-device predictors: retrieval rows search a host
+    index and are not exported) as a ``jax.export`` serving function with its parameters
+    (``export.export_predictor``) in ``export_dir`` (default ``<workdir>/export``), written
+    atomically; returns the folder. ``geojax.serving.load`` reads it."""
+    ctx, model, state, predictors, chosen = _answering(config, workdir, log, retrieval=False)
+    predictor = next(p for p in predictors if p.name == chosen)
+    path = export_dir or os.path.join(workdir, "export")
+    t0 = time.perf_counter()
+    manifest = export_lib.export_predictor(
+        model, predictor, export_lib.variables_of(state.params, state.batch_stats), path,
+        image_size=int(config.data.image_size), platforms=platforms,
+        extra={"config": config.get("name", "run"), "step": int(state.step),
+               "workdir": os.path.abspath(workdir)})
+    ctx.log(f"[export] {chosen!r}, top-{manifest['top_k']}, for {manifest['platforms']} in {path} "
+            f"({time.perf_counter() - t0:.1f}s); load it with geojax.serving.load({path!r})")
+    return path

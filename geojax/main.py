@@ -14,6 +14,20 @@ Modes:
   eval       evaluate the finished run in the workdir again (``experiment.evaluate_workdir``).
   partition  only build the config's partitions and report their oracle accuracy
              (``experiment.partition_report``).
+  predict    ``--image=PATH [PATH ...] [--map=out.png]``: where each image was taken, by the
+             finished run in the workdir (``experiment.predict_images``): one JSON line per image
+             on stdout — file, lat, lng, the predictor that answered, its top-k candidates
+             (``config.predict.top_k``, default 5) with scores, the nearest GeoNames place, and
+             every predictor's answer — or ``{"file", "error"}`` for a file that is missing or
+             does not decode. The answering predictor is ``config.predict.method`` when set (a
+             row name of the results table), else the one with the best GeoScore on the first
+             split of ``<workdir>/results.json``, else the first. Logs go to stderr. Exit status
+             0 when at least one image was answered, 1 when none was.
+  export     ``[--export_dir=DIR]``: the finished run's model and answering predictor (chosen
+             as for predict, among the predictors that run on the device) as a ``jax.export``
+             serving function with its parameters, in ``DIR`` (default ``<workdir>/export``),
+             written atomically (``experiment.export_workdir``); ``geojax.serving.load(DIR)``
+             serves it without the training code or the config.
 
 Usage mistakes end with one or two lines on stderr that name the problem and the fix, and exit
 status 2, before anything is written: an unknown flag or config key (``--config.data.trian_size``:
@@ -37,12 +51,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 import glob
+import json
 import os
 import re
 import signal
 import sys
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import ml_collections
 from absl import app, flags, logging
@@ -52,7 +67,13 @@ from geojax import runtime
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory (default ./workdir/<config name>).")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "partition"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "partition", "predict", "export"],
+                  "What to run.")
+flags.DEFINE_multi_string("image", None, "--mode=predict: image file(s) to locate; repeat the flag "
+                          "or list several after one --image.")
+flags.DEFINE_string("map", None, "--mode=predict: also draw the answers on a world map (PNG).")
+flags.DEFINE_string("export_dir", None, "--mode=export: the export folder (default "
+                    "<workdir>/export).")
 flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() first (multi-host; "
                   "arguments from the cluster environment or the flags below).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host without a "
@@ -185,10 +206,26 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if not isinstance(FLAGS.config, ml_collections.ConfigDict):
         _usage_exit(f"--config={value} gave no ConfigDict: its get_config() returned "
                     f"{type(FLAGS.config).__name__}.")
-    if len(rest) > 1:
+    if len(rest) > 1 and not FLAGS.image:
         _usage_exit(f"unexpected arguments {rest[1:]}.\nevery option is a --flag=value.")
     _check_workdir(_workdir(FLAGS.config))
+    _check_mode_flags(rest)
     return rest
+
+
+def _check_mode_flags(rest: list[str]) -> None:
+    """Refuses --image / --map / --export_dir outside their mode, and predict without images.
+    Paths after ``--image=a`` (``--image a b c``) arrive as extra arguments: they are images."""
+    images = list(FLAGS.image or ())
+    if FLAGS.image and len(rest) > 1:
+        images += rest[1:]
+        del rest[1:]
+    FLAGS.image = images or None
+    for name, mode in (("image", "predict"), ("map", "predict"), ("export_dir", "export")):
+        if FLAGS[name].present and FLAGS.mode != mode:
+            _usage_exit(f"--{name} is for --mode={mode} (this is --mode={FLAGS.mode}).")
+    if FLAGS.mode == "predict" and not images:
+        _usage_exit("--mode=predict needs images.\npass --image=PATH [PATH ...].")
 
 
 def _new_folders(workdir: str) -> list[str]:
@@ -241,6 +278,8 @@ def main(argv: list[str]) -> None:
             experiment.partition_report(config, workdir)
         elif FLAGS.mode == "eval":
             experiment.evaluate_workdir(config, workdir)
+        elif FLAGS.mode in ("predict", "export"):
+            _serve(experiment, config, workdir)
         else:
             try:
                 experiment.train_and_evaluate(config, workdir)
@@ -248,6 +287,28 @@ def main(argv: list[str]) -> None:
                 raise SystemExit(f"preempted: {stop}") from None
             except checkpointing.CheckpointError as err:  # no checkpoint of a stage restores
                 raise SystemExit(f"error: {err}") from None
+
+
+def _serve(experiment: Any, config: ml_collections.ConfigDict, workdir: str) -> None:
+    """--mode=predict (JSON lines on stdout, logs on stderr) and --mode=export."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        if FLAGS.mode == "export":
+            experiment.export_workdir(config, workdir, FLAGS.export_dir, log=log)
+            return
+        records = experiment.predict_images(config, workdir, FLAGS.image, map_path=FLAGS.map,
+                                            log=log)
+    except FileNotFoundError as err:  # no finished run in the workdir
+        raise SystemExit(f"error: {err}") from None
+    if jax.process_index() == 0:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+    if not any("error" not in r for r in records):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

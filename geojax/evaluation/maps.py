@@ -114,3 +114,38 @@ def plot_predictions(pred_lat: Any, pred_lng: Any, true_lat: Any, true_lng: Any,
     ax.legend(loc="lower left", markerscale=4)
     ax.set_title(title)
     return _save(plt, fig, path)
+
+
+def plot_locations(lat: Any, lng: Any, path: str | os.PathLike, *, labels: Sequence[str] = (),
+                   candidates: tuple | None = None, background: tuple | None = None,
+                   title: str = "", max_background: int = 30000, seed: int = 0) -> str:
+    """Writes a PNG (1100 × 550 pixels) of predicted locations (red, labelled with ``labels``)
+    on the world; ``candidates``: optional ``(lat, lng)`` of other candidates (orange, smaller);
+    ``background``: optional ``(lat, lng)`` drawn as a light grey scatter — the GeoNames
+    places of ``geojax.geo.gazetteer`` make an offline world map. NaN points are left out."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5))
+    if background is not None:
+        b_lat, b_lng = (np.asarray(a, np.float64).ravel() for a in background)
+        if b_lat.size > max_background:
+            pick = np.random.default_rng(seed).choice(b_lat.size, max_background, replace=False)
+            b_lat, b_lng = b_lat[pick], b_lng[pick]
+        ax.scatter(b_lng, b_lat, s=0.3, c="0.75", linewidths=0)
+    if candidates is not None:
+        c_lat, c_lng = (np.asarray(a, np.float64).ravel() for a in candidates)
+        ax.scatter(c_lng, c_lat, s=12, c="tab:orange", alpha=0.7, linewidths=0, label="candidates")
+    p_lat, p_lng = (np.asarray(a, np.float64).ravel() for a in (lat, lng))
+    ax.scatter(p_lng, p_lat, s=40, c="tab:red", marker="*", label="prediction")
+    at: dict[tuple[float, float], list[str]] = {}  # labels of points drawn at the same place
+    for text, y, x in zip(labels, p_lat, p_lng):
+        if np.isfinite(y) and np.isfinite(x):
+            at.setdefault((float(x), float(y)), []).append(str(text))
+    for (x, y), texts in at.items():
+        ax.annotate(", ".join(texts), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_xticks(range(-180, 181, 60))
+    ax.set_yticks(range(-90, 91, 30))
+    ax.legend(loc="lower left", markerscale=1.5, fontsize=8)
+    ax.set_title(title)
+    return _save(plt, fig, path)
