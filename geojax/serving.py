@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,7 +87,8 @@ def decode(image_bytes: bytes, *, name: str = "image") -> np.ndarray:
             img.load()
             rgb = img.convert("RGB")
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{name} ({len(image_bytes)} bytes) cannot be decoded: {e}") from e
+        reason = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))  # PIL names its file
+        raise ValueError(f"{name} ({len(image_bytes)} bytes) cannot be decoded: {reason}") from e
     return np.array(rgb, dtype=np.uint8)
 
 
