@@ -447,6 +447,20 @@ def _all_process_ids(batch: Mapping[str, Any]) -> np.ndarray:
     return np.char.decode(gathered.reshape(-1, width).view(f"S{width}").ravel(), "utf-8")
 
 
+@functools.lru_cache(maxsize=8)  # modules compare by value: one compilation per backbone
+def _features_fn(backbone: Any, mesh: jax.sharding.Mesh, normalize: bool,
+                 dtype: Any) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """Jitted ``(variables, uint8 images, valid) -> (features, valid)``, replicated outputs."""
+    def forward(v: Any, images: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+        feats = backbone.apply(v, normalize_images(images), train=False).astype(jnp.float32)
+        if normalize:
+            norm = jnp.linalg.norm(feats, axis=-1, keepdims=True)
+            feats = feats / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
+        return jnp.where(valid[:, None], feats, 0.0).astype(dtype), valid
+
+    return jax.jit(forward, out_shardings=sharding.replicated(mesh))
+
+
 def iter_backbone_features(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                            weights: Mapping[str, Any], source: Any, *,
                            batch_size: int | None = None, start: int = 0, stop: int | None = None,
@@ -473,16 +487,7 @@ def iter_backbone_features(config: ml_collections.ConfigDict, mesh: jax.sharding
     if weights.get("batch_stats"):
         variables["batch_stats"] = weights["batch_stats"]["backbone"]
     variables = jax.device_put(variables, sharding.replicated(mesh))
-    out_dtype = jnp.dtype(dtype)
-
-    def forward(v: Any, images: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-        feats = backbone.apply(v, normalize_images(images), train=False).astype(jnp.float32)
-        if normalize:
-            norm = jnp.linalg.norm(feats, axis=-1, keepdims=True)
-            feats = feats / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
-        return jnp.where(valid[:, None], feats, 0.0).astype(out_dtype), valid
-
-    fn = jax.jit(forward, out_shardings=sharding.replicated(mesh))
+    fn = _features_fn(backbone, mesh, bool(normalize), jnp.dtype(dtype))
     batch_size = int(batch_size or config.eval.batch_size)
     dataset = pipeline.make_dataset(view, train=False, global_batch_size=batch_size,
                                     image_size=int(config.data.image_size), seed=0, num_epochs=1,
