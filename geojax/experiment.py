@@ -296,20 +296,21 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
     [{"lat", "lng", "score"}, ...] (best first), "place": the nearest GeoNames place {"name",
     "country", "country_name", "lat", "lng", "dist_km"}, "predictors": {every predictor's
     name: {"lat", "lng"}}}``, or ``{"file", "error"}`` for a file that is missing or does
-    not decode. Images are decoded and centre-cropped like the evaluation's
-    (``export.eval_view``) and predicted through the evaluation's path
+    not decode. Images are decoded and cropped like the evaluation's (``export.eval_view``
+    with ``config.eval.crops``: the centre crop, or 003's FiveCrop / TenCrop) and predicted
+    through the evaluation's path
     (``export.make_batch_predictor``), ``config.eval.batch_size`` at a time. The answering
     predictor is :func:`choose_predictor`'s; top-k from ``config.predict.top_k`` (default 5).
     ``map_path``: also a PNG of the answers on an offline world map (GeoNames places).
     """
     ctx, model, state, predictors, chosen = _answering(config, workdir, log, retrieval=True)
-    size = int(config.data.image_size)
+    size, crops = int(config.data.image_size), config.eval.get("crops", "center")
     records: list[dict[str, Any]] = [{"file": path} for path in paths]
     views: list[tuple[int, np.ndarray]] = []
     for i, path in enumerate(paths):
         try:
             with open(path, "rb") as f:
-                views.append((i, export_lib.eval_view(f.read(), size, name=path)))
+                views.append((i, export_lib.eval_view(f.read(), size, crops=crops, name=path)))
         except OSError as err:  # missing, a folder, unreadable
             records[i]["error"] = f"cannot read the file: {err.strerror or err}"
         except ValueError as err:  # decode_image's ImageDecodeError: PIL's reason
@@ -318,7 +319,7 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
     batch = min(int(config.eval.batch_size), max(len(views), 1))
     for start in range(0, len(views), batch):
         chunk = views[start:start + batch]
-        images = np.zeros((batch, size, size, 3), np.uint8)  # the last batch padded: one compile
+        images = np.zeros((batch,) + views[0][1].shape, np.uint8)  # the last batch padded
         images[:len(chunk)] = np.stack([v for _, v in chunk])
         preds = predict(state.params, state.batch_stats, images)
         for row, (i, _) in enumerate(chunk):
@@ -357,13 +358,17 @@ def export_workdir(config: ml_collections.ConfigDict, workdir: str,
                    log: Callable[[str], None] = print) -> str:
     """``--mode=export``: the finished run's model and answering predictor
     (:func:`choose_predictor` among the on-device predictors: retrieval rows search a host
-    index and are not exported) as a ``jax.export`` serving function with its parameters
+    index and are not exported; one centre crop per image, whatever ``config.eval.crops``)
+    as a ``jax.export`` serving function with its parameters
     (``export.export_predictor``) in ``export_dir`` (default ``<workdir>/export``), written
     atomically; returns the folder. ``geojax.serving.load`` reads it."""
     ctx, model, state, predictors, chosen = _answering(config, workdir, log, retrieval=False)
     predictor = next(p for p in predictors if p.name == chosen)
     path = export_dir or os.path.join(workdir, "export")
     t0 = time.perf_counter()
+    if config.eval.get("crops", "center") != "center":
+        ctx.log(f"[export] the export takes one centre crop per image (config.eval.crops="
+                f"{config.eval.crops!r} is not exported)")
     manifest = export_lib.export_predictor(
         model, predictor, export_lib.variables_of(state.params, state.batch_stats), path,
         image_size=int(config.data.image_size), platforms=platforms,

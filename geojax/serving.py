@@ -190,7 +190,7 @@ class ExportedPredictor:
         if args_tree != self._exported.in_tree:
             raise _refuse(path, f"the parameters in {PARAMS_DIR}/ do not have the structure the "
                                 "serving function takes")
-        platform = jax.devices()[0].platform
+        platform = jax.export.default_export_platform()  # "cuda", not the devices' "gpu"
         if platform not in self.platforms:
             raise ExportError(f"{path} was exported for {list(self.platforms)}, not for this "
                               f"process's {platform!r} devices; export again with "

@@ -91,21 +91,44 @@ def test_predict_answers_each_image_or_names_why_not(run, cli_answers):
         assert 0 <= place["dist_km"] < 500
 
 
-def test_predict_equals_the_evaluation_path(run, cli_answers):
-    """Every predictor's answer equals what the evaluation computes for the same files
-    (the grain pipeline's decode and crop, ModelPredictions on the run's mesh)."""
-    config, workdir, images = run
-    lines, _, _, _ = cli_answers
+def _evaluation_answers(config, workdir, images, crops="center"):
+    """The evaluation's predictions for the GOOD files: the grain pipeline's decode and
+    crops, ModelPredictions on the run's mesh."""
     ctx, model, state = train_lib.final_model(config, workdir, log=quiet)
     predictors = experiment._predictors(ctx, model.heads.names)  # pylint: disable=protected-access
     records = [{"id": name, "lat": 0.0, "lng": 0.0, "image_bytes": (images / name).read_bytes()}
                for name in GOOD]
     source = pipeline.InMemorySource(records)
-    runner = evaluators.ModelPredictions(model, predictors, ctx.mesh, batch_size=16, image_size=32)
-    split = evaluators.EvalSplit("files", source.lat, source.lng, source=source)
-    expected = runner.predict(state, split)
+    runner = evaluators.ModelPredictions(model, predictors, ctx.mesh, batch_size=16, image_size=32,
+                                         crops=crops)
+    return runner.predict(state, evaluators.EvalSplit("files", source.lat, source.lng,
+                                                      source=source))
+
+
+def test_predict_equals_the_evaluation_path(run, cli_answers):
+    """Every predictor's answer equals what the evaluation computes for the same files."""
+    config, workdir, images = run
+    lines, _, _, _ = cli_answers
+    expected = _evaluation_answers(config, workdir, images)
     answered = [lines[i] for i in (0, 2, 4)]
     assert list(answered[0]["predictors"]) == list(expected)
+    for name, latlng in expected.items():
+        got = np.array([[r["predictors"][name]["lat"], r["predictors"][name]["lng"]]
+                        for r in answered])
+        np.testing.assert_allclose(got, latlng, atol=1e-4, err_msg=name)
+
+
+def test_predict_with_five_crops_equals_the_evaluation(run):
+    """With config.eval.crops="five", predict averages the five crops like the evaluation."""
+    config, workdir, images = run
+    with config.unlocked():
+        config.eval.crops = "five"
+    try:
+        answered = experiment.predict_images(config, workdir, [str(images / n) for n in GOOD],
+                                             log=quiet)
+        expected = _evaluation_answers(config, workdir, images, crops="five")
+    finally:
+        config.eval.crops = "center"
     for name, latlng in expected.items():
         got = np.array([[r["predictors"][name]["lat"], r["predictors"][name]["lng"]]
                         for r in answered])

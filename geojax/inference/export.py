@@ -56,13 +56,15 @@ def eval_resize(image_size: int) -> int:
     return int(round(image_size * 256 / 224))
 
 
-def eval_view(image_bytes: bytes, image_size: int, *, name: str = "image") -> np.ndarray:
-    """Encoded bytes → the uint8 ``(S, S, 3)`` centre view of the evaluation pipeline.
-    Raises ``geojax.data.sources.common.ImageDecodeError`` (a ``ValueError``) naming ``name``
-    when the bytes do not decode."""
+def eval_view(image_bytes: bytes, image_size: int, *, crops: str = "center",
+              name: str = "image") -> np.ndarray:
+    """Encoded bytes → the uint8 view(s) of the evaluation pipeline: ``(S, S, 3)`` for the
+    centre crop, ``(n, S, S, 3)`` for ``crops="five"`` / ``"ten"``. Raises
+    ``geojax.data.sources.common.ImageDecodeError`` (a ``ValueError``) naming ``name`` when
+    the bytes do not decode."""
     image = decode_image(image_bytes, record_id=name)
     return augment.eval_crops(image, image_size=image_size, resize=eval_resize(image_size),
-                              crops="center")
+                              crops=crops)
 
 
 def with_top_k(predictors: Sequence[predictors_lib.Predictor], k: int
@@ -81,8 +83,8 @@ def with_top_k(predictors: Sequence[predictors_lib.Predictor], k: int
 def make_batch_predictor(model: heads_lib.GeoModel,
                          predictors: Sequence[predictors_lib.Predictor]
                          ) -> Callable[[Any, Any, np.ndarray], dict[str, predictors_lib.Prediction]]:
-    """``(params, batch_stats, uint8 images (B, S, S, 3)) → {predictor name: Prediction}``
-    (numpy), every predictor in order: the evaluation's own path for one batch — the jitted
+    """``(params, batch_stats, uint8 images (B, S, S, 3), or (B, n, S, S, 3) for FiveCrop /
+    TenCrop) → {predictor name: Prediction}`` (numpy), every predictor in order: the evaluation's own path for one batch — the jitted
     ``predictors.make_predict_fn`` (the model and the on-device predictors), then
     ``predictors.run_host`` (the host predictors: retrieval). ``--mode=predict`` predicts
     through it, so its answers are the evaluation's."""
