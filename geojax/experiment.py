@@ -5,6 +5,10 @@
   steps (printed and logged to ``metrics.jsonl``), then the final evaluation written to
   ``results.json``, ``results.md`` and ``predictions.png``.
 * :func:`evaluate_workdir` — ``--mode=eval``: the final evaluation of a finished run again.
+* :func:`predict_images` — ``--mode=predict``: where image files were taken, by the finished
+  run (one record per file; :func:`choose_predictor` says which predictor answers).
+* :func:`export_workdir` — ``--mode=export``: the finished run's model and answering
+  predictor as a ``jax.export`` serving function (``geojax.serving.load`` reads it).
 * :func:`partition_report` — ``--mode=partition``: build (or reuse) the config's partitions
   and write their oracle accuracy (002 Table 6) next to the constant baseline
   (``partition_oracle.json``, ``.md``, ``partitions.png``).
@@ -62,19 +66,19 @@ def _database_digest(lat: np.ndarray, lng: np.ndarray) -> str:
 
 def retrieval_index(ctx: RunContext, state: TrainState) -> Any:
     """The database index of ``config.retrieval`` for the weights of ``state``: the L2-normalised
-    backbone features of every training image (``<workdir>/retrieval/features``, resumable)
-    and their index (``<workdir>/retrieval/index-<engine>``), each reused when it matches the
-    backbone, the database and the feature dimension, and rebuilt (with a log line) when not."""
+    backbone features of every training image (``<workdir>/retrieval/<backbone>/features``,
+    resumable; ``<backbone>``: the weights' digest) and their index (``.../index-<engine>``),
+    each reused when it matches the backbone, the database and the feature dimension, and
+    rebuilt (with a log line) when not."""
     from geojax.inference import features, retrieval  # TODO(integration): top-level import
     cfg = ctx.config.retrieval
     if cfg.get("database", "train") != "train":
         raise train_lib.ConfigError(f"config.retrieval.database={cfg.database!r}: the database is "
                                     "the training split ('train').")
     weights = {"params": state.params, "batch_stats": state.batch_stats}
-    root = os.path.join(ctx.workdir, "retrieval")
-    meta = {"backbone": features.weights_digest(weights),
-            "database": _database_digest(*ctx.train_coords),
-            "image_size": int(ctx.config.data.image_size)}
+    backbone = features.weights_digest(weights)
+    root = os.path.join(ctx.workdir, "retrieval", backbone[:16])  # one folder per backbone
+    meta = {"backbone": backbone, "database": _database_digest(*ctx.train_coords)}
     store = features.build_store(ctx.config, ctx.mesh, weights, ctx.train_source,
                                  os.path.join(root, "features"), meta=meta,
                                  shard_size=int(cfg.shard_size), dtype=cfg.feature_dtype, log=ctx.log)

@@ -161,8 +161,10 @@ def export_predictor(model: heads_lib.GeoModel, predictor: predictors_lib.Predic
 
     Atomic: everything is written into a temporary folder beside ``path`` (the serving
     function, the Orbax checkpoint, then the manifest with every file's SHA-256, last), which
-    is then renamed to ``path`` (an earlier export there is replaced). An interrupted export
-    leaves at most a hidden temporary folder, never a ``path`` that loads. One process only.
+    is then renamed to ``path`` (an earlier export there is first renamed aside, then
+    removed). A kill leaves either the old export or the new one at ``path`` — or, between the
+    two renames, none, the old one being under a hidden ``.<name>.old-*`` name — plus at most a
+    hidden ``.<name>.tmp-*`` folder; never a partial ``path`` that loads. One process only.
     ``extra``: more manifest entries (the run's config name, step, ...).
     """
     if jax.process_count() > 1:
