@@ -23,6 +23,8 @@ from geojax import experiment, serving
 from geojax.data import geoworld, pipeline
 from geojax.evaluation import evaluators, report
 from geojax.inference import export
+from geojax.inference import predictors as predictors_lib
+from geojax.training import steps as steps_lib
 from geojax.training import train as train_lib
 from test_train import REPO, TINY, load_config, quiet
 
@@ -132,6 +134,43 @@ def test_predict_with_five_crops_equals_the_evaluation(run):
         got = np.array([[r["predictors"][name]["lat"], r["predictors"][name]["lng"]]
                         for r in answered])
         np.testing.assert_allclose(got, latlng, atol=1e-4, err_msg=name)
+
+
+class _ExactIndex:
+    """A brute-force database index: ``search(queries, k)`` → the k largest inner products."""
+
+    def __init__(self, features: np.ndarray, lat: np.ndarray, lng: np.ndarray):
+        self.features, self.lat, self.lng = features, lat, lng
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = queries @ self.features.T
+        rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, rows, 1), rows
+
+
+def test_batch_predictor_runs_host_predictors_too(run):
+    """The one predict path answers retrieval (host) predictors with their top-k like the
+    on-device ones: NN over a small database equals the brute-force nearest neighbour."""
+    config, workdir, images = run
+    ctx, model, state = train_lib.final_model(config, workdir, log=quiet)
+    views = np.stack([export.eval_view((images / n).read_bytes(), 32) for n in GOOD])
+    variables = export.variables_of(state.params, state.batch_stats)
+    features = np.asarray(model.apply(variables, steps_lib.normalize_images(views),
+                                      train=False)["features"], np.float64)
+    queries = features / np.linalg.norm(features, axis=1, keepdims=True)
+    rng = np.random.default_rng(1)
+    database = rng.normal(size=(50, queries.shape[1]))
+    database /= np.linalg.norm(database, axis=1, keepdims=True)
+    lat, lng = rng.uniform(-80, 80, 50), rng.uniform(-180, 180, 50)
+    index = _ExactIndex(database.astype(np.float32), lat, lng)
+    head = experiment._predictors(ctx, model.heads.names)[0]  # pylint: disable=protected-access
+    predictors = export.with_top_k([head, predictors_lib.NearestNeighbour("NN", index)], 3)
+    preds = export.make_batch_predictor(model, predictors)(state.params, state.batch_stats, views)
+    assert list(preds) == [head.name, "NN"]
+    order = np.argsort(-(queries @ database.T), axis=1)[:, :3]
+    np.testing.assert_allclose(preds["NN"].lat, lat[order[:, 0]])
+    np.testing.assert_allclose(preds["NN"].topk_lng, lng[order])
+    assert preds[head.name].topk_lat.shape == (3, 3)
 
 
 def test_predict_map_is_a_world_map_of_the_answers(cli_answers):
