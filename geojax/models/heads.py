@@ -122,6 +122,39 @@ class MultiPartitionHeads(nn.Module):
         }
 
 
+class HierarchyHeads(nn.Module):
+    """One softmax classifier per partition, each on its own feature vector.
+
+    GeoDecoder (003 §3.5) sends each hierarchy's query to that hierarchy's classifier: the
+    input is ``(B, H, D)``, row ``h`` for the ``h``-th partition of ``num_classes``.
+    Attributes as :class:`MultiPartitionHeads`; parameters under ``<name>/`` likewise.
+    """
+
+    num_classes: Sequence[int] | Mapping[str, int]
+    dropout_rate: float = 0.0
+    bottleneck_dim: int | None = None
+    zero_init: bool = False
+    dtype: Dtype = jnp.float32
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The partition (head) names, in order."""
+        return partition_names(self.num_classes)
+
+    @nn.compact
+    def __call__(self, features: jax.Array, train: bool) -> dict[str, jax.Array]:
+        """Maps ``(B, H, D)`` features to ``{name: (B, C_name) logits}`` (row ``h`` → head ``h``)."""
+        items = _named_classes(self.num_classes)
+        if features.ndim != 3 or features.shape[1] != len(items):
+            raise ValueError(f"features must be (B, {len(items)}, D), one row per head, got "
+                             f"shape {features.shape}")
+        return {
+            name: ClassificationHead(count, self.dropout_rate, self.bottleneck_dim,
+                                     self.zero_init, self.dtype, name=name)(features[:, h], train)
+            for h, (name, count) in enumerate(items)
+        }
+
+
 class GeoModel(nn.Module):
     """A backbone and classification heads on its features.
 

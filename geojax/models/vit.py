@@ -5,7 +5,9 @@ convolution embeds non-overlapping patches, a learned class token is prepended, 
 embeddings are added, and ``depth`` pre-LayerNorm transformer blocks follow
 (``x + MHSA(LN(x))``, then ``x + MLP(LN(x))`` with hidden size ``mlp_ratio * width`` and GELU).
 A final LayerNorm is applied and the representation is the class token, ``(B, width)``; the
-classifier is removed.
+classifier is removed. With ``tokens=True`` the model returns every token after the final
+LayerNorm instead, ``(B, 1 + patches, width)`` (class token first): the image encoding that
+GeoDecoder's cross-attention reads (``geojax.models.geodecoder``).
 
 The position embeddings are created for the number of patches of the images seen at
 initialisation (197 tokens at 224x224 with 16x16 patches); a model initialised at one
@@ -103,6 +105,7 @@ class VisionTransformer(nn.Module):
         dropout_rate: dropout after the position embedding, attention and MLP layers.
         attention_dropout_rate: dropout on the attention weights.
         dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters are float32 whatever it is.
+        tokens: return every token, ``(B, 1 + patches, width)``, instead of the class token.
     """
 
     patch_size: int = 16
@@ -113,15 +116,17 @@ class VisionTransformer(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
+    tokens: bool = False
 
     @property
     def feature_dim(self) -> int:
-        """Size of the representation (the class token)."""
+        """Size of the representation (the class token, or each token with ``tokens``)."""
         return self.width
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-        """Maps ``(B, H, W, 3)`` float images to ``(B, width)`` class-token features.
+        """Maps ``(B, H, W, 3)`` float images to ``(B, width)`` class-token features (with
+        ``tokens``: ``(B, 1 + H*W / patch_size**2, width)``, every token).
 
         ``H`` and ``W`` must be multiples of ``patch_size``. ``train`` enables dropout (which
         then needs a ``"dropout"`` rng when a rate is non-zero); there is no batch norm.
@@ -156,7 +161,7 @@ class VisionTransformer(nn.Module):
                              dtype=self.dtype, name=f"block{index + 1}")(x, train)
         x = nn.LayerNorm(epsilon=LN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
                          name="final_ln")(x)
-        return x[:, 0]
+        return x if self.tokens else x[:, 0]
 
 
 def vit_s16(**kwargs: Any) -> VisionTransformer:

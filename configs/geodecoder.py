@@ -1,0 +1,129 @@
+"""003's GeoDecoder: hierarchy × scene queries decoded from a ViT's patch tokens.
+
+The model of 003 §3.2–3.5 (``geojax.models.geodecoder``): H × S learned queries (the seven
+adaptive S2 hierarchies of Table 8 × 16 scenes), 8 decoder layers of which the last 2 are
+hierarchy-dependent, the scene of highest mean channel-0 confidence selecting the queries
+each hierarchy's classifier sees; trained with L = L_geo + L_scene (§3.4; GeoWorld's 16 scene
+labels, ``scene``), with SGD lr 0.01, momentum 0.9, weight decay 1e-4 and MultiStepLR
+(γ = 0.5 at 003's epochs 4, 8, 12, 13, 14, 15 of 40, Table 8); evaluated per hierarchy and
+by the hierarchical product (§3.5).
+
+    python -m geojax.main --config=configs/geodecoder.py              # GeoWorld, ≈ 15 min on 2 cores
+    python -m geojax.main --config=configs/geodecoder.py:runlocal     # seconds (what the tests run)
+    python -m geojax.main --config=configs/geodecoder.py:paper --config.data.source=csv \\
+        --config.data.train_csv=mp16.csv --config.data.train_images=DIR ...   # 003's 224 px setup
+
+**GeoWorld default**: 64 px images, a ViT with 8-pixel patches (64 patch tokens + the class
+token) as encoder, queries of width 64; 003's structure (7 hierarchies, 16 scenes, depth 8
+with 2 dependent layers) and optimizer; 003's 40-epoch MultiStepLR compressed to the run's
+length (milestones at 4/40, 8/40, … of ``num_steps``; they do not follow a
+``num_steps`` override). ``:paper``: 224 px, ViT-B/16 encoder (003 Table 5's "Ours (ViT)";
+003's main model uses a Swin encoder, which geojax does not have), decoder width 768, batch
+512, 40 epochs of MP-16 (369,060 steps; set ``num_steps`` for another training set), 003's
+augmentation and TenCrop.
+
+**Ablations** (arguments after the colon, combinable; ``launch/geodecoder_tables.py`` runs
+a whole table):
+
+    scene=select|auxiliary|none    Table 3: 003's query selection (default), the scene as a
+                                   secondary task, no scene prediction
+    scenes=3|16                    Table 6: number of scene labels (GeoWorld has 3 and 16;
+                                   real CSVs 3, 16, 365; 0 scenes is scene=none)
+    dependent=0|2|4|6              Table 4: hierarchy-dependent layers (of depth 8)
+    depth=3|5|8|10                 Table 2: decoder depth (dependent layers stay 2)
+    hierarchies=1|3|5|7            Table 7: the t_max values used (7: Table 8's; 5: 10000 …
+                                   750; 3: 5000, 2000, 1000; 1: 5000 — geojax's choice,
+                                   003 does not list them)
+    selection=predicted|label      which scene's queries feed the classifiers in training
+                                   (003: the predicted one; label: the true scene's)
+"""
+
+from geojax import configlib as common
+from geojax.training import optim
+import ml_collections
+
+T_MAX = (25000, 10000, 5000, 2000, 1000, 750, 500)  # 003 Table 8
+HIERARCHIES = {7: T_MAX, 5: T_MAX[1:6], 3: T_MAX[2:5], 1: T_MAX[2:3]}
+MILESTONE_EPOCHS, PAPER_EPOCHS = (4, 8, 12, 13, 14, 15), 40  # 003 Table 8
+MP16_IMAGES = 4_723_695
+
+ARGS = ("runlocal", "paper", "scene", "scenes", "dependent", "depth", "hierarchies", "selection")
+
+
+def _int_arg(args, key, default, allowed=None):
+    value = args.get(key, default)
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"':{key}={value}' is not an integer") from None
+    if allowed is not None and value not in allowed:
+        raise ValueError(f"':{key}={value}': choose one of {sorted(allowed)}")
+    return value
+
+
+def get_config(arg=None):
+    args = common.parse_arg(arg, known=ARGS)
+    runlocal, paper = bool(args.get("runlocal")), bool(args.get("paper"))
+    scene_mode = args.get("scene", "select")
+    if scene_mode not in ("select", "auxiliary", "none"):
+        raise ValueError(f"':scene={scene_mode}': choose select, auxiliary or none")
+    selection = args.get("selection", "predicted")
+    if selection not in ("predicted", "label"):
+        raise ValueError(f"':selection={selection}': choose predicted or label")
+    num_scenes = _int_arg(args, "scenes", 16, (3, 16, 365))
+    depth = _int_arg(args, "depth", 2 if runlocal else 8)
+    dependent = _int_arg(args, "dependent", 1 if runlocal else 2)
+    if not 0 <= dependent <= depth:
+        raise ValueError(f"':dependent={dependent}' must be between 0 and the depth {depth}")
+    t_max = HIERARCHIES[_int_arg(args, "hierarchies", 7, HIERARCHIES)]
+
+    config = ml_collections.ConfigDict()
+    config.name = "geodecoder"
+    config.data = common.data_config(runlocal=runlocal)
+    config.partitions = ml_collections.ConfigDict(dict(
+        hierarchy=dict(scheme="s2_hierarchy", t_max=t_max, t_min=50, scale_to_data=True),
+    ))
+    config.hierarchical = ml_collections.ConfigDict(dict(groups=("hierarchy",)))
+
+    if paper:
+        image_size, batch, num_steps = 224, 512, round(PAPER_EPOCHS * MP16_IMAGES / 512)
+    elif runlocal:
+        image_size, batch, num_steps = 64, 32, 20
+    else:
+        image_size, batch, num_steps = 64, 128, 1500
+    opt = optim.paper_003_config().to_dict()
+    opt["schedule"]["milestones_epochs"] = ()
+    opt["schedule"]["milestones_steps"] = tuple(round(m / PAPER_EPOCHS * num_steps)
+                                                for m in MILESTONE_EPOCHS)
+    stage = common.stage(("hierarchy",), num_steps=num_steps, batch_size=batch, optimizer=opt,
+                         log_every=10 if runlocal else 100,
+                         checkpoint_every=10 if runlocal else 500)
+    common.training(config, runlocal=runlocal, stages=dict(train=stage), backbone="vit_s16")
+
+    config.data.image_size = image_size
+    if paper:
+        config.model.backbone = "vit_b16"
+        config.model.backbone_kwargs = {}
+        width, heads = 768, 12
+        config.data.augment = "paper_003"
+        config.eval.crops = "ten"
+    elif runlocal:
+        config.model.backbone_kwargs = dict(patch_size=8, width=32, depth=1, num_heads=2)
+        width, heads = 32, 2
+    else:
+        config.model.backbone_kwargs = dict(patch_size=8, width=64, depth=2, num_heads=2)
+        width, heads = 64, 2
+    config.model.geodecoder = ml_collections.ConfigDict(dict(
+        width=width,
+        depth=depth,
+        dependent_layers=dependent,
+        num_heads=heads,
+        mlp_ratio=4.0,
+        dropout_rate=0.0,
+        num_scenes=num_scenes,
+        scene_mode=scene_mode,  # "select" (003), "auxiliary", "none" (Table 3)
+        scene_label="",  # the batch field of the scene labels; "": from num_scenes and the data
+        train_selection=selection,  # "predicted" (003) or "label"
+        scene_weight=1.0,  # L = L_geo + scene_weight * L_scene (003: 1)
+    ))
+    return config
