@@ -65,13 +65,14 @@ from jax.experimental import multihost_utils
 
 from geojax import progress
 from geojax.data import augment, datasets, pipeline, records
+from geojax.models import geodecoder as geodecoder_lib
 from geojax.models import heads as heads_lib
 from geojax.models import registry
 from geojax.partitions import build as partitions_build
 from geojax.training import checkpointing, losses, optim, sharding
 from geojax.training.context import MetricsWriter, RunContext
 from geojax.training.steps import (IMAGE_MEAN, IMAGE_STD, TrainState, make_train_step,
-                                   normalize_images)
+                                   normalize_images, scene_training)
 
 __all__ = [  # the training API in one place (steps.py and context.py hold parts of it)
     "ConfigError", "EvalHook", "IMAGE_MEAN", "IMAGE_STD", "MetricsWriter", "Preempted",
@@ -171,18 +172,45 @@ def _dtype(name: str) -> Any:
 
 # ---------------------------------------------------------------------------------------- model
 def build_model(config: ml_collections.ConfigDict, num_classes: Mapping[str, int], *,
-                freeze_backbone: bool) -> heads_lib.GeoModel:
-    """Backbone of ``config.model`` + one head per entry of ``num_classes``."""
+                freeze_backbone: bool) -> heads_lib.GeoModel | geodecoder_lib.GeoDecoder:
+    """Backbone of ``config.model`` + one head per entry of ``num_classes``.
+
+    With a ``config.model.geodecoder`` section the model is 003's GeoDecoder
+    (``geojax.models.geodecoder``) on the backbone's patch tokens, one hierarchy per entry of
+    ``num_classes``; the section's keys are ``GeoDecoder``'s attributes (``width``, ``depth``,
+    ``dependent_layers``, ``num_heads``, ``mlp_ratio``, ``dropout_rate``, ``num_scenes``,
+    ``scene_mode``) and the scene supervision's (``scene_label``, ``train_selection``,
+    ``scene_weight``: ``steps.scene_training``). Raises :class:`ConfigError` for a section the
+    model cannot be built from.
+    """
     mcfg = config.model
     kwargs = dict(mcfg.get("backbone_kwargs", {}) or {})
-    backbone = registry.get_backbone(mcfg.backbone, dtype=_dtype(mcfg.get("dtype", "float32")),
-                                     **kwargs)
-    bottleneck = mcfg.get("bottleneck_dim") or None
-    return heads_lib.GeoModel(
-        backbone,
-        heads_lib.MultiPartitionHeads(dict(num_classes), dropout_rate=float(mcfg.get("head_dropout", 0.0)),
-                                      bottleneck_dim=bottleneck),
-        stop_gradient_backbone=freeze_backbone)
+    dtype = _dtype(mcfg.get("dtype", "float32"))
+    head_kwargs = dict(dropout_rate=float(mcfg.get("head_dropout", 0.0)),
+                       bottleneck_dim=mcfg.get("bottleneck_dim") or None)
+    section = mcfg.get("geodecoder")
+    if section is None:
+        backbone = registry.get_backbone(mcfg.backbone, dtype=dtype, **kwargs)
+        return heads_lib.GeoModel(backbone, heads_lib.MultiPartitionHeads(dict(num_classes), **head_kwargs),
+                                  stop_gradient_backbone=freeze_backbone)
+    decoder = {k: v for k, v in section.to_dict().items()
+               if k not in ("scene_label", "train_selection", "scene_weight")}
+    try:
+        backbone = registry.get_backbone(mcfg.backbone, dtype=dtype, tokens=True, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"{error}. The GeoDecoder reads the backbone's patch tokens "
+                          "(tokens=True): use a ViT (config.model.backbone='vit_s16' or 'vit_b16', "
+                          "sized by config.model.backbone_kwargs).") from None
+    try:
+        scene_training(config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        return geodecoder_lib.GeoDecoder(
+            backbone, heads_lib.HierarchyHeads(dict(num_classes), **head_kwargs), dtype=dtype,
+            stop_gradient_backbone=freeze_backbone, **decoder)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"config.model.geodecoder: {error}") from None
 
 
 def train_augment(data_config: Any) -> Any:
@@ -348,12 +376,18 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     haversine = None
     if float(cfg["haversine_tau_km"]) > 0:
         haversine = {h: np.asarray(p.centroids("imagery"), np.float32) for h, p in trained.items()}
+    try:  # GeoDecoder: the scene labels' field, checked against a training record's fields
+        scenes = scene_training(config, fields=set(ctx.train_source[0]) if len(ctx.train_source) else None)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     step_fn = make_train_step(model, tx, schedule, tuple(trained), seed=int(config.seed),
                               label_smoothing=float(cfg["label_smoothing"]), haversine=haversine,
-                              haversine_tau_km=float(cfg["haversine_tau_km"]))
+                              haversine_tau_km=float(cfg["haversine_tau_km"]), scenes=scenes)
     batch_keys = ["image", "valid"] + [f"label_{h}" for h in trained]
     if haversine:
         batch_keys += ["lat", "lng"]
+    if scenes is not None:
+        batch_keys.append(scenes.key)
     batch_sh = sharding.batch_sharding(mesh)
     train_step = jax.jit(step_fn, in_shardings=(state_sh, {k: batch_sh for k in batch_keys}),
                          out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
