@@ -1,0 +1,780 @@
+"""Nearest-neighbour retrieval over database features (001 §3.2): one API, two engines.
+
+001 predicts a photo's location from its ``k`` most similar database photos (NN: the first
+one; kNN kernel density: all ``k``, weighted by similarity). The features are L2-normalised,
+so the similarity is the inner product. :class:`Index` finds, for a batch of query features,
+the ``k`` database rows of highest inner product::
+
+    index = Index.build(store, engine="scann", meta={"backbone": "resnet50", ...})
+    index.save(directory)
+    index = Index.load(directory, expect={"backbone": "resnet50", "dim": 2048, ...})
+    scores, rows = index.search(queries, k=100)   # (B, k) float32, (B, k) int64; best first
+    lat, lng = index.lat[rows], index.lng[rows]
+
+``rows`` are database row numbers (``0 .. num - 1``); rows marked invalid at build time
+(``valid=False``: undecodable images, missing coordinates) are never returned.
+
+**Engines.**
+
+* ``"scann"`` (approximate; the ``retrieval`` extra, ``pip install -e '.[retrieval]'``):
+  ScaNN's partitioning tree (k-means leaves; a query scores only the rows of its
+  ``leaves_to_search`` nearest leaves), asymmetric hashing of the rows in those leaves (each
+  pair of dimensions quantised to one of 16 centres, scored with 4-bit look-up tables,
+  anisotropic loss), then exact float32 reordering of the best ``reorder_factor × k``
+  candidates, so the returned scores are exact inner products. Runs on the host CPUs.
+  Parameters from the number ``n`` of valid rows (:func:`scann_params`, every value
+  overridable through ``params``, e.g. ``config.retrieval.scann``):
+
+  - ``n < brute_force_below`` (10,000): ScaNN's exact brute-force scorer, no tree;
+  - ``num_leaves = round(sqrt(n))`` leaves, trained on ``training_sample_size =
+    min(n, 250,000)`` rows;
+  - ``leaves_to_search = max(8, ceil(num_leaves / 25))`` leaves per query (4 % of the rows);
+  - asymmetric hashing: ``dims_per_block = 2``, ``anisotropic_quantization_threshold = 0.2``;
+  - reordering of ``reorder_factor × k`` candidates, ``reorder_factor = 4``.
+
+  On 1,000,000 × 512 clustered features (``benchmarks/retrieval.py``) these give recall@100
+  ≥ 0.95 against the exact search (the measured figures are in ``benchmarks/README.md``).
+  A query whose searched leaves hold fewer than ``k`` rows is searched again with twice the
+  leaves until it has ``k`` neighbours. Memory: the build needs the float32 array of valid
+  rows in host memory (``n × D × 4`` bytes: 38 GB for 4.7 M × 2048) plus the index itself
+  (the float32 rows for reordering, ``D / 4`` bytes of hash codes per row, the leaf
+  centres); a loaded index holds the same.
+
+* ``"exact"``: brute force in JAX. The valid rows are split evenly over every device of a
+  ``jax.sharding.Mesh`` (default: :func:`geojax.training.sharding.make_mesh`, all
+  devices) and padded to a multiple of ``device count × block_rows`` with rows that never
+  win. One jitted function (``jax.shard_map``) computes, on each device, the inner products
+  of a batch of queries with its rows ``block_rows`` at a time (float32 accumulation, the
+  highest matmul precision) and keeps a running top-k (``jax.lax.top_k``); the per-device
+  top-k lists are then merged into the global top-k. Ties go to the lower row. Parameters:
+  ``dtype`` (``"float32"``, or ``"float16"`` / ``"bfloat16"`` to halve the device memory;
+  the scores are then those of the rounded features) and ``block_rows`` (32,768).
+  Memory: the features on the devices (``n × D × itemsize`` over all devices together),
+  plus ``batch_size × block_rows`` float32 scores per device; the host holds at most one
+  device's share while building.
+
+**Saving** (:meth:`Index.save`). An index is a folder::
+
+    index.json        the manifest: engine, num, dim, num_valid, meta, params, and the size
+                      and SHA-256 of every file of the data folder
+    data-<id>/        rows.npy (the database row of each indexed row), lat.npy, lng.npy,
+                      and database.npy (exact) or scann/ (ScaNN's serialized searcher)
+
+A save writes a new data folder first, then the manifest (atomically, with
+:func:`geojax.fileio.atomic_write`), then removes the previous data folder: an interrupted
+save leaves the previous index (or, for a new folder, nothing that loads). :meth:`Index.load`
+checks every file against the manifest and, with ``expect``, that the index was built from
+the backbone, feature dimension and database the caller is about to query it with
+(:class:`IndexMismatchError` otherwise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from geojax import fileio
+from geojax.training import sharding as sharding_lib
+
+FORMAT_VERSION = 1
+MANIFEST = "index.json"
+ENGINES = ("scann", "exact")
+ROWS_PER_CHUNK = 65_536  # rows read from a feature store at a time while building
+
+SCANN_DEFAULTS = dict(brute_force_below=10_000, num_leaves=None, leaves_to_search=None,
+                      training_sample_size=None, dims_per_block=2,
+                      anisotropic_quantization_threshold=0.2, reorder_factor=4,
+                      spherical=False, num_threads=0)
+EXACT_DEFAULTS = dict(dtype="float32", block_rows=32_768)
+EXACT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+class RetrievalError(ValueError):
+    """A retrieval request that cannot work: bad database, queries, k or parameters."""
+
+
+class IndexFileError(RetrievalError):
+    """A saved index that fails a load check; ``path`` is the file or folder at fault."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class IndexMismatchError(RetrievalError):
+    """A saved index built from another backbone, feature dimension or database than the one
+    expected; ``differences`` maps each differing key to ``(index's value, expected value)``."""
+
+    def __init__(self, directory: str, differences: dict[str, tuple[Any, Any]]):
+        lines = "; ".join(f"{key}: index has {have!r}, expected {want!r}"
+                          for key, (have, want) in differences.items())
+        super().__init__(
+            f"the retrieval index in {directory} was built for something else ({lines}). "
+            f"Rebuild it from the current features (or delete the folder {directory} so that "
+            "it is rebuilt).")
+        self.directory = directory
+        self.differences = differences
+
+
+# ------------------------------------------------------------------------ parameters
+def _resolve(defaults: Mapping[str, Any], params: Mapping[str, Any] | None,
+             engine: str) -> dict[str, Any]:
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise RetrievalError(f"unknown {engine} parameters {unknown}; the {engine} engine "
+                             f"takes {sorted(defaults)}.")
+    return {**defaults, **params}
+
+
+def scann_params(num_valid: int, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """ScaNN's parameters for ``num_valid`` rows: the rule of the module docstring, with
+    every value given in ``params`` taking precedence (``None`` in ``params`` = the rule)."""
+    given = {key: value for key, value in dict(params or {}).items() if value is not None}
+    out = _resolve(SCANN_DEFAULTS, given, "scann")
+    n = int(num_valid)
+    if n < out["brute_force_below"]:
+        out.update(num_leaves=0, leaves_to_search=0, training_sample_size=0)
+        return out
+    if out["num_leaves"] is None:
+        out["num_leaves"] = max(1, int(round(math.sqrt(n))))
+    if out["leaves_to_search"] is None:
+        out["leaves_to_search"] = max(8, math.ceil(out["num_leaves"] / 50))
+    if out["training_sample_size"] is None:
+        out["training_sample_size"] = min(n, 250_000)
+    out["leaves_to_search"] = min(out["leaves_to_search"], out["num_leaves"])
+    if not 1 <= out["num_leaves"] <= n:
+        raise RetrievalError(f"scann num_leaves={out['num_leaves']} must be between 1 and the "
+                             f"{n} valid rows.")
+    for key in ("leaves_to_search", "training_sample_size", "dims_per_block", "reorder_factor"):
+        if int(out[key]) < 1:
+            raise RetrievalError(f"scann {key}={out[key]} must be a positive integer.")
+    return out
+
+
+def exact_params(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The exact engine's parameters (:data:`EXACT_DEFAULTS` updated with ``params``)."""
+    out = _resolve(EXACT_DEFAULTS, params, "exact")
+    if out["dtype"] not in EXACT_DTYPES:
+        raise RetrievalError(f"exact dtype={out['dtype']!r} is not one of {EXACT_DTYPES}.")
+    if int(out["block_rows"]) < 1:
+        raise RetrievalError(f"exact block_rows={out['block_rows']} must be positive.")
+    out["block_rows"] = int(out["block_rows"])
+    return out
+
+
+# ------------------------------------------------------------------------ the database
+@dataclasses.dataclass
+class _Database:
+    """The database as the engines read it: chunks of float32 rows, and which are valid."""
+
+    num: int
+    dim: int
+    chunks: Callable[[int], Iterator[tuple[int, np.ndarray]]]
+    valid: np.ndarray  # bool (num,)
+    lat: np.ndarray  # float64 (num,)
+    lng: np.ndarray
+    meta: dict[str, Any]
+    array: np.ndarray | None = None  # the whole (num, dim) array when the caller gave one
+
+    def valid_chunks(self, rows_per_chunk: int = ROWS_PER_CHUNK) -> Iterator[np.ndarray]:
+        """The valid rows in order, float32, checked finite, in chunks."""
+        for start, block in self.chunks(rows_per_chunk):
+            block = np.asarray(block)
+            if block.ndim != 2 or block.shape[1] != self.dim:
+                raise RetrievalError(f"the database yielded a chunk of shape {block.shape} at "
+                                     f"row {start}; expected (n, {self.dim}).")
+            block = block[self.valid[start:start + len(block)]].astype(np.float32, copy=False)
+            bad = ~np.isfinite(block).all(axis=1)
+            if bad.any():
+                row = int(np.flatnonzero(self.valid[start:])[int(np.argmax(bad))]) + start
+                raise RetrievalError(f"database row {row} has non-finite features (NaN or "
+                                     "inf); recompute the features or mark it invalid.")
+            yield block
+
+    def valid_array(self) -> np.ndarray:
+        """Every valid row in one float32 (num_valid, dim) array."""
+        rows = int(self.valid.sum())
+        if self.array is not None and rows == self.num and self.array.dtype == np.float32:
+            for _ in self.valid_chunks():
+                pass  # the finiteness check
+            return np.ascontiguousarray(self.array)
+        out = np.empty((rows, self.dim), np.float32)
+        at = 0
+        for block in self.valid_chunks():
+            out[at:at + len(block)] = block
+            at += len(block)
+        return out
+
+
+def _coordinates(values: Any, num: int, name: str) -> np.ndarray:
+    if values is None:
+        raise RetrievalError(f"{name} is required: the (N,) {name} of the database rows.")
+    arr = np.asarray(values, np.float64).reshape(-1)
+    if arr.shape != (num,):
+        raise RetrievalError(f"{name} has {arr.size} values for {num} database rows.")
+    return arr
+
+
+def _database(database: Any, lat: Any, lng: Any, valid: Any,
+              meta: Mapping[str, Any] | None) -> _Database:
+    """An (N, D) array or a feature store (``num``, ``dim``, ``chunks``, ``valid``, ``lat``,
+    ``lng``, ``meta``) as a :class:`_Database`; the arguments override the store's values."""
+    if all(hasattr(database, name) for name in ("num", "dim", "chunks")):
+        num, dim = int(database.num), int(database.dim)
+        chunks = database.chunks
+        store_valid = getattr(database, "valid", None)
+        lat = getattr(database, "lat", None) if lat is None else lat
+        lng = getattr(database, "lng", None) if lng is None else lng
+        merged = {**dict(getattr(database, "meta", None) or {}), **dict(meta or {})}
+        array = None
+    else:
+        array = np.asarray(database)
+        if array.ndim != 2 or 0 in array.shape:
+            raise RetrievalError(f"the database must be an (N, D) array of features with N, D "
+                                 f"≥ 1 (or a feature store); got shape {array.shape}.")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise RetrievalError(f"the database features are {array.dtype}; expected floats.")
+        num, dim = array.shape
+        store_valid = None
+        merged = dict(meta or {})
+
+        def chunks(rows_per_chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+            for start in range(0, num, rows_per_chunk):
+                yield start, array[start:start + rows_per_chunk]
+
+    mask = np.ones(num, bool)
+    for given, name in ((store_valid, "the store's valid"), (valid, "valid")):
+        if given is not None:
+            given = np.asarray(given)
+            if given.shape != (num,) or given.dtype != np.bool_:
+                raise RetrievalError(f"{name} must be a bool array of shape ({num},); got "
+                                     f"{given.dtype} {given.shape}.")
+            mask &= given
+    if not mask.any():
+        raise RetrievalError(f"none of the {num} database rows is valid: nothing to index.")
+    try:
+        merged = json.loads(json.dumps(merged))
+    except (TypeError, ValueError) as e:
+        raise RetrievalError(f"meta must be JSON-serialisable (it is saved in {MANIFEST}): "
+                             f"{e}") from e
+    return _Database(num=num, dim=dim, chunks=chunks, valid=mask,
+                     lat=_coordinates(lat, num, "lat"), lng=_coordinates(lng, num, "lng"),
+                     meta=merged, array=array)
+
+
+# ------------------------------------------------------------------------ ScaNN
+def _scann():
+    try:
+        import scann  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+        raise ImportError(
+            "the ScaNN retrieval engine needs the `scann` package (the `retrieval` extra): "
+            "pip install -e '.[retrieval]' — or use engine=\"exact\".") from e
+    return scann
+
+
+class _ScannEngine:
+    """ScaNN's searcher over the valid rows (rows numbered 0 .. num_valid - 1)."""
+
+    name = "scann"
+
+    def __init__(self, searcher: Any, params: dict[str, Any]):
+        self.searcher = searcher
+        self.params = params
+
+    @classmethod
+    def build(cls, db: _Database, params: Mapping[str, Any] | None, mesh: Mesh | None,
+              log: Callable[[str], Any]) -> "_ScannEngine":
+        del mesh
+        scann = _scann()
+        n = int(db.valid.sum())
+        p = scann_params(n, params)
+        data = db.valid_array()
+        builder = scann.scann_ops_pybind.builder(data, 100, "dot_product")
+        if p["num_leaves"]:
+            log(f"ScaNN: tree of {p['num_leaves']} leaves ({p['leaves_to_search']} searched), "
+                f"asymmetric hashing ({p['dims_per_block']} dims per block), reordering "
+                f"{p['reorder_factor']}×k, over {n} rows × {db.dim}")
+            builder = builder.tree(
+                num_leaves=p["num_leaves"], num_leaves_to_search=p["leaves_to_search"],
+                training_sample_size=p["training_sample_size"], spherical=bool(p["spherical"]))
+            builder = builder.score_ah(
+                p["dims_per_block"],
+                anisotropic_quantization_threshold=p["anisotropic_quantization_threshold"],
+                training_sample_size=p["training_sample_size"])
+            builder = builder.reorder(p["reorder_factor"] * 100)
+        else:
+            log(f"ScaNN: brute force over {n} rows × {db.dim} (fewer than "
+                f"brute_force_below={p['brute_force_below']})")
+            builder = builder.score_brute_force()
+        if p["num_threads"]:
+            builder = builder.set_n_training_threads(int(p["num_threads"]))
+        searcher = builder.build()
+        if p["num_threads"]:
+            searcher.set_num_threads(int(p["num_threads"]))
+        return cls(searcher, p)
+
+    def search(self, queries: np.ndarray, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        pre = max(k, p["reorder_factor"] * k)
+        leaves = p["leaves_to_search"] or None
+        idx, dist = self._search(queries, k, pre, leaves, batch_size)
+        missing = np.isnan(dist).any(axis=1)
+        while missing.any():  # the searched leaves held fewer than k rows
+            if not leaves or leaves >= p["num_leaves"]:
+                raise RetrievalError(f"ScaNN found fewer than k={k} neighbours for "
+                                     f"{int(missing.sum())} queries with every leaf searched.")
+            leaves = min(2 * leaves, p["num_leaves"])
+            more_idx, more_dist = self._search(queries[missing], k, pre, leaves, batch_size)
+            idx[missing], dist[missing] = more_idx, more_dist
+            missing = np.isnan(dist).any(axis=1)
+        return dist.astype(np.float32, copy=False), idx.astype(np.int64)
+
+    def _search(self, queries, k, pre, leaves, batch_size):
+        idx, dist = self.searcher.search_batched_parallel(
+            queries, final_num_neighbors=k, pre_reorder_num_neighbors=pre,
+            leaves_to_search=leaves, batch_size=batch_size)
+        return np.array(idx), np.array(dist)
+
+    def save(self, folder: str) -> None:
+        os.makedirs(os.path.join(folder, "scann"))
+        self.searcher.serialize(os.path.join(folder, "scann"), relative_path=True)
+
+    @classmethod
+    def load(cls, folder: str, params: dict[str, Any], mesh: Mesh | None) -> "_ScannEngine":
+        del mesh
+        scann = _scann()
+        searcher = scann.scann_ops_pybind.load_searcher(os.path.join(folder, "scann"))
+        if params.get("num_threads"):
+            searcher.set_num_threads(int(params["num_threads"]))
+        return cls(searcher, params)
+
+
+# ------------------------------------------------------------------------ exact
+def _row_axes(mesh: Mesh) -> tuple[str, ...]:
+    return tuple(mesh.axis_names)
+
+
+@functools.lru_cache(maxsize=64)
+def _exact_search_fn(mesh: Mesh, num_valid: int, rows_per_device: int, block_rows: int,
+                     k: int) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """The jitted ``(queries, database, offsets) → (scores, rows)`` of the exact engine."""
+    axes = _row_axes(mesh)
+    per_device_k = min(k, rows_per_device)
+    block_k = min(k, block_rows)
+    num_blocks = rows_per_device // block_rows
+
+    def local(queries, rows, offset):
+        # On one device: ``rows`` (rows_per_device, D) are database rows offset[0] onwards.
+        limit = num_valid - offset[0]  # local rows at or past this are padding
+        blocks = rows.reshape(num_blocks, block_rows, rows.shape[-1])
+        starts = jnp.arange(num_blocks, dtype=jnp.int32) * block_rows
+        batch = queries.shape[0]
+
+        def step(carry, xs):
+            best_scores, best_rows = carry
+            block, start = xs
+            scores = jnp.dot(queries, block.astype(jnp.float32).T,
+                             precision=jax.lax.Precision.HIGHEST,
+                             preferred_element_type=jnp.float32)
+            local_rows = start + jnp.arange(block_rows, dtype=jnp.int32)
+            scores = jnp.where(local_rows < limit, scores, -jnp.inf)
+            top_scores, top = jax.lax.top_k(scores, block_k)
+            # Earlier blocks (lower rows) first: top_k keeps the lower index of equal scores.
+            merged_scores = jnp.concatenate([best_scores, top_scores], axis=1)
+            merged_rows = jnp.concatenate([best_rows, local_rows[top]], axis=1)
+            keep_scores, keep = jax.lax.top_k(merged_scores, per_device_k)
+            return (keep_scores, jnp.take_along_axis(merged_rows, keep, axis=1)), None
+
+        init = (jnp.full((batch, per_device_k), -jnp.inf, jnp.float32),
+                jnp.zeros((batch, per_device_k), jnp.int32))
+        init = jax.lax.pcast(init, axes, to="varying")  # the carry differs between devices
+        (scores, local_rows), _ = jax.lax.scan(step, init, (blocks, starts))
+        return scores, local_rows + offset[0]
+
+    per_device = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axes), P(axes)),
+                               out_specs=(P(None, axes), P(None, axes)))
+
+    def search(queries, rows, offsets):
+        # (B, devices × per_device_k), device by device in row order: equal scores keep the
+        # lower row first through the final top_k as well.
+        scores, found = per_device(queries, rows, offsets)
+        top_scores, top = jax.lax.top_k(scores, k)
+        return top_scores, jnp.take_along_axis(found, top, axis=1)
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(search, out_shardings=(replicated, replicated))
+
+
+class _ExactEngine:
+    """The valid rows sharded over the devices of ``mesh`` (rows numbered 0 .. n - 1)."""
+
+    name = "exact"
+
+    def __init__(self, rows: jax.Array, offsets: jax.Array, mesh: Mesh, num_valid: int,
+                 params: dict[str, Any]):
+        self.rows, self.offsets, self.mesh = rows, offsets, mesh
+        self.num_valid = num_valid
+        self.params = params
+
+    @staticmethod
+    def _layout(num_valid: int, mesh: Mesh, block_rows: int) -> tuple[int, int]:
+        """``(rows_per_device, block_rows)``: every device holds the same whole number of
+        blocks; a database smaller than one block per device gets smaller blocks."""
+        devices = mesh.devices.size
+        per_device = -(-num_valid // devices)
+        block = min(block_rows, per_device)
+        return -(-per_device // block) * block, block
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterator[np.ndarray], num_valid: int, dim: int,
+                    params: dict[str, Any], mesh: Mesh | None) -> "_ExactEngine":
+        mesh = sharding_lib.make_mesh() if mesh is None else mesh
+        dtype = jnp.dtype(params["dtype"])
+        per_device, _ = cls._layout(num_valid, mesh, params["block_rows"])
+        total = per_device * mesh.devices.size
+        row_sharding = NamedSharding(mesh, P(_row_axes(mesh)))
+        # Which rows each local device holds; fill them in row order from the chunks, so the
+        # host holds one device's share (plus a chunk) at a time.
+        targets = sorted(((index[0].start or 0, device) for device, index in
+                          row_sharding.addressable_devices_indices_map((total, dim)).items()),
+                         key=lambda t: t[0])
+        starts = sorted({start for start, _ in targets})
+        shards: dict[Any, jax.Array] = {}
+        pending = iter(starts)
+        current = next(pending, None)
+        buffer = np.zeros((per_device, dim), dtype)
+        at = 0  # global valid row of the next chunk row
+
+        def flush(start):
+            for s, device in targets:
+                if s == start:
+                    shards[device] = jax.device_put(buffer, device)
+
+        for block in chunks:
+            pos = 0
+            while pos < len(block) and current is not None:
+                row = at + pos
+                if row < current:  # rows of another process's devices
+                    pos = min(len(block), current - at)
+                    continue
+                take = min(len(block) - pos, current + per_device - row)
+                buffer[row - current:row - current + take] = block[pos:pos + take]
+                pos += take
+                if row + take == current + per_device:
+                    flush(current)
+                    buffer = np.zeros((per_device, dim), dtype)
+                    current = next(pending, None)
+            at += len(block)
+        if at != num_valid:
+            raise RetrievalError(f"the database yielded {at} valid rows; expected {num_valid}.")
+        while current is not None:  # padding, and the last partial share
+            flush(current)
+            buffer = np.zeros((per_device, dim), dtype)
+            current = next(pending, None)
+        rows = jax.make_array_from_single_device_arrays(
+            (total, dim), row_sharding, [shards[d] for d in row_sharding.addressable_devices])
+        offsets = jax.make_array_from_callback(
+            (mesh.devices.size,), row_sharding,
+            lambda index: np.arange(mesh.devices.size, dtype=np.int32)[index] * per_device)
+        return cls(rows, offsets, mesh, num_valid, params)
+
+    @classmethod
+    def build(cls, db: _Database, params: Mapping[str, Any] | None, mesh: Mesh | None,
+              log: Callable[[str], Any]) -> "_ExactEngine":
+        p = exact_params(params)
+        n = int(db.valid.sum())
+        engine = cls.from_chunks(db.valid_chunks(), n, db.dim, p, mesh)
+        log(f"exact search: {n} rows × {db.dim} ({p['dtype']}) over the "
+            f"{engine.mesh.devices.size} devices of the mesh {dict(engine.mesh.shape)}")
+        return engine
+
+    def search(self, queries: np.ndarray, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        per_device, block = self._layout(self.num_valid, self.mesh, self.params["block_rows"])
+        fn = _exact_search_fn(self.mesh, self.num_valid, per_device, block, k)
+        replicated = NamedSharding(self.mesh, P())
+        batch = min(batch_size, len(queries))
+        scores = np.empty((len(queries), k), np.float32)
+        rows = np.empty((len(queries), k), np.int64)
+        for start in range(0, len(queries), batch):
+            part = queries[start:start + batch]
+            padded = np.zeros((batch, queries.shape[1]), np.float32)  # one compiled shape
+            padded[:len(part)] = part
+            q = jax.make_array_from_callback(padded.shape, replicated, lambda i: padded[i])
+            s, r = fn(q, self.rows, self.offsets)
+            scores[start:start + len(part)] = np.asarray(s)[:len(part)]
+            rows[start:start + len(part)] = np.asarray(r)[:len(part)]
+        return scores, rows
+
+    def save(self, folder: str) -> None:
+        if not self.rows.is_fully_addressable:
+            raise RetrievalError("an exact index sharded over several processes cannot be "
+                                 "saved; build it from the feature store in each run instead "
+                                 "(its build is a copy of the features to the devices).")
+        path = os.path.join(folder, "database.npy")
+        # numpy has no bfloat16: its bits are saved as uint16 (params["dtype"] says so).
+        stored = np.uint16 if self.rows.dtype == jnp.bfloat16 else self.rows.dtype
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=stored,
+                                        shape=(self.num_valid, self.rows.shape[1]))
+        for shard in self.rows.addressable_shards:
+            start = shard.index[0].start or 0
+            if start >= self.num_valid or shard.replica_id != 0:
+                continue
+            stop = min(start + shard.data.shape[0], self.num_valid)
+            out[start:stop] = np.asarray(shard.data)[:stop - start].view(stored)
+        out.flush()
+        del out
+
+    @classmethod
+    def load(cls, folder: str, params: dict[str, Any], mesh: Mesh | None) -> "_ExactEngine":
+        data = np.load(os.path.join(folder, "database.npy"), mmap_mode="r")
+        data = data.view(jnp.dtype(params["dtype"]))
+        chunks = (data[s:s + ROWS_PER_CHUNK] for s in range(0, len(data), ROWS_PER_CHUNK))
+        return cls.from_chunks(chunks, len(data), data.shape[1], params, mesh)
+
+
+_ENGINES = {"scann": _ScannEngine, "exact": _ExactEngine}
+
+
+# ------------------------------------------------------------------------ files
+def _digest(path: str) -> dict[str, Any]:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 22), b""):
+            h.update(piece)
+    return {"bytes": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def _files(folder: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(root, name), folder)
+                  for root, _, names in os.walk(folder) for name in names)
+
+
+def _fsync_tree(folder: str) -> None:
+    for root, dirs, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        for name in [*dirs, "."]:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _save_array(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def _read_manifest(directory: str) -> dict[str, Any]:
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isdir(directory):
+        raise IndexFileError(directory, "no such folder: no retrieval index here; build one "
+                             "(Index.build(...).save(folder)).")
+    if not os.path.exists(path):
+        raise IndexFileError(path, "missing: the folder holds no complete retrieval index (an "
+                             "interrupted save leaves it so); build the index again.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise IndexFileError(path, f"unreadable ({e}); build the index again.") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != "geojax.retrieval":
+        raise IndexFileError(path, "not a geojax retrieval index manifest.")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise IndexFileError(path, f"format version {version!r}; this geojax reads versions up "
+                             f"to {FORMAT_VERSION}. Upgrade geojax or rebuild the index.")
+    return manifest
+
+
+# ------------------------------------------------------------------------ the index
+class Index:
+    """``k`` nearest database rows by inner product; see the module docstring.
+
+    Attributes:
+      engine: ``"scann"`` or ``"exact"``.
+      num: database rows (valid or not); ``dim``: feature dimension.
+      num_valid: rows that can be returned.
+      meta: what the index was built from (backbone, checkpoint, database split, ...),
+        compared by :meth:`load`'s ``expect``.
+      params: the engine's parameters as used (the rule's values filled in).
+      lat, lng: ``(num,)`` float64 coordinates of the database rows.
+    """
+
+    def __init__(self, *, engine: Any, num: int, dim: int, meta: dict[str, Any],
+                 lat: np.ndarray, lng: np.ndarray, rows: np.ndarray):
+        self._engine = engine
+        self.engine: str = engine.name
+        self.num, self.dim = int(num), int(dim)
+        self.meta = meta
+        self.lat, self.lng = lat, lng
+        self._rows = rows  # int64 (num_valid,): database row of each indexed row
+
+    @property
+    def num_valid(self) -> int:
+        return len(self._rows)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._engine.params)
+
+    def __repr__(self) -> str:
+        return (f"Index(engine={self.engine!r}, num={self.num}, num_valid={self.num_valid}, "
+                f"dim={self.dim}, meta={self.meta})")
+
+    @classmethod
+    def build(cls, database: Any, *, lat: Any = None, lng: Any = None, engine: str = "scann",
+              meta: Mapping[str, Any] | None = None, valid: Any = None,
+              params: Mapping[str, Any] | None = None, mesh: Mesh | None = None,
+              log: Callable[[str], Any] = print) -> "Index":
+        """Indexes the valid rows of ``database``.
+
+        Args:
+          database: an (N, D) float array of L2-normalised features, or a feature store with
+            ``num``, ``dim``, ``chunks(rows_per_chunk)`` (yielding ``(start_row, float
+            (n, D))``), ``valid`` (bool (N,)), ``lat``, ``lng`` and ``meta``.
+          lat, lng: (N,) degrees of the database rows (default: the store's).
+          engine: ``"scann"`` or ``"exact"``.
+          meta: JSON-serialisable description of what the features are (backbone,
+            checkpoint, split, ...), merged over the store's ``meta``; saved with the index
+            and checked by :meth:`load`'s ``expect``.
+          valid: bool (N,): rows to index (combined with the store's ``valid``).
+          params: engine parameters (:func:`scann_params`, :func:`exact_params`).
+          mesh: the exact engine's device mesh (default: every device).
+          log: where the one-line build summary goes.
+        """
+        if engine not in _ENGINES:
+            raise RetrievalError(f"unknown retrieval engine {engine!r}; choose one of "
+                                 f"{list(ENGINES)}.")
+        db = _database(database, lat, lng, valid, meta)
+        built = _ENGINES[engine].build(db, params, mesh, log)
+        return cls(engine=built, num=db.num, dim=db.dim, meta=db.meta, lat=db.lat, lng=db.lng,
+                   rows=np.flatnonzero(db.valid).astype(np.int64))
+
+    def search(self, queries: Any, k: int, *,
+               batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, rows)``, each (B, k), best first: float32 inner products and int64
+        database row numbers of the ``k`` nearest valid rows of each query (B, D).
+        ``batch_size`` queries are searched at a time."""
+        queries = np.asarray(queries, np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise RetrievalError(f"queries must be a (B, {self.dim}) array of features; got "
+                                 f"shape {queries.shape}.")
+        if not np.isfinite(queries).all():
+            bad = int(np.argmax(~np.isfinite(queries).all(axis=1)))
+            raise RetrievalError(f"query {bad} has non-finite features (NaN or inf).")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
+                1 <= k <= self.num_valid):
+            raise RetrievalError(f"k={k!r}: expected an integer from 1 to the {self.num_valid} "
+                                 "valid rows of the index.")
+        if int(batch_size) < 1:
+            raise RetrievalError(f"batch_size={batch_size} must be positive.")
+        k = int(k)
+        if len(queries) == 0:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        scores, found = self._engine.search(queries, k, int(batch_size))
+        return scores, self._rows[found]
+
+    # ---------------------------------------------------------------- save / load
+    def save(self, directory: str | os.PathLike) -> None:
+        """Saves into ``directory`` (created if needed; a previous index there is replaced),
+        atomically: see the module docstring."""
+        directory = os.path.abspath(os.fspath(directory))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise RetrievalError(f"{directory} exists and is not a folder.")
+        if os.path.isdir(directory) and not os.path.exists(os.path.join(directory, MANIFEST)):
+            foreign = [n for n in os.listdir(directory) if not n.startswith("data-")]
+            if foreign:
+                raise RetrievalError(f"{directory} holds files that are not a retrieval index "
+                                     f"({sorted(foreign)[:5]}); choose an empty or new folder.")
+        os.makedirs(directory, exist_ok=True)
+        name = f"data-{uuid.uuid4().hex[:12]}"
+        folder = os.path.join(directory, name)
+        os.makedirs(folder)
+        try:
+            _save_array(os.path.join(folder, "rows.npy"), self._rows)
+            _save_array(os.path.join(folder, "lat.npy"), self.lat)
+            _save_array(os.path.join(folder, "lng.npy"), self.lng)
+            self._engine.save(folder)
+            _fsync_tree(folder)
+            manifest = {
+                "format": "geojax.retrieval", "format_version": FORMAT_VERSION,
+                "engine": self.engine, "num": self.num, "dim": self.dim,
+                "num_valid": self.num_valid, "meta": self.meta, "params": self.params,
+                "data": name,
+                "files": {path: _digest(os.path.join(folder, path)) for path in _files(folder)},
+            }
+            payload = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+            fileio.atomic_write(os.path.join(directory, MANIFEST), payload)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        for old in os.listdir(directory):  # previous versions, and interrupted saves
+            if old.startswith("data-") and old != name:
+                shutil.rmtree(os.path.join(directory, old), ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, expect: Mapping[str, Any] | None = None,
+             mesh: Mesh | None = None) -> "Index":
+        """Loads an index saved by :meth:`save`, after checking every file's size and SHA-256.
+
+        Args:
+          directory: the index folder.
+          expect: values the index must have been built with, e.g. ``{"backbone": ...,
+            "dim": 2048, "database": ...}``: ``engine``, ``num``, ``dim`` and
+            ``num_valid`` compare with the index's own, any other key with its ``meta``.
+          mesh: the exact engine's device mesh (default: every device).
+
+        Raises:
+          IndexFileError: no complete index, or a file missing, truncated or altered.
+          IndexMismatchError: ``expect`` differs; the message names both values of each key.
+        """
+        directory = os.path.abspath(os.fspath(directory))
+        manifest = _read_manifest(directory)
+        own = {key: manifest.get(key) for key in ("engine", "num", "dim", "num_valid")}
+        meta = manifest.get("meta") or {}
+        differences = {}
+        for key, want in dict(expect or {}).items():
+            have = own[key] if key in own else meta.get(key, "(not recorded)")
+            if have != json.loads(json.dumps(want)):
+                differences[key] = (have, want)
+        if differences:
+            raise IndexMismatchError(directory, differences)
+        if manifest.get("engine") not in _ENGINES:
+            raise IndexFileError(os.path.join(directory, MANIFEST),
+                                 f"unknown engine {manifest.get('engine')!r}.")
+        folder = os.path.join(directory, str(manifest.get("data")))
+        files = manifest.get("files") or {}
+        for path, recorded in sorted(files.items()):
+            full = os.path.join(folder, path)
+            if not os.path.exists(full):
+                raise IndexFileError(full, f"missing (named in {MANIFEST}); build the index "
+                                     "again.")
+            if _digest(full) != recorded:
+                raise IndexFileError(full, "truncated or altered since the index was saved "
+                                     "(its size or SHA-256 differs from the manifest's); build "
+                                     "the index again.")
+        engine_cls = _ENGINES[manifest["engine"]]
+        engine = engine_cls.load(folder, dict(manifest["params"]), mesh)
+        rows = np.load(os.path.join(folder, "rows.npy"))
+        lat = np.load(os.path.join(folder, "lat.npy"))
+        lng = np.load(os.path.join(folder, "lng.npy"))
+        return cls(engine=engine, num=manifest["num"], dim=manifest["dim"], meta=meta,
+                   lat=lat, lng=lng, rows=rows)
