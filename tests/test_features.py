@@ -3,7 +3,8 @@
 A tiny GeoWorld database (80 photos at 32 px, the runlocal (8, 16) CNN: 16-d features) in
 shards of 16 or 32 rows, batches of 16: the store against ``extract_features``, resume after a
 stop, refusals (corrupted / truncated / missing shard, another meta or backbone, a foreign
-folder), unreadable records, memory-mapped reads; eight fake devices equal one.
+folder), unreadable records, memory-mapped reads; two processes of four fake devices equal
+one device.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import types
@@ -318,33 +320,46 @@ def test_unreadable_records_are_kept_invalid_and_counted(setting, tmp_path):
     assert parts[0].ids.tolist() == ["0", "1", "2", "3", "4"]
 
 
-_EIGHT_DEVICES = """
+_BUILD_IN_A_SUBPROCESS = """
 import sys, jax
+directory, devices, process, processes, port = sys.argv[1], *map(int, sys.argv[2:])
+if processes > 1:
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=processes, process_id=process)
 sys.path.insert(0, "tests")
 from test_train import load_config, quiet
 from geojax.data import geoworld
 from geojax.inference import features
 from geojax.training import sharding
-assert jax.device_count() == 8
 from test_features import random_weights
+assert jax.device_count() == devices and jax.process_count() == processes
 config = load_config("planet")
 mesh = sharding.make_mesh(config.get("mesh"))
-weights = random_weights(config)
 source = geoworld.GeoWorld("train", 80, 3, image_size=32)
-store = features.build_store(config, mesh, weights, source, sys.argv[1], meta=dict(
+store = features.build_store(config, mesh, random_weights(config), source, directory, meta=dict(
     database="geoworld-train-80", size=80), shard_size=16, batch_size=16, log=quiet)
-print(store.num, store.dim)
+print(store.num, store.dim, store.ids[-1])
 """
 
 
-def test_eight_fake_devices_equal_one(reference, tmp_path):
-    """The batches split over 8 devices (2 rows each) give the one-device store."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    directory = tmp_path / "store8"
-    done = subprocess.run([sys.executable, "-c", _EIGHT_DEVICES, str(directory)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["80", "16"]
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_equal_one_device(reference, tmp_path):
+    """The batches split over 2 processes (jax.distributed on localhost) of 4 fake devices each
+    (2 rows a device; process 0 writes, both open the store) give the one-device store."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    directory, port = tmp_path / "store", _free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_IN_A_SUBPROCESS, str(directory), "8",
+                               str(i), "2", str(port)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert out.strip().splitlines()[-1].split() == ["80", "16", "train/000079"]  # after Gloo's
     store = features.open_store(str(directory))
     np.testing.assert_allclose(store.block(0, NUM), reference.block(0, NUM), rtol=0, atol=2 ** -11)
     np.testing.assert_array_equal(store.valid, reference.valid)

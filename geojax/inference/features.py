@@ -13,8 +13,9 @@ array is never in host memory.
 
 **What is stored.** Row ``i`` is record ``i`` of the source: the backbone output of the eval
 pipeline's centre crop (GeoModel's ``outputs["features"]``), divided by its L2 norm in float32
-on the device and stored as ``float16`` (default: half the disk and I/O; cosine similarities
-change by < 1e-3) or ``float32``; with its ``lat``, ``lng`` (float64 degrees, the source's),
+on the device and stored as ``float16`` (default: half the disk and I/O; every component is
+rounded to 2⁻¹¹ relative, so a cosine similarity between two rows moves by at most ≈ 2⁻¹⁰) or
+``float32``; with its ``lat``, ``lng`` (float64 degrees, the source's),
 ``id`` (the record's, or its row number when it has none) and ``valid``. A record the pipeline
 cannot read (undecodable or missing image, bad coordinates) is kept as a row with
 ``valid=False`` and a zero vector, counted in the manifest and the log.
@@ -139,8 +140,8 @@ class FeatureStore:
       num, dim, dtype: rows, feature dimension, stored dtype (``np.float16`` / ``np.float32``).
       shard_size: rows per shard (the last shard may hold fewer).
       shards: the features of each shard, ``np.memmap`` ``(rows, dim)`` (read-only).
-      lat, lng: float64 ``(num,)`` degrees; valid: bool ``(num,)``; ids: str ``(num,)``
-        (read on first use).
+      lat, lng: float64 ``(num,)`` degrees; valid: bool ``(num,)`` (in memory: 17 bytes a
+        row); ids: str ``(num,)`` (read from the memory-mapped rows files on first use).
       num_invalid: rows with ``valid`` False (unreadable records: zero features).
     """
 
@@ -261,7 +262,7 @@ def _check_shard(directory: str, k: int, entry: Mapping[str, Any], dim: int, dty
         raise _corrupt(directory, paths[0], f"holds {feats.dtype} {feats.shape}, the manifest "
                        f"records {dtype} {(rows, dim)}")
     try:
-        columns = np.load(paths[1], allow_pickle=False)
+        columns = np.load(paths[1], mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise _corrupt(directory, paths[1], f"cannot be read ({e})") from None
     if (columns.shape != (rows,) or columns.dtype.names is None
@@ -333,7 +334,7 @@ class _ShardWriter:
         bad = columns["id"][~columns["valid"]]
         self.manifest["shards"][k] = {"rows": len(columns), "num_invalid": int(bad.size),
                                       "invalid_ids": bad[:_EXAMPLE_IDS].tolist(), **digests}
-        write_manifest(self.directory, self.manifest)
+        _write_manifest(self.directory, self.manifest)
 
     def wait(self) -> None:
         if self._pending is not None:
@@ -355,16 +356,16 @@ class _ShardWriter:
         self._pool.shutdown(wait=True)
 
 
-def write_manifest(directory: str, manifest: Mapping[str, Any]) -> None:
+def _write_manifest(directory: str, manifest: Mapping[str, Any]) -> None:
     """Writes ``<directory>/manifest.json`` atomically."""
     fileio.atomic_write(os.path.join(directory, MANIFEST), json.dumps(manifest, indent=1))
 
 
 class _ShardBuffer:
-    """Shard ``k``'s rows while they arrive from the backbone, batch by batch."""
+    """One shard's rows while they arrive from the backbone, batch by batch."""
 
-    def __init__(self, k: int, rows: int, dim: int, dtype: str):
-        self.k, self.fill = k, 0
+    def __init__(self, rows: int, dim: int, dtype: str):
+        self.fill = 0
         self.features = np.empty((rows, dim), dtype)
         self.valid = np.empty(rows, bool)
         self.row_numbers = np.empty(rows, np.int64)
@@ -495,7 +496,8 @@ def build_store(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
         os.makedirs(directory, exist_ok=True)
         for stale in glob.glob(os.path.join(directory, ".*.tmp")):  # from a killed write
             os.unlink(stale)
-        write_manifest(directory, manifest)
+        manifest["complete"] = False  # until every pending shard is back
+        _write_manifest(directory, manifest)
     done = len(manifest["shards"]) - len(pending)
     if done:
         log(f"[features] {directory}: resuming, {done} of {len(manifest['shards'])} shards "
@@ -521,7 +523,7 @@ def build_store(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                 pos = 0
                 while pos < len(part.rows):
                     if shard is None:
-                        shard = _ShardBuffer(k, min(size, num - k * size), manifest["dim"], dtype)
+                        shard = _ShardBuffer(min(size, num - k * size), manifest["dim"], dtype)
                     pos += shard.add(part, pos)
                     if shard.full:
                         writer.submit(k, shard.features, shard.columns(lat, lng))
@@ -531,7 +533,7 @@ def build_store(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
         writer.close()
     if write:
         manifest["complete"] = True
-        write_manifest(directory, manifest)
+        _write_manifest(directory, manifest)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"geojax feature store {directory}")
     store = open_store(directory, verify=write)

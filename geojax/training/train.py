@@ -520,7 +520,10 @@ def iter_backbone_features(config: ml_collections.ConfigDict, mesh: jax.sharding
     variables = {"params": weights["params"]["backbone"]}
     if weights.get("batch_stats"):
         variables["batch_stats"] = weights["batch_stats"]["backbone"]
-    variables = jax.device_put(variables, sharding.replicated(mesh))
+    replicated = sharding.replicated(mesh)
+    variables = jax.tree.map(  # host arrays: the same on every process
+        lambda x: jax.device_put(x, replicated) if isinstance(x, jax.Array)
+        else jax.make_array_from_process_local_data(replicated, np.asarray(x)), variables)
     fn = _features_fn(backbone, mesh, bool(normalize), jnp.dtype(dtype))
     batch_size = int(batch_size or config.eval.batch_size)
     dataset = pipeline.make_dataset(view, train=False, global_batch_size=batch_size,
