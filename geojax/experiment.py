@@ -35,6 +35,7 @@ from geojax.data import datasets
 from geojax.evaluation import evaluators, maps, report
 from geojax.geo import gazetteer, sphere
 from geojax.inference import export as export_lib
+from geojax.inference import features, retrieval
 from geojax.inference import predictors as predictors_lib
 from geojax.models import heads as heads_lib
 from geojax.partitions import base, build, combinatorial
@@ -64,13 +65,12 @@ def _database_digest(lat: np.ndarray, lng: np.ndarray) -> str:
     return f"{lat.size}:{hashlib.sha256(data.tobytes()).hexdigest()[:16]}"
 
 
-def retrieval_index(ctx: RunContext, state: TrainState) -> Any:
+def retrieval_index(ctx: RunContext, state: TrainState) -> retrieval.Index:
     """The database index of ``config.retrieval`` for the weights of ``state``: the L2-normalised
     backbone features of every training image (``<workdir>/retrieval/<backbone>/features``,
     resumable; ``<backbone>``: the weights' digest) and their index (``.../index-<engine>``),
     each reused when it matches the backbone, the database and the feature dimension, and
     rebuilt (with a log line) when not."""
-    from geojax.inference import features, retrieval  # TODO(integration): top-level import
     cfg = ctx.config.retrieval
     if cfg.get("database", "train") != "train":
         raise train_lib.ConfigError(f"config.retrieval.database={cfg.database!r}: the database is "
@@ -89,7 +89,7 @@ def retrieval_index(ctx: RunContext, state: TrainState) -> Any:
             index = retrieval.Index.load(directory, expect=meta, mesh=ctx.mesh)
             ctx.log(f"[retrieval] reusing the {cfg.engine} index of {index.num} images in {directory}")
             return index
-        except (retrieval.IndexMismatchError, retrieval.IndexFormatError) as err:
+        except (retrieval.IndexMismatchError, retrieval.IndexFileError) as err:
             ctx.log(f"[retrieval] rebuilding {directory}: {err}")
     t0 = time.perf_counter()
     index = retrieval.Index.build(store, lat=store.lat, lng=store.lng, engine=cfg.engine, meta=meta,
@@ -103,7 +103,7 @@ def retrieval_index(ctx: RunContext, state: TrainState) -> Any:
 
 
 def _predictors(ctx: RunContext, head_names: Sequence[str],
-                index: Callable[[], Any] | None = None
+                index: Callable[[], retrieval.Index] | None = None
                 ) -> list[predictors_lib.Predictor]:
     """The predictors of ``config.eval.predictors`` for a model with heads ``head_names``;
     ``index``: the retrieval index's maker (without it, retrieval kinds give no rows)."""

@@ -281,7 +281,12 @@ class KernelDensity:
         del outputs
         lat, lng = self.index.lat[rows], self.index.lng[rows]
         w = np.asarray(_kde().neighbour_weights(scores, self.m), np.float64)
-        plat, plng = (np.asarray(v, np.float64) for v in self.mode_of(lat, lng, w))
+        mode = self.mode_of(lat, lng, w)
+        plat, plng = np.array(mode.lat, np.float64), np.array(mode.lng, np.float64)
+        if self.mode == "vo2017":  # snapped to a neighbour: its exact (float64) location
+            snap = np.asarray(mode.neighbour)
+            at = np.nonzero(snap >= 0)[0]
+            plat[at], plng[at] = lat[at, snap[at]], lng[at, snap[at]]
         share = w / np.maximum(w.sum(-1, keepdims=True), 1e-300)
         return _neighbour_prediction(plat, plng, lat, lng, share, self.top_k)
 
@@ -315,8 +320,8 @@ class Hybrid:
         w = np.asarray(_kde().neighbour_weights(scores, self.m), np.float64) * inside
         none = ~inside.any(-1)
         w[none] = 1.0  # any finite weights: these rows take the class centroid below
-        plat, plng = (np.array(v, np.float64) for v in
-                      _kde().spherical_mode(lat, lng, w, self.sigma_km, kernel=self.kernel))
+        mode = _kde().spherical_mode(lat, lng, w, self.sigma_km, kernel=self.kernel)
+        plat, plng = np.array(mode.lat, np.float64), np.array(mode.lng, np.float64)
         if none.any():
             clat, clng = sphere.xyz_to_latlng(self.centroids_xyz[top[none, 0]].astype(np.float64))
             plat[none], plng[none] = clat, clng
