@@ -145,7 +145,7 @@ def retrieval(*, runlocal: bool, engine: str = "scann", name_prefix: str = "") -
     σ of ``vo2017_sigmas`` (degrees: 001's σ = 1, 4, 16 on the authors' lat/lng grid) and of
     ``sigmas_km`` (geojax's spherical kernel, ``kernel`` ``"gaussian"`` or ``"vmf"``);
     ``hybrid``: the kernel density inside the ``top_classes`` most probable classes of head
-    ``head`` (empty: the model's last head).
+    ``head`` (empty: the model's coarsest head).
     """
     return ml_collections.ConfigDict(dict(
         database="train",

@@ -458,14 +458,16 @@ def _knn(inputs: BuildInputs) -> list[Predictor]:
 @register("hybrid")
 def _hybrid(inputs: BuildInputs) -> list[Predictor]:
     """Classification then kernel density inside the top class(es) of head
-    ``config.retrieval.hybrid.head`` (default: the model's last head)."""
+    ``config.retrieval.hybrid.head`` (default: the model's coarsest head, whose arg-max is
+    the most reliable)."""
     found = _retrieval(inputs)
     if found is None:
         return []
     index, cfg = found
     hcfg = cfg.get("hybrid", {})
-    head = hcfg.get("head") or inputs.heads[-1]
     by_name = {p.name: p for parts in inputs.groups.values() for p in parts}
+    head = hcfg.get("head") or min((h for h in inputs.heads if h in by_name),
+                                   key=lambda h: by_name[h].num_classes)
     if head not in by_name:
         raise ValueError(f"config.retrieval.hybrid.head={head!r} is not a head of the model "
                          f"({list(inputs.heads)}).")
