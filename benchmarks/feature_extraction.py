@@ -159,7 +159,7 @@ def writer_rate(dim: int, rows: int, shards: int, workdir: str) -> float:
 def main() -> None:
     runtime.configure_cpu()  # the CPU tuning python -m geojax.main applies, before JAX starts
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="small_cnn:64:8192,resnet50:224:256",
+    parser.add_argument("--models", default="small_cnn:64:8192,resnet50:224:128",
                         help="comma-separated backbone:image_size:images")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--shard_rows", type=int, default=1024,

@@ -109,7 +109,10 @@ def test_store_equals_normalised_extract_features(setting, reference, tmp_path):
         np.testing.assert_array_equal(store.lng, source.lng)
         assert store.lat.dtype == np.float64 and store.valid.all() and store.num_invalid == 0
         assert store.ids.tolist() == [f"train/{i:06d}" for i in range(NUM)]
-        assert store.meta == META and store.weights_digest == features.weights_digest(setting[2])
+        assert store.weights_digest == features.weights_digest(setting[2])
+        assert store.meta == {**META, "weights_digest": store.weights_digest, "num": NUM,
+                              "dim": 16, "dtype": store.dtype.name, "image_size": 32,
+                              "backbone": "small_cnn"}
     # chunks cover every row in order, across shard boundaries; rows() gathers any order.
     blocks = list(reference.chunks(23))
     assert [s for s, _ in blocks] == [0, 23, 46, 69] and all(b.dtype == np.float32 for _, b in blocks)

@@ -134,9 +134,12 @@ class FeatureStore:
 
     Attributes:
       directory: the store's folder.
-      meta: the caller's ``meta`` given to :func:`build_store`.
-      spec: ``meta`` plus what the store adds (``weights_digest``, ``num``, ``dtype``,
-        ``shard_size``, ``image_size``, ``backbone``).
+      meta: what a retrieval index records about its database: the store's ``weights_digest``,
+        ``backbone``, ``image_size``, ``num``, ``dim`` and ``dtype``, and the caller's ``meta``
+        given to :func:`build_store` (whose keys take precedence).
+      spec: what a resumed or reused store must match: the caller's ``meta`` (under
+        ``"meta"``), ``weights_digest``, ``num``, ``dtype``, ``shard_size``, ``image_size``,
+        ``backbone``.
       num, dim, dtype: rows, feature dimension, stored dtype (``np.float16`` / ``np.float32``).
       shard_size: rows per shard (the last shard may hold fewer).
       shards: the features of each shard, ``np.memmap`` ``(rows, dim)`` (read-only).
@@ -150,9 +153,11 @@ class FeatureStore:
         self.directory = directory
         self.manifest = manifest
         self.spec = manifest["spec"]
-        self.meta = self.spec["meta"]
         self.num = int(self.spec["num"])
         self.dim = int(manifest["dim"])
+        self.meta = {**{key: self.spec[key] for key in ("weights_digest", "backbone",
+                                                        "image_size", "num", "dtype")},
+                     "dim": self.dim, **self.spec["meta"]}
         self.dtype = np.dtype(self.spec["dtype"])
         self.shard_size = int(self.spec["shard_size"])
         self.weights_digest = self.spec["weights_digest"]
