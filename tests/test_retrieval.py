@@ -384,8 +384,11 @@ def test_scann_parameter_rule():
     assert retrieval.scann_params(9_999)["num_leaves"] == 0  # brute force
     p = retrieval.scann_params(1_000_000)
     assert (p["num_leaves"], p["leaves_to_search"], p["training_sample_size"]) == (
-        1000, 20, 250_000)
-    assert retrieval.scann_params(4_700_000)["num_leaves"] == 2168
+        1000, 20, 100_000)
+    p = retrieval.scann_params(4_700_000)
+    assert (p["num_leaves"], p["leaves_to_search"], p["training_sample_size"]) == (
+        2168, 44, 108_400)
+    assert retrieval.scann_params(20_000)["training_sample_size"] == 20_000
     p = retrieval.scann_params(1_000_000, {"num_leaves": 500, "leaves_to_search": None})
     assert (p["num_leaves"], p["leaves_to_search"]) == (500, 10)
     with pytest.raises(retrieval.RetrievalError, match="num_leaves=20000 must be between 1"):

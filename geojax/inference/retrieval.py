@@ -26,9 +26,9 @@ the ``k`` database rows of highest inner product::
   overridable through ``params``, e.g. ``config.retrieval.scann``):
 
   - ``n < brute_force_below`` (10,000): ScaNN's exact brute-force scorer, no tree;
-  - ``num_leaves = round(sqrt(n))`` leaves, trained on ``training_sample_size =
-    min(n, 250,000)`` rows;
-  - ``leaves_to_search = max(8, ceil(num_leaves / 25))`` leaves per query (4 % of the rows);
+  - ``num_leaves = round(sqrt(n))`` leaves (k-means), trained with the hashing on
+    ``training_sample_size = min(n, max(100,000, 50 × num_leaves))`` rows;
+  - ``leaves_to_search = max(8, ceil(num_leaves / 50))`` leaves per query (2 % of the rows);
   - asymmetric hashing: ``dims_per_block = 2``, ``anisotropic_quantization_threshold = 0.2``;
   - reordering of ``reorder_factor × k`` candidates, ``reorder_factor = 4``.
 
@@ -154,7 +154,7 @@ def scann_params(num_valid: int, params: Mapping[str, Any] | None = None) -> dic
     if out["leaves_to_search"] is None:
         out["leaves_to_search"] = max(8, math.ceil(out["num_leaves"] / 50))
     if out["training_sample_size"] is None:
-        out["training_sample_size"] = min(n, 250_000)
+        out["training_sample_size"] = min(n, max(100_000, 50 * out["num_leaves"]))
     out["leaves_to_search"] = min(out["leaves_to_search"], out["num_leaves"])
     if not 1 <= out["num_leaves"] <= n:
         raise RetrievalError(f"scann num_leaves={out['num_leaves']} must be between 1 and the "
