@@ -9,7 +9,6 @@ one device.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil

@@ -543,7 +543,7 @@ def build_store(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
         multihost_utils.sync_global_devices(f"geojax feature store {directory}")
     store = open_store(directory, verify=write)
     if store.num_invalid:
-        examples = [i for e in manifest["shards"] for i in e["invalid_ids"]][:_EXAMPLE_IDS]
+        examples = [i for e in store.manifest["shards"] for i in e["invalid_ids"]][:_EXAMPLE_IDS]
         log(f"[features] {store.num_invalid} of {num} records unreadable: stored with "
             f"valid=False and zero features (e.g. {', '.join(examples)})")
     log(f"[features] {directory}: {num} rows × {store.dim} {dtype} in {len(store.shards)} shards")
