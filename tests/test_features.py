@@ -54,7 +54,7 @@ def random_weights(config, seed: int = 7) -> dict:
         return (base + 0.1 * rng.normal(size=leaf.shape)).astype(leaf.dtype)
 
     variables = jax.tree_util.tree_map_with_path(draw, shapes)
-    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +151,16 @@ def test_generator_ranges_and_rows(setting):
     np.testing.assert_array_equal(view.lat, source.lat[10:20])
     with pytest.raises(ValueError, match="not a range"):
         RecordRange(source, 5, 81)
+
+
+def test_a_backbone_without_pooled_features_is_refused(setting):
+    """A GeoDecoder config's ViT returns patch tokens: no (batch, D) features to store."""
+    config = load_config("geodecoder")
+    source = setting[3]
+    with pytest.raises(train_lib.ConfigError, match=r"VisionTransformer returns shape \(16, 17, "
+                                                   r"\d+\), not \(batch, D\) features"):
+        list(train_lib.iter_backbone_features(config, setting[1], random_weights(config), source,
+                                              batch_size=16, stop=16))
 
 
 def test_resume_after_a_stop_computes_only_the_remaining_shards(setting, reference, tmp_path,

@@ -487,6 +487,9 @@ def _features_fn(backbone: Any, mesh: jax.sharding.Mesh, normalize: bool,
     """Jitted ``(variables, uint8 images, valid) -> (features, valid)``, replicated outputs."""
     def forward(v: Any, images: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
         feats = backbone.apply(v, normalize_images(images), train=False).astype(jnp.float32)
+        if feats.ndim != 2:  # e.g. the patch tokens of a GeoDecoder's ViT
+            raise ConfigError(f"the backbone {type(backbone).__name__} returns shape "
+                              f"{feats.shape}, not (batch, D) features to extract.")
         if normalize:
             norm = jnp.linalg.norm(feats, axis=-1, keepdims=True)
             feats = feats / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
