@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                          # both models, 5 repetitions
     python benchmarks/train_throughput.py --models small_cnn --repeats 9
     python benchmarks/train_throughput.py --models resnet50 --jax-variants plain,fast
+    python benchmarks/train_throughput.py --models geodecoder,geodecoder224 --xla-settings geojax
 
 Models (one softmax head each, SGD with momentum 0.9, uint8 → float normalisation and softmax
 cross-entropy inside the step on both sides):
@@ -10,12 +11,21 @@ cross-entropy inside the step on both sides):
 - ``resnet50``: ResNet-50 v1.5 at 224x224, batch 32, 1000 classes.
 - ``small_cnn``: GeoWorld's default backbone (``SmallCNN``, widths (32, 64, 128, 256)) at
   64x64, batch 128, 3000 classes (the size of the GeoWorld PlaNet partition).
+- ``geodecoder``: 003's GeoDecoder at ``configs/geodecoder.py``'s GeoWorld size: 64x64, batch
+  128, a ViT encoder with 8-pixel patches (width 64, 2 blocks), 7 hierarchies x 16 scenes of
+  queries of width 64, 8 decoder layers (the last 2 hierarchy-dependent), the seven GeoWorld
+  hierarchies' class counts; loss = the seven cross-entropies + the scene cross-entropy.
+- ``geodecoder224``: the same at 224x224, batch 16: ViT-S/16 encoder, queries of width 384,
+  003 Table 8's class counts (684 … 21,673).
 
 The JAX side times geojax's real train step (``geojax.training.train.make_train_step``, jitted
-with the state donated) on ``GeoModel(get_backbone(name), MultiPartitionHeads(...))`` and the
-optimizer of ``geojax.training.optim.make_optimizer``. The PyTorch side is the same
-architecture written below (same layers, strides, paddings, batch-norm momentum/epsilon,
-zero-initialised residual scales, space-to-depth channel order), with ``torch.optim.SGD``
+with the state donated) on ``GeoModel(get_backbone(name), MultiPartitionHeads(...))`` (or
+``GeoDecoder(vit_s16(tokens=True, ...), HierarchyHeads(...))``) and the optimizer of
+``geojax.training.optim.make_optimizer``. The PyTorch side is the same architecture written
+below (same layers, strides, paddings, batch-norm momentum/epsilon, zero-initialised residual
+scales, space-to-depth channel order; for the GeoDecoder the same pre-norm blocks with
+``nn.MultiheadAttention``, exact GELU, LayerNorm epsilon 1e-6, per-hierarchy FFNs as batched
+``einsum``, the same scene selection and losses), with ``torch.optim.SGD``
 (momentum 0.9), ``torch.set_num_threads(os.cpu_count())``, and both memory formats
 (``channels_last`` and contiguous NCHW): the ratio is taken against the faster one.
 
@@ -77,11 +87,32 @@ VARIANTS = {
 
 HEAD = "planet"
 
+# 003's GeoDecoder: name → (image size, batch, ViT encoder, decoder, classes per hierarchy, scenes).
+GEOWORLD_HIERARCHY_CLASSES = (585, 1474, 2959, 6855, 12562, 15993, 22601)  # 400k GeoWorld photos
+PAPER_HIERARCHY_CLASSES = (684, 1744, 3298, 7202, 12893, 16150, 21673)  # 003 Table 8
+GEODECODERS = {
+    "geodecoder": (64, 128, dict(patch_size=8, width=64, depth=2, num_heads=2),
+                   dict(width=64, depth=8, dependent_layers=2, num_heads=2, mlp_ratio=4.0),
+                   GEOWORLD_HIERARCHY_CLASSES, 16),
+    "geodecoder224": (224, 16, dict(patch_size=16, width=384, depth=12, num_heads=6),
+                      dict(width=384, depth=8, dependent_layers=2, num_heads=6, mlp_ratio=4.0),
+                      PAPER_HIERARCHY_CLASSES, 16),
+}
+
+
+def model_shape(model_name: str) -> tuple[int, int, str]:
+    """(image size, batch, what the classes column shows) of a benchmarked model."""
+    if model_name in GEODECODERS:
+        size, batch, _, _, classes, scenes = GEODECODERS[model_name]
+        return size, batch, f"{len(classes)}x{scenes} queries, {sum(classes)}"
+    _, _, size, batch, classes = MODELS[model_name]
+    return size, batch, str(classes)
+
 
 # ------------------------------------------------------------------------------------------ JAX
 def variants_for(model_name: str, requested: list[str]) -> list[str]:
     """The requested variants that apply to a model (only ResNet has several)."""
-    return requested if model_name.startswith("resnet") else ["fast"]
+    return requested if model_name.startswith("resnet") else ["fast"]  # GeoDecoder: no variants
 
 
 def jax_contestant(model_name: str, variant: str, seed: int = 0) -> Callable[[], float]:
@@ -91,15 +122,30 @@ def jax_contestant(model_name: str, variant: str, seed: int = 0) -> Callable[[],
     import jax.numpy as jnp
     import ml_collections
 
+    from geojax.models import geodecoder as geodecoder_lib
     from geojax.models import heads as heads_lib
     from geojax.models import registry
     from geojax.training import optim
+    from geojax.training.steps import SceneTraining
     from geojax.training.train import TrainState, make_train_step
 
-    backbone_name, kwargs, size, batch, classes = MODELS[model_name]
-    kwargs = {**kwargs, **VARIANTS[variant]}
-    model = heads_lib.GeoModel(registry.get_backbone(backbone_name, **kwargs),
-                               heads_lib.MultiPartitionHeads({HEAD: classes}))
+    rng = np.random.default_rng(seed)
+    scenes = None
+    if model_name in GEODECODERS:
+        size, batch, encoder, decoder, counts, num_scenes = GEODECODERS[model_name]
+        head_classes = {f"hierarchy{k + 1}": c for k, c in enumerate(counts)}
+        model = geodecoder_lib.GeoDecoder(
+            registry.get_backbone("vit_s16", tokens=True, **encoder),
+            heads_lib.HierarchyHeads(head_classes), num_scenes=num_scenes, **decoder)
+        scenes = SceneTraining("scene", num_scenes, 1.0, False)
+        extra = {"scene": rng.integers(0, num_scenes, (batch,), dtype=np.int32)}
+    else:
+        backbone_name, kwargs, size, batch, classes = MODELS[model_name]
+        kwargs = {**kwargs, **VARIANTS[variant]}
+        head_classes = {HEAD: classes}
+        model = heads_lib.GeoModel(registry.get_backbone(backbone_name, **kwargs),
+                                   heads_lib.MultiPartitionHeads(head_classes))
+        extra = {}
     opt_cfg = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.01,
                                              sgd=dict(momentum=0.9, nesterov=False)))
 
@@ -112,13 +158,15 @@ def jax_contestant(model_name: str, variant: str, seed: int = 0) -> Callable[[],
     tx, schedule = optim.make_optimizer(opt_cfg, params, steps_per_epoch=None, total_steps=10**6)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
-    step = jax.jit(make_train_step(model, tx, schedule, (HEAD,), seed=seed), donate_argnums=0)
+    step = jax.jit(make_train_step(model, tx, schedule, tuple(head_classes), seed=seed,
+                                   scenes=scenes), donate_argnums=0)
 
-    rng = np.random.default_rng(seed)
     data = jax.device_put({
         "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
         "valid": np.ones((batch,), bool),
-        f"label_{HEAD}": rng.integers(0, classes, (batch,), dtype=np.int32),
+        **{f"label_{h}": rng.integers(0, c, (batch,), dtype=np.int32)
+           for h, c in head_classes.items()},
+        **extra,
     })
     holder = {"state": state}
 
@@ -202,6 +250,107 @@ def torch_models():
     return ResNet50, SmallCNN
 
 
+def torch_geodecoder(model_name: str):
+    """The PyTorch twin of ``GeoDecoder(vit_s16(tokens=True, ...), HierarchyHeads(...))`` for
+    ``GEODECODERS[model_name]``: ``forward(x) -> (per-hierarchy logits, scene logits)``."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from torch import nn  # pylint: disable=import-outside-toplevel
+
+    size, _, enc, dec, counts, num_scenes = GEODECODERS[model_name]
+    eps = 1e-6  # geojax.models.vit.LN_EPSILON
+
+    def mlp(width: int, hidden: int) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    class Block(nn.Module):  # ViT pre-LN block
+        def __init__(self, width: int, heads: int):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(width, eps=eps), nn.LayerNorm(width, eps=eps)
+            self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+            self.mlp = mlp(width, 4 * width)
+
+        def forward(self, x):
+            y = self.ln1(x)
+            x = x + self.attn(y, y, y, need_weights=False)[0]
+            return x + self.mlp(self.ln2(x))
+
+    class ViT(nn.Module):  # every token after the final LayerNorm
+        def __init__(self, patch_size: int, width: int, depth: int, num_heads: int):
+            super().__init__()
+            self.embed = nn.Conv2d(3, width, patch_size, patch_size)
+            self.cls = nn.Parameter(torch.zeros(1, 1, width))
+            self.pos = nn.Parameter(0.02 * torch.randn(1, 1 + (size // patch_size) ** 2, width))
+            self.blocks = nn.Sequential(*[Block(width, num_heads) for _ in range(depth)])
+            self.ln = nn.LayerNorm(width, eps=eps)
+
+        def forward(self, x):
+            x = self.embed(x).flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+            return self.ln(self.blocks(x))
+
+    class DecoderLayer(nn.Module):  # Eq. 1-3, or Eq. 4-6 when dependent
+        def __init__(self, width: int, heads: int, hidden: int, hierarchies: int,
+                     dependent: bool):
+            super().__init__()
+            self.dependent = dependent
+            self.ln_self, self.ln_cross, self.ln_tokens, self.ln_mlp = (
+                nn.LayerNorm(width, eps=eps) for _ in range(4))
+            self.self_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+            self.cross_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+            if dependent:  # one FFN per hierarchy
+                self.w1 = nn.Parameter(0.02 * torch.randn(hierarchies, width, hidden))
+                self.b1 = nn.Parameter(torch.zeros(hierarchies, 1, hidden))
+                self.w2 = nn.Parameter(0.02 * torch.randn(hierarchies, hidden, width))
+                self.b2 = nn.Parameter(torch.zeros(hierarchies, 1, width))
+            else:
+                self.mlp = mlp(width, hidden)
+
+        def forward(self, q, tokens):
+            b, h, s, d = q.shape
+            y = self.ln_self(q).reshape(b * h, s, d) if self.dependent else \
+                self.ln_self(q).reshape(b, h * s, d)
+            x = q + self.self_attn(y, y, y, need_weights=False)[0].reshape(b, h, s, d)
+            y = self.ln_cross(x).reshape(b, h * s, d)
+            kv = self.ln_tokens(tokens)
+            x = x + self.cross_attn(y, kv, kv, need_weights=False)[0].reshape(b, h, s, d)
+            y = self.ln_mlp(x)
+            if self.dependent:
+                y = torch.nn.functional.gelu(torch.einsum("bhsd,hdm->bhsm", y, self.w1) + self.b1)
+                y = torch.einsum("bhsm,hmd->bhsd", y, self.w2) + self.b2
+            else:
+                y = self.mlp(y)
+            return x + y
+
+    class GeoDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            width, hierarchies = dec["width"], len(counts)
+            self.encoder = ViT(**enc)
+            self.proj = nn.Linear(enc["width"], width) if enc["width"] != width else None
+            self.queries = nn.Parameter(0.02 * torch.randn(hierarchies, num_scenes, width))
+            hidden = int(round(dec["mlp_ratio"] * width))
+            first_dependent = dec["depth"] - dec["dependent_layers"]
+            self.layers = nn.ModuleList(
+                DecoderLayer(width, dec["num_heads"], hidden, hierarchies, k >= first_dependent)
+                for k in range(dec["depth"]))
+            self.final_ln = nn.LayerNorm(width, eps=eps)
+            self.heads = nn.ModuleList(nn.Linear(width, c) for c in counts)
+
+        def forward(self, x):
+            tokens = self.encoder(x)
+            if self.proj is not None:
+                tokens = self.proj(tokens)
+            q = self.queries.expand(x.shape[0], -1, -1, -1)
+            for layer in self.layers:
+                q = layer(q, tokens)
+            scene_logits = q[..., 0].mean(1)  # channel 0, mean over the hierarchies
+            choice = scene_logits.argmax(-1)
+            chosen = self.final_ln(q)[torch.arange(x.shape[0]), :, choice]  # (B, H, D)
+            return [head(chosen[:, k]) for k, head in enumerate(self.heads)], scene_logits
+
+    return GeoDecoder()
+
+
 def torch_contestant(model_name: str, memory_format: str, seed: int = 0) -> Callable[[], float]:
     """A callable that runs one PyTorch train step of the twin model and returns its time."""
     import torch  # pylint: disable=import-outside-toplevel
@@ -210,18 +359,24 @@ def torch_contestant(model_name: str, memory_format: str, seed: int = 0) -> Call
     from geojax.training.train import IMAGE_MEAN, IMAGE_STD
 
     torch.manual_seed(seed)
-    _, _, size, batch, classes = MODELS[model_name]
-    resnet50, small_cnn = torch_models()
-    model = resnet50(classes) if model_name == "resnet50" else small_cnn(classes)
+    rng = np.random.default_rng(seed)
+    if model_name in GEODECODERS:
+        size, batch, _, _, counts, num_scenes = GEODECODERS[model_name]
+        model = torch_geodecoder(model_name)
+        labels = [torch.from_numpy(rng.integers(0, c, (batch,), dtype=np.int64)) for c in counts]
+        scene = torch.from_numpy(rng.integers(0, num_scenes, (batch,), dtype=np.int64))
+    else:
+        _, _, size, batch, classes = MODELS[model_name]
+        resnet50, small_cnn = torch_models()
+        model = resnet50(classes) if model_name == "resnet50" else small_cnn(classes)
+        labels = torch.from_numpy(rng.integers(0, classes, (batch,), dtype=np.int64))
     fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     model = model.to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     mean = torch.tensor(IMAGE_MEAN)
     std = torch.tensor(IMAGE_STD)
-
-    rng = np.random.default_rng(seed)
     images = torch.from_numpy(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
-    labels = torch.from_numpy(rng.integers(0, classes, (batch,), dtype=np.int64))
+    cross_entropy = torch.nn.functional.cross_entropy
 
     def step() -> None:
         x = (images.float() - mean) / std  # (B, H, W, 3), as geojax's normalize_images
@@ -230,7 +385,12 @@ def torch_contestant(model_name: str, memory_format: str, seed: int = 0) -> Call
             x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
             x = x.reshape(b, h // 2, w // 2, 4 * c)
         x = x.permute(0, 3, 1, 2).contiguous(memory_format=fmt)  # NCHW view
-        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        if model_name in GEODECODERS:  # 003 §3.4: the hierarchies' CEs + the scene CE
+            logits, scene_logits = model(x)
+            loss = sum(cross_entropy(lg, lb) for lg, lb in zip(logits, labels))
+            loss = loss + cross_entropy(scene_logits, scene)
+        else:
+            loss = cross_entropy(model(x), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -359,8 +519,8 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; user XLA_FLAGS={USER_XLA_FLAGS!r}", flush=True)
     rows = []
     for model_name in args.models.split(","):
-        _, _, size, batch, classes = MODELS[model_name]
-        steps = args.steps or (1 if model_name == "resnet50" else 5)
+        size, batch, classes = model_shape(model_name)
+        steps = args.steps or (1 if model_name in ("resnet50", "geodecoder224") else 5)
         times: dict[str, list[float]] = {}
         # One group of workers per malloc setting, one group at a time: with geojax's settings a
         # process keeps its peak heap, and six ResNet-50 workers do not fit in 24 GiB.
