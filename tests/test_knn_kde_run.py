@@ -1,0 +1,47 @@
+"""configs/knn_kde.py end to end: training, the database store and index, the retrieval rows
+of 001 in the results table, reuse of the index by ``--mode=eval``, and ScaNN against the
+exact engine."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from geojax import experiment
+from test_train import load_config, quiet
+
+
+def _run(tmp_path, name, **overrides):
+    config = load_config("knn_kde", **{"stages.train.num_steps": 4, **overrides})
+    workdir = str(tmp_path / name)
+    tables = experiment.train_and_evaluate(config, workdir, log=quiet)
+    return config, workdir, tables["im2gps3k"]
+
+
+def test_knn_kde_rows_store_index_reuse_and_engines(tmp_path):
+    config, workdir, rows = _run(tmp_path, "scann")
+    names = list(rows)
+    assert names[0] == "constant (densest cell)" and names[1].startswith("boxes (")
+    assert names[2:8] == ["[L] NN", "[L] kNN σ=1° (vo2017)", "[L] kNN σ=4° (vo2017)",
+                          "[L] kNN σ=16° (vo2017)", "[L] kNN σ=25 km (spherical)",
+                          "[L] hybrid: boxes top-1 → kNN σ=25 km"]
+    for name in names[2:8]:
+        assert rows[name]["n"] == 48 and rows[name]["n_missing"] == 0
+    (digest,) = os.listdir(os.path.join(workdir, "retrieval"))
+    folder = os.path.join(workdir, "retrieval", digest)
+    assert sorted(os.listdir(folder)) == ["features", "index-scann"]
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert "[L] NN" in json.dumps(json.load(f))
+    # --mode=eval: the same weights, so the store and the index are reused; the same table.
+    logs = []
+    again = experiment.evaluate_workdir(config, workdir, log=logs.append)["im2gps3k"]
+    assert any(line.startswith("[retrieval] reusing the scann index") for line in logs), logs
+    assert again == rows
+    # 2,000 database rows: ScaNN scores them all (brute force below 10,000), so every
+    # retrieval row equals the exact JAX engine's.
+    _, _, exact = _run(tmp_path, "exact", **{"retrieval.engine": "exact"})
+    for name in names[2:8]:
+        for key, value in rows[name].items():
+            np.testing.assert_allclose(exact[name][key], value, rtol=1e-6, err_msg=name)
