@@ -219,6 +219,18 @@ def test_train_step_loss_is_scene_plus_summed_hierarchy_cross_entropies(four_sce
     np.testing.assert_allclose(metrics["loss"], sum(expected.values()), rtol=1e-5)
 
 
+def test_argmax_hits_equal_numpy_argmax():
+    rng = np.random.default_rng(5)
+    logits = rng.integers(0, 4, (64, 9)).astype(np.float32)  # many ties: the first max counts
+    labels = rng.integers(-1, 9, 64).astype(np.int32)
+    # Half the rows labelled with one of their maxima (the first one or a later tie).
+    for row in range(0, 64, 2):
+        labels[row] = rng.choice(np.flatnonzero(logits[row] == logits[row].max()))
+    expected = (logits.argmax(-1) == labels) & (labels >= 0)
+    np.testing.assert_array_equal(jax.jit(steps_lib.argmax_hits)(logits, labels), expected)
+    assert 5 < expected.sum() < 32  # hits, and ties labelled with a later maximum
+
+
 # ------------------------------------------------------------------------- configs and switches
 def _config(arg):
     spec = importlib.util.spec_from_file_location("cfg_geodecoder",

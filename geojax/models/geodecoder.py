@@ -113,15 +113,20 @@ class DecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, queries: jax.Array, tokens: jax.Array, train: bool) -> jax.Array:
-        b, h, s, d = queries.shape
+        """``(B or 1, H, S, D)`` queries and ``(B, N, D)`` tokens → ``(B, H, S, D)``; queries
+        with batch size 1 (the learned ones, the same for every image) go through Eq. 1 / 4
+        once and are broadcast to the batch before the cross-attention."""
+        _, h, s, d = queries.shape
+        b = tokens.shape[0]
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
         # Eq. 1 / Eq. 4: pre-norm self-attention over all queries, or within each hierarchy
         # (batch dimensions (B, H): attention among the S queries of one hierarchy).
         y = _layer_norm(self.dtype, "ln_self")(queries)
         if not self.dependent:
-            y = y.reshape(b, h * s, d)
+            y = y.reshape(-1, h * s, d)
         y = _attention(self.num_heads, self.dropout_rate, train, self.dtype, "self_attn")(y)
-        x = queries + drop(y.reshape(b, h, s, d))
+        x = queries + drop(y.reshape(queries.shape))
+        x = jnp.broadcast_to(x, (b, h, s, d))
         # Eq. 2 / Eq. 5: cross-attention from the normalised queries to the normalised tokens.
         y = _layer_norm(self.dtype, "ln_cross")(x).reshape(b, h * s, d)
         kv = _layer_norm(self.dtype, "ln_tokens")(tokens)
@@ -221,7 +226,11 @@ class GeoDecoder(nn.Module):
         batch, h, s = images.shape[0], self.num_hierarchies, self.num_scene_queries
         queries = self.param("queries", nn.initializers.normal(stddev=0.02),
                              (h, s, self.width), jnp.float32)
-        x = jnp.broadcast_to(queries.astype(self.dtype), (batch, h, s, self.width))
+        # The first layer's self-attention (Eq. 1) sees only the learned queries: computed
+        # once for the batch, unless dropout would draw a different mask for every image.
+        x = queries.astype(self.dtype)[None]
+        if train and self.dropout_rate > 0:
+            x = jnp.broadcast_to(x, (batch, h, s, self.width))
         mlp_dim = int(round(self.mlp_ratio * self.width))
         for k in range(self.depth):
             x = DecoderLayer(self.num_heads, mlp_dim,

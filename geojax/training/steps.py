@@ -42,6 +42,19 @@ def normalize_images(images: jax.Array) -> jax.Array:
     return (images.astype(jnp.float32) - IMAGE_MEAN) / IMAGE_STD
 
 
+def argmax_hits(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """``argmax(logits, -1) == labels`` (the first maximum, as ``jnp.argmax``), computed from
+    the maximum, the labels' logits and one masked comparison: XLA:CPU's variadic arg-max
+    reduction is ~7x slower (16.8 vs 2.3 ms for 128 x 22,601 logits). Negative labels never
+    hit."""
+    top = jnp.max(logits, axis=-1)
+    safe = jnp.maximum(labels, 0)
+    picked = jnp.take_along_axis(logits, safe[:, None], axis=-1)[:, 0]
+    earlier = jnp.any((logits == top[:, None]) & (jnp.arange(logits.shape[-1]) < safe[:, None]),
+                      axis=-1)
+    return (picked == top) & ~earlier & (labels >= 0)
+
+
 class SceneTraining(NamedTuple):
     """How a model with scene outputs (GeoDecoder) is trained on scene labels (003 §3.4)."""
 
@@ -154,13 +167,13 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
         for h in trained_heads:
             label = batch[f"label_{h}"]
             counted = batch["valid"] & (label >= 0)
-            hit = (jnp.argmax(logits[h], -1) == label) & counted
+            hit = argmax_hits(logits[h], label) & counted
             metrics[f"loss/{h}"] = parts[f"geo/{h}"]
             metrics[f"accuracy/{h}"] = hit.sum() / jnp.maximum(counted.sum(), 1)
         if scenes is not None:
             label = batch[scenes.key]
             counted = batch["valid"] & (label >= 0)
-            hit = (jnp.argmax(scene_logits, -1) == label) & counted
+            hit = argmax_hits(scene_logits, label) & counted
             metrics["loss/scene"] = parts["scene"]
             metrics["accuracy/scene"] = hit.sum() / jnp.maximum(counted.sum(), 1)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
