@@ -186,26 +186,74 @@ def density_vo2017(lat_q: Any, lng_q: Any, lat: Any, lng: Any, w: Any, sigma: An
     return jnp.sum(w * z, axis=-1) / (2.0 * jnp.pi * sigma[..., 0] ** 2)
 
 
+def _in_chunks(fn, arrays: tuple[jax.Array, ...], chunk: int):
+    """``fn(*arrays)`` on consecutive chunks of ``chunk`` queries (``jax.lax.map``; the
+    batch is padded with zeros): each chunk's temporaries stay in the CPU caches, ~4× faster
+    than one pass over a batch of 1024 (benchmarks/README.md)."""
+    batch = arrays[0].shape[0]
+    if batch <= chunk:
+        return fn(*arrays)
+    n = -(-batch // chunk)
+    padded = [jnp.pad(a, [(0, n * chunk - batch)] + [(0, 0)] * (a.ndim - 1)) for a in arrays]
+    out = jax.lax.map(lambda xs: fn(*xs), [a.reshape((n, chunk) + a.shape[1:]) for a in padded])
+    return jax.tree.map(lambda a: a.reshape((n * chunk,) + a.shape[2:])[:batch], out)
+
+
+def _materialise(*arrays: jax.Array) -> list[jax.Array]:
+    """The arrays, computed once before their consumers: passed through a product with the
+    identity matrix, which XLA cannot fuse into a loop. Without it XLA:CPU fuses cheap
+    producers (sin and cos of the coordinates, cell indices) into the k × k or tile loops
+    that read them, recomputing them for every pair: 8× slower (benchmarks/README.md).
+    Integer arrays (below 2^24 in magnitude) go through float32 exactly."""
+    stacked = jnp.stack([a.astype(jnp.float32) for a in arrays])
+    eye = jnp.eye(len(arrays), dtype=jnp.float32)
+    out = jnp.einsum("n...,nm->m...", stacked, eye, precision=jax.lax.Precision.HIGHEST)
+    return [o.astype(a.dtype) for o, a in zip(out, arrays)]
+
+
+def _unit_xyz(lat, lng):
+    """Unit vectors as three arrays (pairwise differences of components are faster on
+    XLA:CPU than reductions over a size-3 axis)."""
+    return sphere.latlng_to_xyz_components(lat, lng, xp=jnp)
+
+
+def _chord2_xyz(a, b):
+    """Squared chord between points given as component triples (broadcasting), from their
+    differences: full relative precision down to metres in float32, unlike ``2 - 2 a·b``."""
+    return sum((u - v) * (u - v) for u, v in zip(a, b))
+
+
+# θ² = 4 asin²(c / 2) = Σ_{n ≥ 1} 2 c^(2n) / (n² C(2n, n)) for a chord c (c² = 2 - 2 cos θ).
+_ANGLE2_SERIES = tuple(2.0 / (n * n * math.comb(2 * n, n)) for n in range(1, 10))
+
+
+def _angle2(chord2: jax.Array) -> jax.Array:
+    """Squared great-circle angle θ² (rad²) from the squared chord of unit vectors.
+
+    Without arcsin (about 50 ns per element on XLA:CPU, 15× an exp; benchmarks/README.md):
+    two half-angle steps ``c²(θ/2) = c² / (2 + sqrt(4 - c²))`` bring the angle to θ/4 ≤ 45°,
+    where nine terms of the series of ``4 asin²(c / 2)`` reach float32 precision; then
+    ``θ² = 16 θ_4²``. Full relative precision from coincident points to antipodes.
+    """
+    c2 = jnp.clip(chord2, 0.0, 4.0)
+    for _ in range(2):
+        c2 = c2 / (2.0 + jnp.sqrt(4.0 - c2))
+    acc = jnp.full_like(c2, _ANGLE2_SERIES[-1])
+    for a in reversed(_ANGLE2_SERIES[:-1]):
+        acc = acc * c2 + a
+    return 16.0 * c2 * acc
+
+
 def _kernel_d2_km(chord2: jax.Array, kernel: str) -> jax.Array:
     """The squared "distance" in km² of each kernel, from the squared chord of unit vectors:
     Gaussian: (R θ)², θ the great-circle angle; vMF: R² chord² = 2 R² (1 - cos θ)."""
     r2 = sphere.EARTH_RADIUS_KM**2
-    if kernel == "vmf":
-        return r2 * chord2
-    theta = 2.0 * jnp.arcsin(jnp.minimum(0.5 * jnp.sqrt(chord2), 1.0))
-    return r2 * theta * theta
+    return r2 * (chord2 if kernel == "vmf" else _angle2(chord2))
 
 
 def _check_kernel(kernel: str) -> None:
     if kernel not in ("gaussian", "vmf"):
         raise ValueError(f"kernel must be 'gaussian' or 'vmf', got {kernel!r}")
-
-
-def _chord2(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Squared chord between unit vectors ``a (..., 3)`` and ``b (..., 3)``, from their
-    difference (full relative precision down to metres in float32, unlike 2 - 2 a·b)."""
-    d = a - b
-    return jnp.sum(d * d, axis=-1)
 
 
 def spherical_density(lat_q: Any, lng_q: Any, lat: Any, lng: Any, w: Any, sigma_km: Any, *,
@@ -215,9 +263,9 @@ def spherical_density(lat_q: Any, lng_q: Any, lat: Any, lng: Any, w: Any, sigma_
     ``f(x) = Σ_i w_i K(x, x_i)`` with, for ``kernel="gaussian"``,
     ``K = exp(-(R θ_i)² / (2 σ²))`` (θ_i the great-circle angle, ``R θ_i`` the distance in
     km) and for ``"vmf"`` the von Mises–Fisher kernel ``K = exp(κ (cos θ_i - 1))`` with
-    ``κ = (R / σ)²`` (the same Gaussian for small θ). Both peak at 1: the kernels' normalising
-    constants are left out (equal for every point at one σ, so modes and comparisons at one
-    σ are unaffected).
+    ``κ = (R / σ)²`` (a Gaussian in the chord distance; the same as the first for θ ≪ 1).
+    Both peak at 1: the kernels' normalising constants are left out (equal for every point
+    at one σ, so modes and comparisons at one σ are unaffected).
 
     Args:
       lat_q, lng_q: query points, shape ``(..., B)`` (as in :func:`density_vo2017`).
@@ -228,9 +276,8 @@ def spherical_density(lat_q: Any, lng_q: Any, lat: Any, lng: Any, w: Any, sigma_
     """
     _check_kernel(kernel)
     lat, lng, w = _neighbour_arrays(lat, lng, w)
-    xyz = sphere.latlng_to_xyz(lat, lng, xp=jnp)
-    q = sphere.latlng_to_xyz(jnp.asarray(lat_q, lat.dtype), jnp.asarray(lng_q, lat.dtype), xp=jnp)
-    d2 = _kernel_d2_km(_chord2(q[..., None, :], xyz), kernel)
+    q = _unit_xyz(jnp.asarray(lat_q, lat.dtype)[..., None], jnp.asarray(lng_q, lat.dtype)[..., None])
+    d2 = _kernel_d2_km(_chord2_xyz(q, _unit_xyz(lat, lng)), kernel)
     sigma = jnp.asarray(sigma_km, lat.dtype)[..., None]
     return jnp.sum(w * jnp.exp(-d2 / (2.0 * sigma * sigma)), axis=-1)
 
@@ -261,9 +308,11 @@ def _fine_index(v: jax.Array) -> jax.Array:
 # Tile sizes of the grid search's levels, in cells (each tile splits into 4 × 4 children).
 _TILE_LEVELS = (64, 16, 4, 1)
 _BRANCH = 4
-# A query whose qualifying tiles overflow the search's capacity is searched again alone with
-# this many times the capacity, and only then on the whole grid.
-_WIDE_CAPACITY = 8
+# Queries whose qualifying tiles overflow the search's capacity are searched again with
+# _RETRY_CAPACITY times the capacity (batched), then alone with _WIDE_CAPACITY times, and
+# only then on the whole grid.
+_RETRY_CAPACITY = 4
+_WIDE_CAPACITY = 32
 
 
 class _Axis(NamedTuple):
@@ -379,9 +428,28 @@ def _tree_argmax(rows, cols, w, axis_r: _Axis, axis_c: _Axis, capacity: int, can
 
 
 def _grid_argmax(rows, cols, w, axis_r: _Axis, axis_c: _Axis, capacity: int, candidates: int):
-    """:func:`_tree_argmax`; a query where too many tiles qualify is searched again alone with
-    a wider capacity, then if need be on the whole grid (only when some query needs it)."""
-    r, c, ok = _tree_argmax(rows, cols, w, axis_r, axis_c, capacity, candidates)
+    """:func:`_tree_argmax` in tiers: every query with ``capacity`` tiles per level; the
+    queries where more qualify, gathered into a quarter-size batch, with
+    ``_RETRY_CAPACITY`` times as many; any left, one at a time with ``_WIDE_CAPACITY``
+    times, and then on the whole grid. A tier runs only when some query needs it."""
+    search = functools.partial(_tree_argmax, axis_r=axis_r, axis_c=axis_c,
+                               candidates=candidates)
+    r, c, ok = search(rows, cols, w, capacity=capacity)
+    batch = w.shape[0]
+    slots = max(1, batch // 4)
+
+    def retry(r, c, ok):
+        slot = jnp.cumsum(~ok) - 1
+        pick = jnp.zeros((slots,), jnp.int32).at[jnp.where(~ok, slot, slots)].set(
+            jnp.arange(batch, dtype=jnp.int32), mode="drop")
+        filled = jnp.arange(slots) <= slot[-1]
+        r2, c2, ok2 = search(rows[pick], cols[pick], w[pick],
+                             capacity=_RETRY_CAPACITY * capacity)
+        back = jnp.where(filled, pick, batch)  # unfilled slots write nowhere
+        return (r.at[back].set(r2, mode="drop"), c.at[back].set(c2, mode="drop"),
+                ok.at[back].set(ok2, mode="drop"))
+
+    r, c, ok = jax.lax.cond(jnp.all(ok), lambda: (r, c, ok), lambda: retry(r, c, ok))
     last = len(_TILE_LEVELS) - 1
 
     def full(rows_q, cols_q, w_q):
@@ -391,8 +459,8 @@ def _grid_argmax(rows, cols, w, axis_r: _Axis, axis_c: _Axis, capacity: int, can
         return best // axis_c.n, best % axis_c.n
 
     def wide(rows_q, cols_q, w_q):
-        r_q, c_q, ok_q = _tree_argmax(rows_q[None], cols_q[None], w_q[None], axis_r, axis_c,
-                                      _WIDE_CAPACITY * capacity, candidates)
+        r_q, c_q, ok_q = search(rows_q[None], cols_q[None], w_q[None],
+                                capacity=_WIDE_CAPACITY * capacity)
         return jax.lax.cond(ok_q[0], lambda: (r_q[0], c_q[0]),
                             lambda: full(rows_q, cols_q, w_q))
 
@@ -402,31 +470,6 @@ def _grid_argmax(rows, cols, w, axis_r: _Axis, axis_c: _Axis, capacity: int, can
 
     return jax.lax.cond(jnp.all(ok), lambda: (r, c),
                         lambda: jax.lax.map(one, (ok, r, c, rows, cols, w)))
-
-
-def _in_chunks(fn, arrays: tuple[jax.Array, ...], chunk: int):
-    """``fn(*arrays)`` on consecutive chunks of ``chunk`` queries (``jax.lax.map``; the
-    batch is padded with zeros): each chunk's temporaries stay in the CPU caches, ~4× faster
-    than one pass over a batch of 1024 (benchmarks/README.md)."""
-    batch = arrays[0].shape[0]
-    if batch <= chunk:
-        return fn(*arrays)
-    n = -(-batch // chunk)
-    padded = [jnp.pad(a, [(0, n * chunk - batch)] + [(0, 0)] * (a.ndim - 1)) for a in arrays]
-    out = jax.lax.map(lambda xs: fn(*xs), [a.reshape((n, chunk) + a.shape[1:]) for a in padded])
-    return jax.tree.map(lambda a: a.reshape((n * chunk,) + a.shape[2:])[:batch], out)
-
-
-def _unit_xyz(lat, lng):
-    """Unit vectors as three arrays (pairwise differences of components are faster on
-    XLA:CPU than reductions over a size-3 axis)."""
-    return sphere.latlng_to_xyz_components(lat, lng, xp=jnp)
-
-
-def _chord2_xyz(a, b):
-    """Squared chord between points given as component triples (broadcasting), from their
-    differences: full relative precision down to metres in float32, unlike ``2 - 2 a·b``."""
-    return sum((u - v) * (u - v) for u, v in zip(a, b))
 
 
 @functools.partial(jax.jit, static_argnames=("sigma", "capacity", "candidates", "chunk"))
@@ -443,6 +486,7 @@ def _vo2017_search(lat, lng, w, sigma: float, capacity: int, candidates: int):
     # Stage 1: the global 1° grid (rows: latitude from -90, columns: longitude from -180).
     rows1 = jnp.clip(jnp.floor(lat).astype(jnp.int32) + 90, 0, _COARSE_ROWS - 1)
     cols1 = jnp.remainder(jnp.floor(lng).astype(jnp.int32) + 180, _COARSE_COLS)
+    rows1, cols1, w = _materialise(rows1, cols1, w)
     r1, c1 = _grid_argmax(rows1, cols1, w, *coarse, **search)
     # Stage 2: the 0.1° grid over ±20° around the 1° mode's centre, kept inside [-90, 90].
     half = 20 * _FINE_PER_DEGREE - _FINE_PER_DEGREE // 2  # fine cells from window to centre
@@ -456,6 +500,7 @@ def _vo2017_search(lat, lng, w, sigma: float, capacity: int, candidates: int):
     rows2 = jnp.where(inside, rows2, 0)
     cols2 = jnp.where(inside, cols2, 0)
     w2 = jnp.where(inside, w, 0.0)
+    rows2, cols2, w2 = _materialise(rows2, cols2, w2)
     r2, c2 = _grid_argmax(rows2, cols2, w2, *fine, **search)
     grid_lat = (start_r + r2 + 0.5).astype(lat.dtype) / _FINE_PER_DEGREE - 90.0
     grid_col = jnp.remainder(start_c + c2, _FINE_COLS)
@@ -473,7 +518,7 @@ def _vo2017_search(lat, lng, w, sigma: float, capacity: int, candidates: int):
 
 
 def vo2017_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
-                capacity: int = 4, candidates: int = 8, chunk: int = 128) -> Vo2017Mode:
+                capacity: int = 2, candidates: int = 8, chunk: int = 128) -> Vo2017Mode:
     """Eq. 1's mode as the authors' released code finds it (001's tables); jittable.
 
     The procedure (its conventions are those of the authors' code, not stated in 001):
@@ -574,58 +619,74 @@ def vo2017_mode_reference(lat: Any, lng: Any, w: Any,
 # ----------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "steps", "starts"))
-def _spherical_mode(lat, lng, w, sigmas, kernel: str, steps: int, starts: int):
-    xyz = sphere.latlng_to_xyz(lat, lng, xp=jnp)  # (B, k, 3)
-    d2_nn = _kernel_d2_km(_chord2(xyz[:, :, None, :], xyz[:, None, :, :]), kernel)  # (B, k, k)
+def _spherical_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int):
+    """:func:`spherical_mode` on one chunk of queries; outputs ``(S, B)``."""
+    xyz = _materialise(*_unit_xyz(lat, lng))  # three (B, k)
+    pair = _kernel_d2_km(_chord2_xyz([a[:, :, None] for a in xyz],
+                                     [a[:, None, :] for a in xyz]), kernel)  # (B, k, k)
     n_starts = min(starts, lat.shape[1])
 
     def at(y, inv):
-        """Kernel values (B, C, k), densities (B, C) at points y (B, C, 3)."""
-        chord2 = _chord2(y[:, :, None, :], xyz[:, None, :, :])
+        """Squared chords (B, C, k), kernel values (B, C, k), densities (B, C) at y."""
+        chord2 = _chord2_xyz([a[:, :, None] for a in y], [a[:, None, :] for a in xyz])
         kern = jnp.exp(-(_kernel_d2_km(chord2, kernel) * inv))
         return chord2, kern, jnp.einsum("bck,bk->bc", kern, w)
 
-    def shift_weights(chord2, kern):
-        """Mean-shift weights: vMF: w_i K_i (the fixed point of the density's gradient on
-        the sphere); Gaussian on θ: w_i K_i θ_i / sin θ_i (its Riemannian gradient)."""
-        if kernel == "vmf":
-            return kern * w[:, None, :]
-        chord = jnp.sqrt(chord2)
-        theta = 2.0 * jnp.arcsin(jnp.minimum(0.5 * chord, 1.0))
-        sin_theta = chord * jnp.sqrt(jnp.maximum(1.0 - 0.25 * chord2, 0.0))
-        ratio = jnp.where(sin_theta > 1e-6, theta / jnp.maximum(sin_theta, 1e-6), 1.0)
-        return kern * ratio * w[:, None, :]
+    def shift(chord2, kern):
+        """One mean-shift step: the kernel-weighted mean of the neighbours, renormalised.
+        vMF: weights w_i K_i (the fixed point of the density's gradient on the sphere);
+        Gaussian on θ: w_i K_i θ_i / sin θ_i (its gradient on the sphere)."""
+        weight = kern * w[:, None, :]
+        if kernel == "gaussian":
+            sin_theta2 = chord2 * (1.0 - 0.25 * chord2)  # sin² θ = c² (1 - c² / 4)
+            ratio = jnp.sqrt(_angle2(chord2) / jnp.maximum(sin_theta2, 1e-12))
+            weight = weight * jnp.where(sin_theta2 > 1e-12, ratio, 1.0)
+        m = [jnp.einsum("bck,bk->bc", weight, a) for a in xyz]
+        norm = jnp.sqrt(sum(v * v for v in m))
+        return [v / jnp.where(norm > 0, norm, 1.0) for v in m], norm > 0
 
     def one_sigma(sigma):
-        # 1 / (2 σ²), finite even where σ² underflows (a zero distance then keeps kernel 1).
+        # 1 / (2 σ²), finite even where σ² underflows (a zero distance keeps its kernel 1).
         inv = jnp.minimum(0.5 / (sigma * sigma), jnp.finfo(sigma.dtype).max)
-        dens = jnp.einsum("bjk,bk->bj", jnp.exp(-(d2_nn * inv)), w)  # density at each neighbour
-        _, cand = jax.lax.top_k(dens, n_starts)  # (B, C), ties: lower rank first
-        y = jnp.take_along_axis(xyz, cand[:, :, None], axis=1)
+        dens = jnp.einsum("bjk,bk->bj", jnp.exp(-(pair * inv)), w)  # at each neighbour
+        best = []
+        for _ in range(n_starts):  # the densest neighbours, lowest rank first on ties
+            j = jnp.argmax(dens, axis=-1)
+            best.append(j)
+            dens = jnp.where(jnp.arange(dens.shape[1]) == j[:, None], -jnp.inf, dens)
+        cand = jnp.stack(best, axis=-1)  # (B, C)
+        y = [jnp.take_along_axis(a, cand, axis=-1) for a in xyz]
         chord2, kern, f = at(y, inv)
 
         def step(_, carry):
             y, chord2, kern, f = carry
-            m = jnp.einsum("bck,bkd->bcd", shift_weights(chord2, kern), xyz)
-            norm = jnp.sqrt(jnp.sum(m * m, axis=-1, keepdims=True))
-            y_new = jnp.where(norm > 0, m / jnp.where(norm > 0, norm, 1.0), y)
+            y_new, moved = shift(chord2, kern)
             chord2_new, kern_new, f_new = at(y_new, inv)
-            up = f_new >= f  # keep a step only if the density does not decrease
-            return (jnp.where(up[..., None], y_new, y), jnp.where(up[..., None], chord2_new, chord2),
-                    jnp.where(up[..., None], kern_new, kern), jnp.where(up, f_new, f))
+            up = moved & (f_new >= f)  # keep a step only where the density does not fall
+            keep = lambda new, old: jnp.where(up[..., None] if new.ndim == 3 else up,  # noqa: E731
+                                              new, old)
+            return ([keep(a, b) for a, b in zip(y_new, y)], keep(chord2_new, chord2),
+                    keep(kern_new, kern), keep(f_new, f))
 
         y, _, _, f = jax.lax.fori_loop(0, steps, step, (y, chord2, kern, f))
-        best = jnp.argmax(f, axis=-1)
-        y = jnp.take_along_axis(y, best[:, None, None], axis=1)[:, 0]
+        top = jnp.argmax(f, axis=-1)[:, None]
+        y = jnp.stack([jnp.take_along_axis(a, top, axis=-1)[:, 0] for a in y], axis=-1)
         mode_lat, mode_lng = sphere.xyz_to_latlng(y, xp=jnp)
         return mode_lat, sphere.wrap_lng(mode_lng, xp=jnp), jnp.max(f, axis=-1)
 
     return jax.lax.map(one_sigma, sigmas)
 
 
+@functools.partial(jax.jit, static_argnames=("kernel", "steps", "starts", "chunk"))
+def _spherical_mode(lat, lng, w, sigmas, kernel: str, steps: int, starts: int, chunk: int):
+    search = lambda la, ln, ww: [a.T for a in _spherical_search(  # noqa: E731
+        la, ln, ww, sigmas, kernel, steps, starts)]  # per chunk: (B, S)
+    return [a.T for a in _in_chunks(search, (lat, lng, w), chunk)]
+
+
 def spherical_mode(lat: Any, lng: Any, w: Any, sigma_km: float | Sequence[float], *,
-                   kernel: str = "gaussian", steps: int = 20, starts: int = 4) -> SphericalMode:
+                   kernel: str = "gaussian", steps: int = 10, starts: int = 4,
+                   chunk: int = 128) -> SphericalMode:
     """Eq. 1's mode on the sphere, σ in km (geojax's default); jittable.
 
     The density is :func:`spherical_density` (a Gaussian on great-circle distance, or a von
@@ -656,8 +717,9 @@ def spherical_mode(lat: Any, lng: Any, w: Any, sigma_km: float | Sequence[float]
     sigmas, several = _sigmas(sigma_km, "sigma_km")
     if any(s <= 0.0 for s in sigmas):
         raise ValueError(f"sigma_km must be positive km, got {sigma_km!r}")
-    for name, value, low in (("steps", steps, 0), ("starts", starts, 1)):
+    for name, value, low in (("steps", steps, 0), ("starts", starts, 1), ("chunk", chunk, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    out = _spherical_mode(lat, lng, w, jnp.asarray(sigmas, lat.dtype), kernel, steps, starts)
+    out = _spherical_mode(lat, lng, w, jnp.asarray(sigmas, lat.dtype), kernel, steps, starts,
+                          chunk)
     return SphericalMode(*out) if several else SphericalMode(*(a[0] for a in out))
