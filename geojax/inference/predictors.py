@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geojax.geo import sphere
+from geojax.inference import kde
 from geojax.models import heads as heads_lib
 from geojax.partitions import base, combinatorial, hierarchy
 from geojax.training.steps import normalize_images
@@ -222,11 +223,6 @@ def _neighbour_prediction(lat: np.ndarray, lng: np.ndarray, top_lat: np.ndarray,
     return Prediction(lat, lng, top_lat[:, :top_k], top_lng[:, :top_k], top_score[:, :top_k])
 
 
-def _kde() -> Any:  # TODO(integration): top-level import once geojax/inference/kde.py lands
-    from geojax.inference import kde
-    return kde
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class NearestNeighbour:
     """001's "NN": the location of the database image whose features are most similar to the
@@ -274,13 +270,13 @@ class KernelDensity:
 
     def mode_of(self, lat: np.ndarray, lng: np.ndarray, w: np.ndarray) -> tuple[Any, Any]:
         if self.mode == "vo2017":
-            return _kde().vo2017_mode(lat, lng, w, self.sigma)
-        return _kde().spherical_mode(lat, lng, w, self.sigma, kernel=self.kernel)
+            return kde.vo2017_mode(lat, lng, w, self.sigma)
+        return kde.spherical_mode(lat, lng, w, self.sigma, kernel=self.kernel)
 
     def from_neighbours(self, outputs: Outputs, scores: np.ndarray, rows: np.ndarray) -> Prediction:
         del outputs
         lat, lng = self.index.lat[rows], self.index.lng[rows]
-        w = np.asarray(_kde().neighbour_weights(scores, self.m), np.float64)
+        w = np.asarray(kde.neighbour_weights(scores, self.m), np.float64)
         mode = self.mode_of(lat, lng, w)
         plat, plng = np.array(mode.lat, np.float64), np.array(mode.lng, np.float64)
         if self.mode == "vo2017":  # snapped to a neighbour: its exact (float64) location
@@ -317,10 +313,10 @@ class Hybrid:
         top = np.argsort(-logits, axis=-1, kind="stable")[:, :self.top_classes]
         inside = (self.row_classes[rows][:, :, None] == top[:, None, :]).any(-1)
         lat, lng = self.index.lat[rows], self.index.lng[rows]
-        w = np.asarray(_kde().neighbour_weights(scores, self.m), np.float64) * inside
+        w = np.asarray(kde.neighbour_weights(scores, self.m), np.float64) * inside
         none = ~inside.any(-1)
         w[none] = 1.0  # any finite weights: these rows take the class centroid below
-        mode = _kde().spherical_mode(lat, lng, w, self.sigma_km, kernel=self.kernel)
+        mode = kde.spherical_mode(lat, lng, w, self.sigma_km, kernel=self.kernel)
         plat, plng = np.array(mode.lat, np.float64), np.array(mode.lng, np.float64)
         if none.any():
             clat, clng = sphere.xyz_to_latlng(self.centroids_xyz[top[none, 0]].astype(np.float64))
