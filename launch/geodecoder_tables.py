@@ -14,8 +14,10 @@ Tables (003's numbering; rows are ``configs/geodecoder.py`` arguments):
     7  number of hierarchies 1 / 3 / 5 / 7
 
 Each row is one ``python -m geojax.main --config=configs/geodecoder.py:<arguments>`` run in
-``<workdir>/table<N>/<row>`` (default workdir ``./workdir/geodecoder_tables``); flags after
-``--`` go to every run. A row whose ``results.json`` exists is read, not rerun (delete its
+``<workdir>/<arguments>`` (default workdir ``./workdir/geodecoder_tables``), arguments equal
+to the default left out: rows that are the default configuration (003's model: Table 3's
+"Ours", Table 4's 2, Table 6's 16, Table 7's 7, Table 2's 8) share one run,
+``<workdir>/default``, across tables. Flags after ``--`` go to every run. A row whose ``results.json`` exists is read, not rerun (delete its
 folder to retrain it); an interrupted row resumes from its checkpoints. The table's figures are the
 hierarchical-product row (003 §5.3; the single head's row for one hierarchy), in % within 1,
 25, 200, 750 and 2500 km, one block per evaluation split, as 003's tables.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 
@@ -46,19 +49,26 @@ TABLES = {
     7: ("Ablation Study on Number of Hierarchies", "# of hierarchies",
         [(str(n), f"hierarchies={n}") for n in (1, 3, 5, 7)]),
 }
+# The default configuration's arguments (configs/geodecoder.py without :runlocal).
+DEFAULTS = {"depth": "8", "dependent": "2", "scene": "select", "scenes": "16", "hierarchies": "7"}
 COLUMNS = (("Street", 1), ("City", 25), ("Region", 200), ("Country", 750), ("Continent", 2500))
 SPLITS = {"im2gps3k": "Im2GPS3k-like", "yfcc4k": "YFCC4k-like", "gws15k": "GWS15k-like"}
 PRODUCT = "hierarchy hierarchical product"
 
 
-def row_dir(workdir: str, table: int, args: str) -> str:
-    return os.path.join(workdir, f"table{table}", args.replace("=", "").replace(",", "_"))
+def row_dir(workdir: str, args: str, runlocal: bool = False) -> str:
+    """``<workdir>/<arguments without the defaults>`` (``default`` when none is left; with
+    ``runlocal``, whose defaults are smaller, every argument is kept)."""
+    items = sorted(kv for kv in args.split(",") if kv
+                   and (runlocal or DEFAULTS.get(kv.partition("=")[0]) != kv.partition("=")[2]))
+    name = "_".join(kv.replace("=", "") for kv in items) or "default"
+    return os.path.join(workdir, f"runlocal_{name}" if runlocal else name)
 
 
 def command(table_args: str, directory: str, runlocal: bool, extra: list[str]) -> list[str]:
     arg = f"runlocal,{table_args}" if runlocal else table_args
     return [sys.executable, "-m", "geojax.main",
-            f"--config={os.path.join(REPO, 'configs', 'geodecoder.py')}:{arg}",
+            f"--config={os.path.join(REPO, 'configs', 'geodecoder.py')}" + (f":{arg}" if arg else ""),
             f"--workdir={directory}", *extra]
 
 
@@ -71,13 +81,13 @@ def _method(rows: dict[str, dict], split: str) -> str | None:
     return heads[0] if len(heads) == 1 else None
 
 
-def format_table(table: int, workdir: str) -> str:
+def format_table(table: int, workdir: str, runlocal: bool = False) -> str:
     """The table as Markdown in 003's layout, from the rows' ``results.json`` (a row not run
     yet shows dashes)."""
     title, column, rows = TABLES[table]
     results = {}
     for label, args in rows:
-        path = os.path.join(row_dir(workdir, table, args), "results.json")
+        path = os.path.join(row_dir(workdir, args, runlocal), "results.json")
         results[label] = report.read_results(path) if os.path.exists(path) else {}
     splits = [s for s in SPLITS if any(k.startswith(f"{s}/") for r in results.values() for k in r)]
     header = (f"| Dataset | {column} | "
@@ -107,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.workdir = os.path.abspath(args.workdir)
     for label, table_args in TABLES[args.table][2]:
-        directory = row_dir(args.workdir, args.table, table_args)
+        directory = row_dir(args.workdir, table_args, args.runlocal)
         cmd = command(table_args, directory, args.runlocal, extra)
         done = os.path.exists(os.path.join(directory, "results.json"))
         print(f"[table {args.table}] {label}: {'done, ' if done else ''}"
-              + "python " + " ".join(cmd[1:]), flush=True)
+              + shlex.join(["python", *cmd[1:]]), flush=True)
         if done or args.dry_run:
             continue
         status = subprocess.call(cmd, cwd=REPO)
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                   "rerun this script to resume it", file=sys.stderr)
             return status
     print()
-    print(format_table(args.table, args.workdir))
+    print(format_table(args.table, args.workdir, args.runlocal))
     return 0
 
 

@@ -248,10 +248,8 @@ def test_config_follows_paper_003():
     assert config.partitions.hierarchy.t_min == 50
     opt = config.stages.train.optimizer
     assert (opt.name, opt.learning_rate, opt.sgd.momentum, opt.weight_decay) == ("sgd", 0.01, 0.9, 1e-4)
-    steps = config.stages.train.num_steps
-    assert opt.schedule.gamma == 0.5
-    assert tuple(opt.schedule.milestones_steps) == tuple(round(m * steps / 40)
-                                                         for m in (4, 8, 12, 13, 14, 15))
+    assert (opt.schedule.name, opt.schedule.gamma) == ("multistep", 0.5)
+    assert tuple(opt.schedule.milestones_epochs) == (4, 8, 12, 13, 14, 15)
     paper = _config("paper")
     assert (paper.data.image_size, paper.model.backbone, paper.eval.crops) == (224, "vit_b16", "ten")
     assert paper.stages.train.batch_size == 512 and paper.model.geodecoder.width == 768
@@ -307,7 +305,7 @@ OVERRIDES = {"stages.train.num_steps": 12, "stages.train.batch_size": 16,
              "stages.train.checkpoint_every": 6, "stages.train.log_every": 1,
              "stages.train.optimizer.learning_rate": 0.1,
              "stages.train.optimizer.schedule.name": "constant",
-             "stages.train.optimizer.schedule.milestones_steps": ()}
+             "stages.train.optimizer.schedule.milestones_epochs": ()}
 FLAGS = [f"--config.{key}={value}" for key, value in OVERRIDES.items()] + [
     "--config.data.train_size=200"]
 
@@ -368,9 +366,11 @@ def test_ablation_table_in_paper_003_layout(tmp_path):
         else:
             rows["im2gps3k/hierarchy1 (585 cl.)"] = figures(0.2)
             rows["im2gps3k/hierarchy hierarchical product"] = figures(value)
-        directory = tables.row_dir(str(tmp_path), 7, args)
+        directory = tables.row_dir(str(tmp_path), args)
         os.makedirs(directory)
         report.write_results(os.path.join(directory, "results.json"), rows)
+    assert tables.row_dir("/w", "hierarchies=7") == "/w/default"  # shared by every table
+    assert tables.row_dir("/w", "depth=8,dependent=4") == "/w/dependent4"
     lines = tables.format_table(7, str(tmp_path)).splitlines()
     assert lines[2] == ("| Dataset | # of hierarchies | Street 1 km | City 25 km | Region 200 km "
                         "| Country 750 km | Continent 2500 km |")
