@@ -17,8 +17,8 @@ are ``(B, k)``, best neighbour first, latitudes and longitudes in degrees.
   to reproduce 001's tables): σ in *grid cells* on a 1° then a 0.1° lat/lng grid, then a snap
   to a neighbour (see the function). Fast and exact: it equals
   :func:`vo2017_mode_reference`, the plain numpy/scipy procedure, on the same inputs.
-* :func:`spherical_mode` — geojax's default: Eq. 1 with a Gaussian on great-circle distance
-  (or a von Mises–Fisher kernel) on the sphere, σ in km, its mode found among the
+* :func:`spherical_mode` — geojax's default: Eq. 1 with a von Mises–Fisher kernel (or a
+  Gaussian on great-circle distance) on the sphere, σ in km, its mode found among the
   neighbours' own locations and refined by mean-shift steps on the sphere.
 * :func:`density_vo2017`, :func:`spherical_density` — the two densities at given points.
 
@@ -28,6 +28,7 @@ axis of that length, ``(S, B)``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ _FINE_PER_DEGREE = 10
 _FINE_WINDOW = 400
 _FINE_ROWS, _FINE_COLS = 180 * _FINE_PER_DEGREE, 360 * _FINE_PER_DEGREE
 _TRUNCATE = 4.0
-# Relative margin of the block search's certificate (float32 rounding of a sum of k terms).
+# Relative margin of the tile search's bounds (float32 rounding of sums of k terms).
 _CERTIFICATE_MARGIN = 1e-4
 
 
@@ -257,7 +258,7 @@ def _check_kernel(kernel: str) -> None:
 
 
 def spherical_density(lat_q: Any, lng_q: Any, lat: Any, lng: Any, w: Any, sigma_km: Any, *,
-                      kernel: str = "gaussian") -> jax.Array:
+                      kernel: str = "vmf") -> jax.Array:
     """Eq. 1 on the sphere (geojax's convention) at query points; jittable.
 
     ``f(x) = Σ_i w_i K(x, x_i)`` with, for ``kernel="gaussian"``,
@@ -305,47 +306,58 @@ def _fine_index(v: jax.Array) -> jax.Array:
     return (n.astype(jnp.int32) * _FINE_PER_DEGREE + q.astype(jnp.int32))
 
 
-# Tile sizes of the grid search's levels, in cells (each tile splits into 4 × 4 children).
+# The grid search works on square grids of _GRID × _GRID cells: the 0.1° window, and the 1°
+# grid (180 × 360) embedded in one (its other cells are never filled).
+_GRID = 400
+# Tile sizes of the search's levels, in cells: each tile splits into 4 × 4 children.
 _TILE_LEVELS = (64, 16, 4, 1)
 _BRANCH = 4
-# Queries whose qualifying tiles overflow the search's capacity are searched again with
-# _RETRY_CAPACITY times the capacity (batched), then alone with _WIDE_CAPACITY times, and
-# only then on the whole grid.
+# Queries whose qualifying tiles overflow the search's capacity are searched again, gathered
+# into a quarter-size batch, with _RETRY_CAPACITY times the capacity; the few left over,
+# one at a time on the whole grid.
 _RETRY_CAPACITY = 4
-_WIDE_CAPACITY = 32
 
 
-class _Axis(NamedTuple):
-    """One axis of a vo2017 grid at one σ, for the tile search: ``tables[l][a, r']`` is the
-    largest response over tile ``a`` of level ``l`` (tiles of ``_TILE_LEVELS[l]`` cells) to
-    an impulse at cell ``r'`` under scipy.ndimage.gaussian_filter1d (``truncate=4``, the
-    axis's boundary mode); at the last level tiles are cells and this is the filter itself.
-    Stored flat, row-major."""
-
-    n: int
-    tables: tuple[np.ndarray, ...]
-
-
-@functools.lru_cache(maxsize=64)
-def _axis(sigma: float, n: int, mode: str) -> _Axis:
+def _axis_tables(sigma: float, n: int, mode: str) -> np.ndarray:
+    """One grid axis of ``n`` cells at one σ, for the tile search: ``tables[l, a * _GRID +
+    r']`` is the largest response over tile ``a`` of level ``l`` (tiles of
+    ``_TILE_LEVELS[l]`` cells) to an impulse at cell ``r'`` under
+    scipy.ndimage.gaussian_filter1d (``truncate=4``, the axis's boundary ``mode``); at the
+    last level tiles are cells and this is the filter itself. Cells from ``n`` to ``_GRID``
+    respond to nothing. Shape ``(len(_TILE_LEVELS), _GRID * _GRID)``, float32."""
     if sigma <= 1e-15:  # scipy's gaussian_filter leaves such an axis unfiltered
         g = np.eye(n)
     else:
         g = scipy.ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode=mode,
                                             truncate=_TRUNCATE)
-    tables = []
-    for t in _TILE_LEVELS:
-        padded = np.concatenate([g, np.zeros((-n % t, n))])
-        tables.append(padded.reshape(-1, t, n).max(axis=1).astype(np.float32).reshape(-1))
-    return _Axis(n, tuple(tables))
+    rows = -(-_GRID // max(_TILE_LEVELS)) * max(_TILE_LEVELS)  # whole tiles at every level
+    full = np.zeros((rows, _GRID))
+    full[:n, :n] = g
+    tables = np.zeros((len(_TILE_LEVELS), _GRID * _GRID), np.float32)
+    for level, t in enumerate(_TILE_LEVELS):
+        maxima = full.reshape(-1, t, _GRID).max(axis=1)[:_GRID]
+        tables[level, :maxima.size] = maxima.reshape(-1)
+    return tables
 
 
-def _responses(axis: _Axis, level: int, tiles: jax.Array, cells: jax.Array) -> jax.Array:
-    """``tables[level][tiles[b, ..., None], cells[b, None, ..., :]]``, shape ``tiles.shape +
-    (k,)`` for ``tiles (B, ...)`` and ``cells (B, k)``: one flat gather (jnp.take with
-    ``mode="clip"`` lowers to XLA:CPU's fastest gather; the indices are in range)."""
-    flat = tiles[..., None] * axis.n + cells[(slice(None),) + (None,) * (tiles.ndim - 1)]
-    return jnp.take(jnp.asarray(axis.tables[level]), flat, mode="clip")
+@functools.lru_cache(maxsize=8)
+def _vo2017_tables(sigma: float) -> np.ndarray:
+    """``(stage, axis, level, _GRID²)``: the 1° grid's latitude and longitude, then the
+    0.1° window's rows and columns (5 MB)."""
+    window = _axis_tables(sigma, _FINE_WINDOW, "reflect")
+    return np.stack([np.stack([_axis_tables(sigma, _COARSE_ROWS, "reflect"),
+                               _axis_tables(sigma, _COARSE_COLS, "wrap")]),
+                     np.stack([window, window])])
+
+
+def _responses(tables: jax.Array, level, tiles: jax.Array, cells: jax.Array) -> jax.Array:
+    """``tables[level, tiles[b, ..., None] * _GRID + cells[b, None, ..., :]]``, shape
+    ``tiles.shape + (k,)`` for ``tiles (B, ...)`` and ``cells (B, k)``: one flat gather
+    (jnp.take with ``mode="clip"`` lowers to XLA:CPU's fastest gather; indices are in
+    range). ``level`` may be traced."""
+    flat = (level * _GRID * _GRID + tiles[..., None] * _GRID
+            + cells[(slice(None),) + (None,) * (tiles.ndim - 1)])
+    return jnp.take(tables.reshape(-1), flat, mode="clip")
 
 
 def _select(keep, tiles_r, tiles_c, capacity: int):
@@ -361,78 +373,86 @@ def _select(keep, tiles_r, tiles_c, capacity: int):
     return pick_r, pick_c, used, slot[:, -1] < capacity
 
 
-def _values(axis_r: _Axis, axis_c: _Axis, r, c, rows, cols, w):
+def _values(tables_r, tables_c, r, c, rows, cols, w):
     """``F`` at cells ``(r, c)`` (shape ``(B, ...)``): ``Σ_i w_i g_r(r, rows_i) g_c(c, cols_i)``."""
     last = len(_TILE_LEVELS) - 1
-    product = _responses(axis_r, last, r, rows) * _responses(axis_c, last, c, cols)
+    product = _responses(tables_r, last, r, rows) * _responses(tables_c, last, c, cols)
     # A dot, not a sum over the last axis: XLA:CPU reduces the gathers' layout ~8x slower.
     return jnp.einsum("bnk,bk->bn", product.reshape(w.shape[0], -1, w.shape[1]),
                       w).reshape(r.shape)
 
 
-def _tree_argmax(rows, cols, w, axis_r: _Axis, axis_c: _Axis, capacity: int, candidates: int):
+def _tree_argmax(rows, cols, w, tables_r, tables_c, capacity: int, candidates: int):
     """Arg-max cell (the first in row-major order) of the Gaussian-filtered weight grid
     ``F[r, c] = Σ_i w_i g_r(r, rows_i) g_c(c, cols_i)``, by branch and bound over tiles.
 
     ``L``, the largest ``F`` found so far (first at the cells of the first ``candidates``
     neighbours, then at the centres of the tiles chosen at each level), bounds the maximum
     from below; ``U(a, b) = Σ_i w_i max_{r in a} g_r(r, rows_i) max_{c in b} g_c(c, cols_i)``
-    (with the per-image maxima of :func:`_responses`) bounds ``F`` on the tile ``a × b`` from
-    above (weights ≥ 0). From the coarsest tiles down to single cells, only tiles with
-    ``U ≥ L`` are split, so every cell with ``F ≥ L`` — the maximum and all cells equal to it
-    — is reached. ``ok`` is False where more than ``capacity`` tiles qualify at some level.
+    bounds ``F`` on the tile ``a × b`` from above (weights ≥ 0). From the coarsest tiles down
+    to single cells, only tiles with ``U ≥ L`` are split, so every cell with ``F ≥ L`` — the
+    maximum and all cells equal to it — is reached. ``ok`` is False where more than
+    ``capacity`` tiles qualify at some level.
     """
     batch, k = w.shape
     eps = float(jnp.finfo(w.dtype).eps)
     margin = max(_CERTIFICATE_MARGIN, 4.0 * k * eps)  # float32 rounding of sums of k terms
     n_cand = min(candidates, k)
-    low = jnp.max(_values(axis_r, axis_c, rows[:, :n_cand], cols[:, :n_cand], rows, cols, w), -1)
+    low = jnp.max(_values(tables_r, tables_c, rows[:, :n_cand], cols[:, :n_cand], rows, cols,
+                          w), -1)
     threshold = low[:, None] * (1.0 - margin)
     # Level 0: every tile.
-    n_r0 = -(-axis_r.n // _TILE_LEVELS[0])
-    n_c0 = -(-axis_c.n // _TILE_LEVELS[0])
-    a = _responses(axis_r, 0, jnp.broadcast_to(jnp.arange(n_r0), (batch, n_r0)), rows)
-    c = _responses(axis_c, 0, jnp.broadcast_to(jnp.arange(n_c0), (batch, n_c0)), cols)
-    bound = jnp.einsum("bak,bck->bac", a * w[:, None, :], c).reshape(batch, -1)
-    tiles_r = jnp.broadcast_to(jnp.repeat(jnp.arange(n_r0, dtype=jnp.int32), n_c0), bound.shape)
-    tiles_c = jnp.broadcast_to(jnp.tile(jnp.arange(n_c0, dtype=jnp.int32), n_r0), bound.shape)
-    keep = bound >= threshold
-    ok = jnp.ones((batch,), bool)
+    n0 = -(-_GRID // _TILE_LEVELS[0])
+    every = jnp.broadcast_to(jnp.arange(n0), (batch, n0))
+    a = _responses(tables_r, 0, every, rows) * w[:, None, :]
+    bound = jnp.einsum("bak,bck->bac", a, _responses(tables_c, 0, every, cols))
+    tiles = jnp.arange(n0 * n0, dtype=jnp.int32)
+    par_r, par_c, used, ok = _select(bound.reshape(batch, -1) >= threshold, tiles // n0,
+                                     tiles % n0, capacity)
+    sizes = jnp.asarray(_TILE_LEVELS, jnp.int32)
     branch = jnp.arange(_BRANCH, dtype=jnp.int32)
-    for level in range(1, len(_TILE_LEVELS)):
-        par_r, par_c, used, fits = _select(keep, tiles_r, tiles_c, capacity)
-        ok &= fits
-        # Raise L to F at the chosen tiles' centre cells (tightens it where F is smooth).
-        size = _TILE_LEVELS[level - 1]
-        centre = _values(axis_r, axis_c, jnp.minimum(par_r * size + size // 2, axis_r.n - 1),
-                         jnp.minimum(par_c * size + size // 2, axis_c.n - 1), rows, cols, w)
+
+    def expand(level, par_r, par_c, used, threshold):
+        """The children of the chosen tiles, their bounds, and L raised to F at the chosen
+        tiles' centre cells (which tightens it where F is smooth)."""
+        size, half = sizes[level - 1], sizes[level - 1] // 2
+        centre = _values(tables_r, tables_c, jnp.minimum(par_r * size + half, _GRID - 1),
+                         jnp.minimum(par_c * size + half, _GRID - 1), rows, cols, w)
         low = jnp.max(jnp.where(used, centre, 0.0), -1, keepdims=True) * (1.0 - margin)
         threshold = jnp.maximum(threshold, low)
-        size = _TILE_LEVELS[level]
         child_r = par_r[:, :, None] * _BRANCH + branch  # (B, P, 4)
         child_c = par_c[:, :, None] * _BRANCH + branch
-        valid = (used[:, :, None, None] & (child_r * size < axis_r.n)[:, :, :, None]
-                 & (child_c * size < axis_c.n)[:, :, None, :])  # (B, P, 4, 4)
-        a = _responses(axis_r, level, child_r, rows) * w[:, None, None, :]  # (B, P, 4, k)
-        c = _responses(axis_c, level, child_c, cols)
-        bound = jnp.einsum("bpik,bpjk->bpij", a, c)
-        tiles_r = jnp.broadcast_to(child_r[:, :, :, None], bound.shape).reshape(batch, -1)
-        tiles_c = jnp.broadcast_to(child_c[:, :, None, :], bound.shape).reshape(batch, -1)
+        a = _responses(tables_r, level, child_r, rows) * w[:, None, None, :]  # (B, P, 4, k)
+        bound = jnp.einsum("bpik,bpjk->bpij", a, _responses(tables_c, level, child_c, cols))
+        valid = (used[:, :, None, None] & (child_r * sizes[level] < _GRID)[:, :, :, None]
+                 & (child_c * sizes[level] < _GRID)[:, :, None, :])  # tiles past the grid
         bound = jnp.where(valid, bound, -jnp.inf).reshape(batch, -1)
-        keep = bound >= threshold
-    # The last level's tiles are cells, their bounds the values of F.
-    flat = tiles_r * axis_c.n + tiles_c
-    top = bound == jnp.max(bound, -1, keepdims=True)
+        child_r = jnp.broadcast_to(child_r[:, :, :, None], (*used.shape, _BRANCH, _BRANCH))
+        child_c = jnp.broadcast_to(child_c[:, :, None, :], (*used.shape, _BRANCH, _BRANCH))
+        return child_r.reshape(batch, -1), child_c.reshape(batch, -1), bound, threshold
+
+    def level_step(level, carry):
+        par_r, par_c, used, threshold, ok = carry
+        child_r, child_c, bound, threshold = expand(level, par_r, par_c, used, threshold)
+        par_r, par_c, used, fits = _select(bound >= threshold, child_r, child_c, capacity)
+        return par_r, par_c, used, threshold, ok & fits
+
+    last = len(_TILE_LEVELS) - 1
+    par_r, par_c, used, threshold, ok = jax.lax.fori_loop(
+        1, last, level_step, (par_r, par_c, used, threshold, ok))
+    cell_r, cell_c, value, _ = expand(last, par_r, par_c, used, threshold)  # tiles are cells
+    flat = cell_r * _GRID + cell_c
+    top = value == jnp.max(value, -1, keepdims=True)
     best = jnp.min(jnp.where(top, flat, jnp.iinfo(jnp.int32).max), -1)
-    return best // axis_c.n, best % axis_c.n, ok
+    return best // _GRID, best % _GRID, ok
 
 
-def _grid_argmax(rows, cols, w, axis_r: _Axis, axis_c: _Axis, capacity: int, candidates: int):
+def _grid_argmax(rows, cols, w, tables_r, tables_c, capacity: int, candidates: int):
     """:func:`_tree_argmax` in tiers: every query with ``capacity`` tiles per level; the
     queries where more qualify, gathered into a quarter-size batch, with
-    ``_RETRY_CAPACITY`` times as many; any left, one at a time with ``_WIDE_CAPACITY``
-    times, and then on the whole grid. A tier runs only when some query needs it."""
-    search = functools.partial(_tree_argmax, axis_r=axis_r, axis_c=axis_c,
+    ``_RETRY_CAPACITY`` times as many; any left, one at a time on the whole grid (a matrix
+    product). A tier runs only when some query needs it."""
+    search = functools.partial(_tree_argmax, tables_r=tables_r, tables_c=tables_c,
                                candidates=candidates)
     r, c, ok = search(rows, cols, w, capacity=capacity)
     batch = w.shape[0]
@@ -451,57 +471,66 @@ def _grid_argmax(rows, cols, w, axis_r: _Axis, axis_c: _Axis, capacity: int, can
 
     r, c, ok = jax.lax.cond(jnp.all(ok), lambda: (r, c, ok), lambda: retry(r, c, ok))
     last = len(_TILE_LEVELS) - 1
-
-    def full(rows_q, cols_q, w_q):
-        a = _responses(axis_r, last, jnp.arange(axis_r.n)[None], rows_q[None])[0]
-        b = _responses(axis_c, last, jnp.arange(axis_c.n)[None], cols_q[None])[0]
-        best = jnp.argmax(((a * w_q) @ b.T).reshape(-1)).astype(r.dtype)
-        return best // axis_c.n, best % axis_c.n
-
-    def wide(rows_q, cols_q, w_q):
-        r_q, c_q, ok_q = search(rows_q[None], cols_q[None], w_q[None],
-                                capacity=_WIDE_CAPACITY * capacity)
-        return jax.lax.cond(ok_q[0], lambda: (r_q[0], c_q[0]),
-                            lambda: full(rows_q, cols_q, w_q))
+    every = jnp.arange(_GRID)[None]
 
     def one(args):
-        ok_q, r_q, c_q, *rest = args
-        return jax.lax.cond(ok_q, lambda: (r_q, c_q), lambda: wide(*rest))
+        ok_q, r_q, c_q, rows_q, cols_q, w_q = args
+
+        def full():
+            a = _responses(tables_r, last, every, rows_q[None])[0] * w_q
+            grid = a @ _responses(tables_c, last, every, cols_q[None])[0].T
+            best = jnp.argmax(grid.reshape(-1)).astype(r_q.dtype)
+            return best // _GRID, best % _GRID
+
+        return jax.lax.cond(ok_q, lambda: (r_q, c_q), full)
 
     return jax.lax.cond(jnp.all(ok), lambda: (r, c),
                         lambda: jax.lax.map(one, (ok, r, c, rows, cols, w)))
 
 
-@functools.partial(jax.jit, static_argnames=("sigma", "capacity", "candidates", "chunk"))
-def _vo2017_one_sigma(lat, lng, w, sigma: float, capacity: int, candidates: int, chunk: int):
-    search = functools.partial(_vo2017_search, sigma=sigma, capacity=capacity,
+@functools.partial(jax.jit, static_argnames=("capacity", "candidates", "chunk"))
+def _vo2017_one_sigma(lat, lng, w, tables, capacity: int, candidates: int, chunk: int):
+    search = functools.partial(_vo2017_search, tables=tables, capacity=capacity,
                                candidates=candidates)
     return _in_chunks(search, (lat, lng, w), chunk)
 
 
-def _vo2017_search(lat, lng, w, sigma: float, capacity: int, candidates: int):
-    search = dict(capacity=capacity, candidates=candidates)
-    coarse = (_axis(sigma, _COARSE_ROWS, "reflect"), _axis(sigma, _COARSE_COLS, "wrap"))
-    fine = (_axis(sigma, _FINE_WINDOW, "reflect"),) * 2
-    # Stage 1: the global 1° grid (rows: latitude from -90, columns: longitude from -180).
-    rows1 = jnp.clip(jnp.floor(lat).astype(jnp.int32) + 90, 0, _COARSE_ROWS - 1)
-    cols1 = jnp.remainder(jnp.floor(lng).astype(jnp.int32) + 180, _COARSE_COLS)
-    rows1, cols1, w = _materialise(rows1, cols1, w)
-    r1, c1 = _grid_argmax(rows1, cols1, w, *coarse, **search)
-    # Stage 2: the 0.1° grid over ±20° around the 1° mode's centre, kept inside [-90, 90].
+def _vo2017_search(lat, lng, w, tables, capacity: int, candidates: int):
+    # Cells of the 1° grid (rows: latitude from -90, columns: longitude from -180) and of the
+    # global 0.1° grid.
+    coarse_r = jnp.clip(jnp.floor(lat).astype(jnp.int32) + 90, 0, _COARSE_ROWS - 1)
+    coarse_c = jnp.remainder(jnp.floor(lng).astype(jnp.int32) + 180, _COARSE_COLS)
+    fine_r = jnp.clip(_fine_index(lat) + 90 * _FINE_PER_DEGREE, 0, _FINE_ROWS - 1)
+    fine_c = _fine_index(lng) + 180 * _FINE_PER_DEGREE
     half = 20 * _FINE_PER_DEGREE - _FINE_PER_DEGREE // 2  # fine cells from window to centre
-    start_r = jnp.clip(_FINE_PER_DEGREE * r1 - half, 0, _FINE_ROWS - _FINE_WINDOW)
-    start_c = _FINE_PER_DEGREE * c1 - half
-    g_rows = jnp.clip(_fine_index(lat) + 90 * _FINE_PER_DEGREE, 0, _FINE_ROWS - 1)
-    g_cols = _fine_index(lng) + 180 * _FINE_PER_DEGREE
-    rows2 = g_rows - start_r[:, None]
-    cols2 = jnp.remainder(g_cols - start_c[:, None], _FINE_COLS)
-    inside = (rows2 >= 0) & (rows2 < _FINE_WINDOW) & (cols2 < _FINE_WINDOW)
-    rows2 = jnp.where(inside, rows2, 0)
-    cols2 = jnp.where(inside, cols2, 0)
-    w2 = jnp.where(inside, w, 0.0)
-    rows2, cols2, w2 = _materialise(rows2, cols2, w2)
-    r2, c2 = _grid_argmax(rows2, cols2, w2, *fine, **search)
+
+    def window(r1, c1):
+        """The 0.1° window's first row and column: ±20° around the 1° cell's centre, kept
+        inside [-90, 90] in latitude."""
+        return (jnp.clip(_FINE_PER_DEGREE * r1 - half, 0, _FINE_ROWS - _FINE_WINDOW),
+                _FINE_PER_DEGREE * c1 - half)
+
+    def stage(s, found):
+        """Stage 0: the 1° grid; stage 1: the 0.1° window around stage 0's cell. One loop
+        over both stages: one copy of the search in the compiled program."""
+        r1, c1, r2, c2 = found
+        start_r, start_c = window(r1, c1)
+        rows = fine_r - start_r[:, None]
+        cols = jnp.remainder(fine_c - start_c[:, None], _FINE_COLS)
+        inside = (rows >= 0) & (rows < _FINE_WINDOW) & (cols < _FINE_WINDOW)
+        first = s == 0
+        rows = jnp.where(first, coarse_r, jnp.where(inside, rows, 0))
+        cols = jnp.where(first, coarse_c, jnp.where(inside, cols, 0))
+        weights = jnp.where(first | inside, w, 0.0)
+        rows, cols, weights = _materialise(rows, cols, weights)
+        r, c = _grid_argmax(rows, cols, weights, tables[s, 0], tables[s, 1],
+                            capacity=capacity, candidates=candidates)
+        return (jnp.where(first, r, r1), jnp.where(first, c, c1),
+                jnp.where(first, r2, r), jnp.where(first, c2, c))
+
+    zero = jnp.zeros(lat.shape[:1], jnp.int32)
+    r1, c1, r2, c2 = jax.lax.fori_loop(0, 2, stage, (zero,) * 4)
+    start_r, start_c = window(r1, c1)
     grid_lat = (start_r + r2 + 0.5).astype(lat.dtype) / _FINE_PER_DEGREE - 90.0
     grid_col = jnp.remainder(start_c + c2, _FINE_COLS)
     grid_lng = (grid_col + 0.5).astype(lat.dtype) / _FINE_PER_DEGREE - 180.0
@@ -518,7 +547,8 @@ def _vo2017_search(lat, lng, w, sigma: float, capacity: int, candidates: int):
 
 
 def vo2017_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
-                capacity: int = 2, candidates: int = 8, chunk: int = 128) -> Vo2017Mode:
+                capacity: int | None = None, candidates: int = 8,
+                chunk: int = 128) -> Vo2017Mode:
     """Eq. 1's mode as the authors' released code finds it (001's tables); jittable.
 
     The procedure (its conventions are those of the authors' code, not stated in 001):
@@ -543,27 +573,35 @@ def vo2017_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
     the grid maximum (the cells are exact: ``floor(10 v)`` is computed without rounding).
 
     How it is fast: the filtered grid is a sum of k separable bumps, ``F[r, c] = Σ_i w_i
-    g(r, r_i) g(c, c_i)`` (``g`` the 1-D filter's impulse responses), so its maximum is
-    searched in the ``block × block`` sub-grid of the rows and columns with the largest upper
-    bounds and certified against the bounds of the others; the whole grid (a matrix product)
-    is computed only for the queries the certificate does not cover. Call it on batches
-    (under ``jax.vmap`` the per-query fallback would run for every query).
+    g(r, r_i) g(c, c_i)`` (``g`` the 1-D filter's impulse responses), so its maximum is found
+    by branch and bound over tiles of 64, 16, 4 and 1 cells: an upper bound of ``F`` on each
+    tile (the product of the bumps' maxima over its rows and its columns) against the
+    largest ``F`` found so far, and ``F`` itself only on the cells of the tiles that can
+    hold the maximum. Batches are processed in chunks of ``chunk`` queries; a query whose
+    qualifying tiles exceed ``capacity`` per level is searched again (batched, with more),
+    and in the last resort on the whole grid. Call it on batches (under ``jax.vmap`` the
+    per-query fallbacks would run for every query).
 
     Args:
       lat, lng: ``(B, k)`` neighbour locations in degrees, best neighbour first.
       w: ``(B, k)`` non-negative weights (:func:`neighbour_weights`).
       sigma: the filter's σ in grid cells (= degrees on the 1° grid), or a sequence of them.
-      block: rows and columns of the certified sub-grid (a tuning knob; any value ≥ 1 gives
-        the same answer).
+      capacity, candidates, chunk: tuning knobs of the search (tiles followed per level,
+        by default 2 for σ ≤ 4 and 8 above, the fastest on the neighbour sets of
+        benchmarks/kde.py; neighbours whose cells give the first lower bound; queries per
+        chunk); any positive values give the same answer. Each capacity is compiled once.
     Returns:
       A :class:`Vo2017Mode` of ``(B,)`` arrays, or ``(S, B)`` for a sequence of S σ.
     """
     lat, lng, w = _neighbour_arrays(lat, lng, w)
     sigmas, several = _sigmas(sigma, "sigma (grid cells)")
-    for name, value in (("capacity", capacity), ("candidates", candidates), ("chunk", chunk)):
+    for name, value in (("capacity", capacity or 1), ("candidates", candidates),
+                        ("chunk", chunk)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    outs = [_vo2017_one_sigma(lat, lng, w, s, capacity, candidates, chunk) for s in sigmas]
+    outs = [_vo2017_one_sigma(lat, lng, w, jnp.asarray(_vo2017_tables(s)),
+                              capacity or (2 if s <= 4.0 else 8), candidates, chunk)
+            for s in sigmas]
     if not several:
         return outs[0]
     return Vo2017Mode(*(jnp.stack(field) for field in zip(*outs)))
@@ -632,10 +670,11 @@ def _spherical_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int)
         kern = jnp.exp(-(_kernel_d2_km(chord2, kernel) * inv))
         return chord2, kern, jnp.einsum("bck,bk->bc", kern, w)
 
-    def shift(chord2, kern):
-        """One mean-shift step: the kernel-weighted mean of the neighbours, renormalised.
-        vMF: weights w_i K_i (the fixed point of the density's gradient on the sphere);
-        Gaussian on θ: w_i K_i θ_i / sin θ_i (its gradient on the sphere)."""
+    def shift(chord2, kern, y):
+        """One mean-shift step: the kernel-weighted mean of the neighbours, renormalised
+        (where it is defined; else ``y``). vMF: weights w_i K_i (the fixed point of the
+        density's gradient on the sphere); Gaussian on θ: w_i K_i θ_i / sin θ_i (its
+        gradient on the sphere)."""
         weight = kern * w[:, None, :]
         if kernel == "gaussian":
             sin_theta2 = chord2 * (1.0 - 0.25 * chord2)  # sin² θ = c² (1 - c² / 4)
@@ -643,7 +682,8 @@ def _spherical_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int)
             weight = weight * jnp.where(sin_theta2 > 1e-12, ratio, 1.0)
         m = [jnp.einsum("bck,bk->bc", weight, a) for a in xyz]
         norm = jnp.sqrt(sum(v * v for v in m))
-        return [v / jnp.where(norm > 0, norm, 1.0) for v in m], norm > 0
+        ok = norm > 0
+        return [jnp.where(ok, v / jnp.where(ok, norm, 1.0), a) for v, a in zip(m, y)]
 
     def one_sigma(sigma):
         # 1 / (2 σ²), finite even where σ² underflows (a zero distance keeps its kernel 1).
@@ -656,19 +696,21 @@ def _spherical_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int)
             dens = jnp.where(jnp.arange(dens.shape[1]) == j[:, None], -jnp.inf, dens)
         cand = jnp.stack(best, axis=-1)  # (B, C)
         y = [jnp.take_along_axis(a, cand, axis=-1) for a in xyz]
-        chord2, kern, f = at(y, inv)
 
         def step(_, carry):
-            y, chord2, kern, f = carry
-            y_new, moved = shift(chord2, kern)
-            chord2_new, kern_new, f_new = at(y_new, inv)
-            up = moved & (f_new >= f)  # keep a step only where the density does not fall
-            keep = lambda new, old: jnp.where(up[..., None] if new.ndim == 3 else up,  # noqa: E731
-                                              new, old)
-            return ([keep(a, b) for a, b in zip(y_new, y)], keep(chord2_new, chord2),
-                    keep(kern_new, kern), keep(f_new, f))
+            """Evaluate the density at the iterate, keep the best point visited, shift."""
+            y, best_y, best_f = carry
+            chord2, kern, f = at(y, inv)
+            better = f > best_f
+            best_y = [jnp.where(better, a, b) for a, b in zip(y, best_y)]
+            return shift(chord2, kern, y), best_y, jnp.where(better, f, best_f)
 
-        y, _, _, f = jax.lax.fori_loop(0, steps, step, (y, chord2, kern, f))
+        start_f = jnp.full(cand.shape, -jnp.inf, w.dtype)
+        y, best_y, best_f = jax.lax.fori_loop(0, steps, step, (y, y, start_f))
+        _, _, f = at(y, inv)  # the last iterate
+        better = f > best_f
+        y = [jnp.where(better, a, b) for a, b in zip(y, best_y)]
+        f = jnp.where(better, f, best_f)
         top = jnp.argmax(f, axis=-1)[:, None]
         y = jnp.stack([jnp.take_along_axis(a, top, axis=-1)[:, 0] for a in y], axis=-1)
         mode_lat, mode_lng = sphere.xyz_to_latlng(y, xp=jnp)
@@ -685,29 +727,36 @@ def _spherical_mode(lat, lng, w, sigmas, kernel: str, steps: int, starts: int, c
 
 
 def spherical_mode(lat: Any, lng: Any, w: Any, sigma_km: float | Sequence[float], *,
-                   kernel: str = "gaussian", steps: int = 10, starts: int = 4,
+                   kernel: str = "vmf", steps: int = 20, starts: int = 4,
                    chunk: int = 128) -> SphericalMode:
     """Eq. 1's mode on the sphere, σ in km (geojax's default); jittable.
 
-    The density is :func:`spherical_density` (a Gaussian on great-circle distance, or a von
-    Mises–Fisher kernel with ``κ = (R / σ)²``) — geojax's choice, where the authors' code
-    used σ in degrees on a lat/lng grid (:func:`vo2017_mode`). Its mode is searched as
-    001 §3.2 suggests, from the neighbours' own locations: the density at each of the k
-    neighbours (a k × k kernel matrix), then ``steps`` mean-shift steps on the sphere (the
-    kernel-weighted mean of the neighbours in 3D, renormalised; for the Gaussian each
-    weight also carries ``θ / sin θ``, so the step follows the gradient on the sphere) from
-    each of the ``starts`` neighbours of highest density; a step is kept only where it does
-    not lower the density, so the answer is never below the best neighbour. The best of the
-    ``starts`` ascents is the mode. As σ → 0 or m → ∞ it is the NN (001 §3.2).
+    The density is :func:`spherical_density` — a von Mises–Fisher kernel ``exp(κ (cos θ -
+    1))`` with ``κ = (R / σ)²`` (the default), or a Gaussian on great-circle distance
+    ``exp(-(R θ)² / (2 σ²))``: geojax's choice, where the authors' code used σ in degrees on
+    a lat/lng grid (:func:`vo2017_mode`). The two kernels differ by a factor
+    ``exp(-R² (θ² - c²) / (2 σ²))`` (c the chord), i.e. ``θ² / 12`` relative in the
+    exponent: 0.02 % at 3 σ for σ = 111 km. The vMF kernel is the default because it needs
+    no arc length (twice as fast on CPU, benchmarks/README.md).
+
+    Its mode is searched as 001 §3.2 suggests, from the neighbours' own locations: the
+    density at each of the k neighbours (a k × k kernel matrix), then ``steps`` mean-shift
+    steps on the sphere from each of the ``starts`` neighbours of highest density (the
+    kernel-weighted mean of the neighbours in 3D, renormalised; for the Gaussian each weight
+    also carries ``θ / sin θ``, so the step follows the density's gradient on the sphere).
+    The answer is the point of highest density among all points visited, so never below the
+    best neighbour. As σ → 0 or m → ∞ it is the NN (001 §3.2). Batches are processed in
+    chunks of ``chunk`` queries.
 
     Args:
       lat, lng: ``(B, k)`` neighbour locations in degrees, best neighbour first.
       w: ``(B, k)`` non-negative weights (:func:`neighbour_weights`).
       sigma_km: the kernel's σ in km, or a sequence of them (computed in one pass: the
         neighbours' pairwise distances are shared).
-      kernel: ``"gaussian"`` or ``"vmf"``.
-      steps: mean-shift steps (0: the best neighbour).
+      kernel: ``"vmf"`` or ``"gaussian"``.
+      steps: mean-shift steps (0: the densest neighbour).
       starts: how many of the densest neighbours start an ascent.
+      chunk: queries per chunk (a tuning knob).
     Returns:
       A :class:`SphericalMode` of ``(B,)`` arrays (``(S, B)`` for a sequence of S σ); the
       longitude in [-180, 180).
