@@ -5,12 +5,13 @@ retrieval (§3.2): the query's nearest training images (NN) and the mode of the 
 of its k = 100 nearest neighbours' locations, weighted by ``s_i^m`` with m = 10 (Eq. 1;
 "kNN"). Rows: the classifier's arg-max ("[L] <n>C"; 001 Table 1 "[L] 7011C"), "[L] NN",
 "[L] kNN" with σ = 1, 4, 16 degrees (001 Table 2; the grid search of the authors' code) and
-geojax's spherical kernel (σ in km), and a hybrid (kernel density inside the top class).
+geojax's spherical kernel (σ in km).
 
 ``[L]`` (default): one network trained on the finest partition alone (001's "Lone").
 ``:M``: 001's "[M]": six box partitions from coarse to fine trained jointly (as
 ``configs/multi_partition.py``), with one classification row per partition and the
-retrieval rows on its features ("[M] NN", ...).
+retrieval rows on its features ("[M] NN", ...) and a hybrid (the kernel density of the
+neighbours inside the top class of the coarsest partition).
 
 The database index is ScaNN (``pip install -e '.[retrieval]'``); ``--config.retrieval.engine=exact``
 searches exactly on the device mesh instead.
@@ -44,4 +45,6 @@ def get_config(arg=None):
     config.retrieval = common.retrieval(runlocal=runlocal, name_prefix=f"[{model}] ")
     common.training(config, runlocal=runlocal,
                     stages=dict(train=common.end_to_end(tuple(parts), runlocal=runlocal)))
+    if model == "L":  # one fine head: its top class holds few neighbours, the hybrid adds nothing
+        config.eval.predictors = tuple(k for k in config.eval.predictors if k != "hybrid")
     return config

@@ -24,10 +24,9 @@ def test_knn_kde_rows_store_index_reuse_and_engines(tmp_path):
     config, workdir, rows = _run(tmp_path, "scann")
     names = list(rows)
     assert names[0] == "constant (densest cell)" and names[1].startswith("boxes (")
-    assert names[2:8] == ["[L] NN", "[L] kNN σ=1° (vo2017)", "[L] kNN σ=4° (vo2017)",
-                          "[L] kNN σ=16° (vo2017)", "[L] kNN σ=25 km (spherical)",
-                          "[L] hybrid: boxes top-1 → kNN σ=25 km"]
-    for name in names[2:8]:
+    assert names[2:7] == ["[L] NN", "[L] kNN σ=1° (vo2017)", "[L] kNN σ=4° (vo2017)",
+                          "[L] kNN σ=16° (vo2017)", "[L] kNN σ=25 km (spherical)"]
+    for name in names[2:7]:
         assert rows[name]["n"] == 48 and rows[name]["n_missing"] == 0
     (digest,) = os.listdir(os.path.join(workdir, "retrieval"))
     folder = os.path.join(workdir, "retrieval", digest)
@@ -40,8 +39,11 @@ def test_knn_kde_rows_store_index_reuse_and_engines(tmp_path):
     assert any(line.startswith("[retrieval] reusing the scann index") for line in logs), logs
     assert again == rows
     # 2,000 database rows: ScaNN scores them all (brute force below 10,000), so every
-    # retrieval row equals the exact JAX engine's.
-    _, _, exact = _run(tmp_path, "exact", **{"retrieval.engine": "exact"})
-    for name in names[2:8]:
+    # retrieval row equals the exact JAX engine's (its index beside ScaNN's, on the same store).
+    with config.unlocked():
+        config.retrieval.engine = "exact"
+    exact = experiment.evaluate_workdir(config, workdir, log=quiet)["im2gps3k"]
+    assert sorted(os.listdir(folder)) == ["features", "index-exact", "index-scann"]
+    for name in names[2:7]:
         for key, value in rows[name].items():
             np.testing.assert_allclose(exact[name][key], value, rtol=1e-6, err_msg=name)
