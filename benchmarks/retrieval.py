@@ -21,6 +21,7 @@ equidistant, a harder case for any partitioning index.
     python benchmarks/retrieval.py                  # 1M × 512, 1,000 queries, k = 100
     python benchmarks/retrieval.py --quick          # 50,000 × 128, 500 queries: a smoke run
     python benchmarks/retrieval.py --scann_leaves 10,40   # + ScaNN with other leaves_to_search
+    python benchmarks/retrieval.py --scann_params '{"reorder_factor": 8}'   # override the rule
     python benchmarks/retrieval.py --features <workdir>/features/train [--query_features DIR]
 
 With ``--features`` the database is a geojax feature store (``geojax.inference.features``);
@@ -140,7 +141,8 @@ def _child(engine: str, work: str, args: argparse.Namespace) -> None:
         t = time.perf_counter()
         index = retrieval.Index.build(
             database, lat=np.zeros(info["num"]), lng=np.zeros(info["num"]), engine=engine,
-            valid=info["valid"], log=lambda line: print("   ", line, flush=True))
+            valid=info["valid"], params=json.loads(args.scann_params) if engine == "scann"
+            else None, log=lambda line: print("   ", line, flush=True))
         result["build_s"] = time.perf_counter() - t
         result["params"] = index.params
         settings = [None]
@@ -154,10 +156,14 @@ def _child(engine: str, work: str, args: argparse.Namespace) -> None:
             t = time.perf_counter()
             _, found = index.search(queries, args.k, batch_size=args.batch)
             seconds = time.perf_counter() - t
-            label = ("default rule" if leaves is None else "") + (
-                f" leaves_to_search={index.params['leaves_to_search']}" if engine == "scann"
-                else f" {index.params['dtype']}, batches of {min(args.batch, len(queries))}")
-            result["search"].append({"label": label.strip(), "seconds": seconds})
+            if engine == "exact":
+                label = f"{index.params['dtype']}, batches of {min(args.batch, len(queries))}"
+            else:
+                label = f"leaves_to_search={index.params['leaves_to_search']}"
+                if leaves is None:
+                    label += (" (the default rule)" if json.loads(args.scann_params) == {}
+                              else " (the rule with --scann_params)")
+            result["search"].append({"label": label, "seconds": seconds})
             np.save(os.path.join(work, f"{engine}-{i}.npy"), found)
     result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["index_rss_kib"] = result["peak_rss_kib"] - loaded_kib
@@ -226,6 +232,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024, help="Index.search batch_size")
     parser.add_argument("--scann_leaves", default="",
                         help="comma-separated leaves_to_search to measure besides the rule's")
+    parser.add_argument("--scann_params", default="{}",
+                        help='JSON overrides of the ScaNN rule, e.g. \'{"reorder_factor": 8}\'')
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--quick", action="store_true", help="50,000 × 128, 500 queries")
     parser.add_argument("--features", help="a feature store directory: the database")
@@ -247,6 +255,8 @@ def main() -> None:
         work = args.workdir or tmp
         os.makedirs(work, exist_ok=True)
         print(_prepare(work, args), flush=True)
+        print("load average (1 min) at the start: %.1f on %d cores" % (os.getloadavg()[0],
+                                                                       os.cpu_count()))
         results = {}
         for engine in engines:
             print(f"{engine}: building and searching in a child process", flush=True)
@@ -273,6 +283,7 @@ def main() -> None:
                       f"{r['index_rss_kib'] / 2**20:.2f} |")
         if "scann" in results:
             print(f"\nScaNN parameters (default rule): {results['scann']['params']}")
+        print("load average (1 min) at the end: %.1f" % os.getloadavg()[0])
 
 
 if __name__ == "__main__":

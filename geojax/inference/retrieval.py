@@ -17,19 +17,21 @@ the ``k`` database rows of highest inner product::
 **Engines.**
 
 * ``"scann"`` (approximate; the ``retrieval`` extra, ``pip install -e '.[retrieval]'``):
-  ScaNN's partitioning tree (k-means leaves; a query scores only the rows of its
+  ScaNN's partitioning tree (spherical k-means leaves; a query scores only the rows of its
   ``leaves_to_search`` nearest leaves), asymmetric hashing of the rows in those leaves (each
-  pair of dimensions quantised to one of 16 centres, scored with 4-bit look-up tables,
-  anisotropic loss), then exact float32 reordering of the best ``reorder_factor × k``
-  candidates, so the returned scores are exact inner products. Runs on the host CPUs.
+  pair of dimensions of a row's residual from its leaf centre quantised to one of 16 codes,
+  scored through 16-entry look-up tables), then exact float32 reordering of the best
+  ``reorder_factor × k`` candidates, so the returned scores are exact inner products. Runs
+  on the host CPUs.
   Parameters from the number ``n`` of valid rows (:func:`scann_params`, every value
   overridable through ``params``, e.g. ``config.retrieval.scann``):
 
   - ``n < brute_force_below`` (10,000): ScaNN's exact brute-force scorer, no tree;
-  - ``num_leaves = round(sqrt(n))`` leaves (k-means), trained with the hashing on
+  - ``num_leaves = round(sqrt(n))`` leaves (``spherical=True``), trained with the hashing on
     ``training_sample_size = min(n, max(100,000, 50 × num_leaves))`` rows;
   - ``leaves_to_search = max(8, ceil(num_leaves / 50))`` leaves per query (2 % of the rows);
-  - asymmetric hashing: ``dims_per_block = 2``, ``anisotropic_quantization_threshold = 0.2``;
+  - asymmetric hashing: ``dims_per_block = 2``, plain (``anisotropic_quantization_threshold
+    = None``; a number, e.g. ScaNN's customary 0.2, turns the anisotropic loss on);
   - reordering of ``reorder_factor × k`` candidates, ``reorder_factor = 4``.
 
   On 1,000,000 × 512 clustered features (``benchmarks/retrieval.py``) these give recall@100
@@ -96,8 +98,9 @@ ROWS_PER_CHUNK = 65_536  # rows read from a feature store at a time while buildi
 
 SCANN_DEFAULTS = dict(brute_force_below=10_000, num_leaves=None, leaves_to_search=None,
                       training_sample_size=None, dims_per_block=2,
-                      anisotropic_quantization_threshold=0.2, reorder_factor=4,
-                      spherical=False, num_threads=0)
+                      anisotropic_quantization_threshold=None, reorder_factor=4,
+                      spherical=True, num_threads=0)
+SCANN_THREAD_BATCH = 128  # queries per task of ScaNN's search threads
 EXACT_DEFAULTS = dict(dtype="float32", block_rows=32_768)
 EXACT_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -307,14 +310,16 @@ class _ScannEngine:
         builder = scann.scann_ops_pybind.builder(data, 100, "dot_product")
         if p["num_leaves"]:
             log(f"ScaNN: tree of {p['num_leaves']} leaves ({p['leaves_to_search']} searched), "
-                f"asymmetric hashing ({p['dims_per_block']} dims per block), reordering "
-                f"{p['reorder_factor']}×k, over {n} rows × {db.dim}")
+                f"asymmetric hashing ({p['dims_per_block']} dimensions per block), exact "
+                f"reordering of {p['reorder_factor']}×k candidates, over {n} rows × {db.dim}")
             builder = builder.tree(
                 num_leaves=p["num_leaves"], num_leaves_to_search=p["leaves_to_search"],
                 training_sample_size=p["training_sample_size"], spherical=bool(p["spherical"]))
+            threshold = p["anisotropic_quantization_threshold"]
             builder = builder.score_ah(
                 p["dims_per_block"],
-                anisotropic_quantization_threshold=p["anisotropic_quantization_threshold"],
+                anisotropic_quantization_threshold=(
+                    float("nan") if threshold is None else float(threshold)),
                 training_sample_size=p["training_sample_size"])
             builder = builder.reorder(p["reorder_factor"] * 100)
         else:
@@ -342,13 +347,19 @@ class _ScannEngine:
             more_idx, more_dist = self._search(queries[missing], k, pre, leaves, batch_size)
             idx[missing], dist[missing] = more_idx, more_dist
             missing = np.isnan(dist).any(axis=1)
-        return dist.astype(np.float32, copy=False), idx.astype(np.int64)
+        return dist, idx
 
     def _search(self, queries, k, pre, leaves, batch_size):
-        idx, dist = self.searcher.search_batched_parallel(
-            queries, final_num_neighbors=k, pre_reorder_num_neighbors=pre,
-            leaves_to_search=leaves, batch_size=batch_size)
-        return np.array(idx), np.array(dist)
+        idx = np.empty((len(queries), k), np.int64)
+        dist = np.empty((len(queries), k), np.float32)
+        for start in range(0, len(queries), batch_size):
+            # ScaNN's threads take SCANN_THREAD_BATCH queries of the batch at a time.
+            found, scores = self.searcher.search_batched_parallel(
+                queries[start:start + batch_size], final_num_neighbors=k,
+                pre_reorder_num_neighbors=pre, leaves_to_search=leaves,
+                batch_size=SCANN_THREAD_BATCH)
+            idx[start:start + batch_size], dist[start:start + batch_size] = found, scores
+        return idx, dist
 
     def save(self, folder: str) -> None:
         os.makedirs(os.path.join(folder, "scann"))
