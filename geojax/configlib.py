@@ -138,11 +138,12 @@ def retrieval(*, runlocal: bool, engine: str = "scann", name_prefix: str = "") -
     ``retrieval``, ``kde`` and the ``nn`` / ``knn`` / ``hybrid`` predictors).
 
     The database is the training split: the L2-normalised backbone features of the final
-    weights, stored in ``<workdir>/retrieval/features`` (``feature_dtype``, ``shard_size``
-    rows per shard) and indexed by ``engine`` (``"scann"``: the ``retrieval`` extra, parameters
-    chosen from the database size, overridden by ``scann``; ``"exact"``: brute force on the
-    device mesh). ``k`` neighbours, weights ``s_i^m`` (001: k = 100, m = 10); one row per
-    σ of ``vo2017_sigmas`` (degrees: 001's σ = 1, 4, 16 on the authors' lat/lng grid) and of
+    weights, stored in ``<workdir>/retrieval/<backbone digest>/features`` (``feature_dtype``,
+    ``shard_size`` rows per shard) and indexed by ``engine`` (``"scann"``: the ``retrieval``
+    extra, parameters chosen from the database size, overridden by ``scann``; ``"exact"``:
+    brute force on the device mesh, overridden by ``exact``); a saved index built with other
+    parameters is rebuilt. ``k`` neighbours, weights ``s_i^m`` (001: k = 100, m = 10); one
+    row per σ of ``vo2017_sigmas`` (degrees: 001's σ = 1, 4, 16 on the authors' lat/lng grid) and of
     ``sigmas_km`` (geojax's spherical kernel, ``kernel`` ``"gaussian"`` or ``"vmf"``);
     ``hybrid``: the kernel density inside the ``top_classes`` most probable classes of head
     ``head`` (empty: the model's coarsest head).
@@ -158,6 +159,7 @@ def retrieval(*, runlocal: bool, engine: str = "scann", name_prefix: str = "") -
         hybrid=dict(head="", top_classes=1, sigma_km=25.0),
         feature_dtype="float16",
         shard_size=4096 if runlocal else 65536,
-        scann={},
+        scann={},  # overrides of retrieval.scann_params (e.g. leaves_to_search)
+        exact={},  # overrides of retrieval.exact_params (dtype, block_rows)
         name_prefix=name_prefix,
     ))

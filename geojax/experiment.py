@@ -84,17 +84,23 @@ def retrieval_index(ctx: RunContext, state: TrainState) -> retrieval.Index:
                                  shard_size=int(cfg.shard_size), dtype=cfg.feature_dtype, log=ctx.log)
     meta = {**meta, "dim": int(store.dim)}
     directory = os.path.join(root, f"index-{cfg.engine}")
+    overrides = dict(cfg.get(cfg.engine, {}))  # config.retrieval.scann / .exact
     if os.path.exists(directory):
         try:
             index = retrieval.Index.load(directory, expect=meta, mesh=ctx.mesh)
-            ctx.log(f"[retrieval] reusing the {cfg.engine} index of {index.num} images in {directory}")
-            return index
+            wanted = (retrieval.scann_params(index.num_valid, overrides) if cfg.engine == "scann"
+                      else retrieval.exact_params(overrides))
+            if index.params == wanted:
+                ctx.log(f"[retrieval] reusing the {cfg.engine} index of {index.num} images in "
+                        f"{directory}")
+                return index
+            ctx.log(f"[retrieval] rebuilding {directory}: built with parameters {index.params}, "
+                    f"the config asks for {wanted}")
         except (retrieval.IndexMismatchError, retrieval.IndexFileError) as err:
             ctx.log(f"[retrieval] rebuilding {directory}: {err}")
     t0 = time.perf_counter()
     index = retrieval.Index.build(store, lat=store.lat, lng=store.lng, engine=cfg.engine, meta=meta,
-                                  valid=store.valid, params=dict(cfg.get("scann", {})),
-                                  mesh=ctx.mesh, log=ctx.log)
+                                  valid=store.valid, params=overrides, mesh=ctx.mesh, log=ctx.log)
     if ctx.is_main:
         index.save(directory)
     ctx.log(f"[retrieval] {cfg.engine} index of {index.num} images x {index.dim} built in "
