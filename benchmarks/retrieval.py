@@ -157,7 +157,8 @@ def _child(engine: str, work: str, args: argparse.Namespace) -> None:
             _, found = index.search(queries, args.k, batch_size=args.batch)
             seconds = time.perf_counter() - t
             if engine == "exact":
-                label = f"{index.params['dtype']}, batches of {min(args.batch, len(queries))}"
+                padded = min(args.batch, 1 << (len(queries) - 1).bit_length())
+                label = f"{index.params['dtype']}, batches of {padded} (Index.search's padding)"
             else:
                 label = f"leaves_to_search={index.params['leaves_to_search']}"
                 if leaves is None:

@@ -518,7 +518,9 @@ class _ExactEngine:
         per_device, block = self._layout(self.num_valid, self.mesh, self.params["block_rows"])
         fn = _exact_search_fn(self.mesh, self.num_valid, per_device, block, k)
         replicated = NamedSharding(self.mesh, P())
-        batch = min(batch_size, len(queries))
+        # Batches of batch_size queries, or of the power of two above a smaller total: one
+        # compilation per size, at most log2(batch_size) sizes.
+        batch = min(batch_size, 1 << (len(queries) - 1).bit_length())
         scores = np.empty((len(queries), k), np.float32)
         rows = np.empty((len(queries), k), np.int64)
         for start in range(0, len(queries), batch):
