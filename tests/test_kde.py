@@ -170,12 +170,12 @@ def test_vo2017_mode_at_the_poles_and_the_antimeridian(rng):
                           kde.vo2017_mode_reference(lat, lng, w, sigma))
 
 
-def test_vo2017_mode_wide_sigma_and_jit(rng):
+def test_vo2017_mode_wide_sigma(rng):
     # σ = 50 cells: the 1° grid's kernel (radius 200) is wider than its 180 rows (reflected
-    # more than once). Under jax.jit, as a predictor calls it.
+    # more than once).
     lat, lng, w = _neighbour_sets(rng, _B, _K)
-    mode = jax.jit(functools.partial(kde.vo2017_mode, sigma=50.0, capacity=2))(lat, lng, w)
-    _assert_same_mode(mode, kde.vo2017_mode_reference(lat, lng, w, 50.0))
+    _assert_same_mode(kde.vo2017_mode(lat, lng, w, 50.0, capacity=2),
+                      kde.vo2017_mode_reference(lat, lng, w, 50.0))
 
 
 def test_vo2017_several_sigmas_equal_separate_calls(rng):
@@ -271,9 +271,13 @@ def test_small_sigma_gives_the_nearest_neighbour(rng):
 def test_one_neighbour_is_the_nearest_neighbour(rng):
     lat, lng, scores = _distinct_cells(rng, _B, 1)
     w = np.ones_like(lat)
-    for sigma in (1.0, 16.0):
-        _assert_nn(kde.vo2017_mode(lat, lng, w, sigma, capacity=2), lat, lng)
-    _assert_nn(kde.spherical_mode(lat, lng, w, [10.0, 1000.0]), lat, lng)
+    # Under jax.jit, as a predictor calls them.
+    vo2017 = jax.jit(functools.partial(kde.vo2017_mode, sigma=[1.0, 16.0], capacity=2))
+    for sigma_mode in zip(*vo2017(lat, lng, w)):
+        _assert_nn(kde.Vo2017Mode(*sigma_mode), lat, lng)
+    spherical = jax.jit(functools.partial(kde.spherical_mode, sigma_km=[10.0, 1000.0]))
+    for sigma_mode in zip(*spherical(lat, lng, w)):
+        _assert_nn(kde.SphericalMode(*sigma_mode), lat, lng)
 
 
 # --------------------------------------------------------------------------------------

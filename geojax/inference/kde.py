@@ -316,48 +316,101 @@ _BRANCH = 4
 # into a quarter-size batch, with _RETRY_CAPACITY times the capacity; the few left over,
 # one at a time on the whole grid.
 _RETRY_CAPACITY = 4
+_RETRY_FRACTION = 4
+
+
+# Rows of each tile level's table (all children of the level above, even past the grid).
+_LEVEL_ROWS = tuple(-(-_GRID // _TILE_LEVELS[0]) * _BRANCH**level
+                    for level in range(len(_TILE_LEVELS) - 1))
+_LEVEL_OFFSETS = tuple(int(x) for x in np.cumsum((0,) + _LEVEL_ROWS) * _GRID)
+_NO_WRAP = 1 << 20  # the period of an axis that does not wrap: larger than any difference
+
+
+def _band_radius(sigma: float) -> int:
+    """Half-width of the band tables: the kernel's radius ``int(4 σ + 0.5)``, at least 64
+    (so σ up to 15.9 cells share one shape and one compilation), at most ``_GRID``."""
+    radius = 0 if sigma <= 1e-15 else int(_TRUNCATE * sigma + 0.5)
+    return min(max(radius, 64), _GRID)
 
 
 def _axis_tables(sigma: float, n: int, mode: str) -> np.ndarray:
-    """One grid axis of ``n`` cells at one σ, for the tile search: ``tables[l, a * _GRID +
-    r']`` is the largest response over tile ``a`` of level ``l`` (tiles of
-    ``_TILE_LEVELS[l]`` cells) to an impulse at cell ``r'`` under
-    scipy.ndimage.gaussian_filter1d (``truncate=4``, the axis's boundary ``mode``); at the
-    last level tiles are cells and this is the filter itself. Cells from ``n`` to ``_GRID``
-    respond to nothing. Shape ``(len(_TILE_LEVELS), _GRID * _GRID)``, float32."""
-    if sigma <= 1e-15:  # scipy's gaussian_filter leaves such an axis unfiltered
+    """One grid axis of ``n`` cells at one σ, for the tile search, as one flat float32 array.
+
+    With ``g[r, r']`` scipy.ndimage.gaussian_filter1d's response at cell ``r`` to an impulse
+    at ``r'`` (``truncate=4``, the axis's boundary ``mode``; the identity for σ ≤ 1e-15,
+    where scipy's gaussian_filter does not filter):
+
+    * for each tile level ``l`` but the last, at ``_LEVEL_OFFSETS[l] + a * _GRID + r'``: the
+      largest response over tile ``a`` (of ``_TILE_LEVELS[l]`` cells) to an impulse at
+      ``r'``;
+    * then the cells' band: at ``_LEVEL_OFFSETS[-1] + r' * W + (d + radius + 1)``,
+      ``g[r' + d, r']`` for ``|d| <= radius`` (``d`` taken modulo ``n`` on a wrapping
+      axis), zero in the first and last column (``W = 2 radius + 3``), so that differences
+      beyond the band clip to zero. A band, not the ``n × n`` matrix: its few hundred kB
+      stay in the CPU caches (the search reads it at random).
+    """
+    if sigma <= 1e-15:
         g = np.eye(n)
     else:
         g = scipy.ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode=mode,
                                             truncate=_TRUNCATE)
-    rows = -(-_GRID // max(_TILE_LEVELS)) * max(_TILE_LEVELS)  # whole tiles at every level
+    rows = _LEVEL_ROWS[0] * _TILE_LEVELS[0]
     full = np.zeros((rows, _GRID))
     full[:n, :n] = g
-    tables = np.zeros((len(_TILE_LEVELS), _GRID * _GRID), np.float32)
-    for level, t in enumerate(_TILE_LEVELS):
-        maxima = full.reshape(-1, t, _GRID).max(axis=1)[:_GRID]
-        tables[level, :maxima.size] = maxima.reshape(-1)
-    return tables
+    parts = [full.reshape(-1, t, _GRID).max(axis=1)[:count].reshape(-1)
+             for t, count in zip(_TILE_LEVELS, _LEVEL_ROWS)]
+    radius = _band_radius(sigma)
+    d = np.arange(-radius, radius + 1)
+    impulse = np.arange(_GRID)[:, None]
+    target = impulse + d
+    if mode == "wrap":
+        target = np.remainder(target, n)
+    inside = (target >= 0) & (target < n) & (impulse < n)
+    band = np.zeros((_GRID, 2 * radius + 3))
+    band[:, 1:-1] = np.where(inside, g[np.clip(target, 0, n - 1), np.minimum(impulse, n - 1)],
+                             0.0)
+    return np.concatenate(parts + [band.reshape(-1)]).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=8)
 def _vo2017_tables(sigma: float) -> np.ndarray:
-    """``(stage, axis, level, _GRID²)``: the 1° grid's latitude and longitude, then the
-    0.1° window's rows and columns (5 MB)."""
+    """``(stage, axis, size)``: the 1° grid's latitude and longitude, then the 0.1°
+    window's rows and columns (:func:`_axis_tables`)."""
     window = _axis_tables(sigma, _FINE_WINDOW, "reflect")
     return np.stack([np.stack([_axis_tables(sigma, _COARSE_ROWS, "reflect"),
                                _axis_tables(sigma, _COARSE_COLS, "wrap")]),
                      np.stack([window, window])])
 
 
-def _responses(tables: jax.Array, level, tiles: jax.Array, cells: jax.Array) -> jax.Array:
-    """``tables[level, tiles[b, ..., None] * _GRID + cells[b, None, ..., :]]``, shape
-    ``tiles.shape + (k,)`` for ``tiles (B, ...)`` and ``cells (B, k)``: one flat gather
-    (jnp.take with ``mode="clip"`` lowers to XLA:CPU's fastest gather; indices are in
-    range). ``level`` may be traced."""
-    flat = (level * _GRID * _GRID + tiles[..., None] * _GRID
-            + cells[(slice(None),) + (None,) * (tiles.ndim - 1)])
-    return jnp.take(tables.reshape(-1), flat, mode="clip")
+class _Tables(NamedTuple):
+    """One axis's tables (:func:`_axis_tables`) inside the flat array of all of them (a
+    view, not a copy: slicing the array in the stage loop cost more than the search)."""
+
+    data: jax.Array  # all tables, flat
+    base: jax.Array  # int32 offset of this axis's tables
+    n: jax.Array  # int32 cells of the axis
+    period: jax.Array  # int32: n on a wrapping axis, else _NO_WRAP
+    radius: int  # of the band (static)
+
+
+def _responses(tables: _Tables, level, tiles: jax.Array, cells: jax.Array) -> jax.Array:
+    """The responses of the tiles (of ``level``) to impulses at the neighbours' cells: shape
+    ``tiles.shape + (k,)`` for ``tiles (B, ...)`` and ``cells (B, k)``; one flat gather
+    (jnp.take with ``mode="clip"`` lowers to XLA:CPU's fastest gather). At the last level
+    tiles are cells and the responses are the filter's; ``level`` may be traced above it."""
+    cells = cells[(slice(None),) + (None,) * (tiles.ndim - 1)]
+    tiles = tiles[..., None]
+    if not (isinstance(level, int) and level == len(_TILE_LEVELS) - 1):
+        offset = jnp.asarray(_LEVEL_OFFSETS[:-1], jnp.int32)[level]
+        return jnp.take(tables.data, tables.base + offset + tiles * _GRID + cells, mode="clip")
+    diff = tiles - cells  # |diff| < _GRID: one period at most to add or take away
+    half = tables.period // 2
+    diff = jnp.where(diff >= half, diff - tables.period,
+                     jnp.where(diff < -half, diff + tables.period, diff))
+    width = 2 * tables.radius + 3
+    column = jnp.clip(diff + tables.radius + 1, 0, width - 1)
+    flat = tables.base + _LEVEL_OFFSETS[-1] + cells * width + column
+    return jnp.where(tiles < tables.n, jnp.take(tables.data, flat, mode="clip"), 0.0)
 
 
 def _select(keep, tiles_r, tiles_c, capacity: int):
@@ -456,7 +509,7 @@ def _grid_argmax(rows, cols, w, tables_r, tables_c, capacity: int, candidates: i
                                candidates=candidates)
     r, c, ok = search(rows, cols, w, capacity=capacity)
     batch = w.shape[0]
-    slots = max(1, batch // 4)
+    slots = max(1, batch // _RETRY_FRACTION)
 
     def retry(r, c, ok):
         slot = jnp.cumsum(~ok) - 1
@@ -523,8 +576,17 @@ def _vo2017_search(lat, lng, w, tables, capacity: int, candidates: int):
         cols = jnp.where(first, coarse_c, jnp.where(inside, cols, 0))
         weights = jnp.where(first | inside, w, 0.0)
         rows, cols, weights = _materialise(rows, cols, weights)
-        r, c = _grid_argmax(rows, cols, weights, tables[s, 0], tables[s, 1],
-                            capacity=capacity, candidates=candidates)
+        size = tables.shape[-1]  # of one axis's tables
+        radius = (size - _LEVEL_OFFSETS[-1]) // _GRID // 2 - 1
+        flat = tables.reshape(-1)
+        n_r = jnp.where(first, _COARSE_ROWS, _FINE_WINDOW)
+        n_c = jnp.where(first, _COARSE_COLS, _FINE_WINDOW)
+        r, c = _grid_argmax(
+            rows, cols, weights,
+            _Tables(flat, (2 * s) * size, n_r, jnp.int32(_NO_WRAP), radius),
+            _Tables(flat, (2 * s + 1) * size, n_c, jnp.where(first, _COARSE_COLS, _NO_WRAP),
+                    radius),
+            capacity=capacity, candidates=candidates)
         return (jnp.where(first, r, r1), jnp.where(first, c, c1),
                 jnp.where(first, r2, r), jnp.where(first, c2, c))
 
@@ -544,6 +606,12 @@ def _vo2017_search(lat, lng, w, tables, capacity: int, candidates: int):
     return Vo2017Mode(jnp.where(found, pick(lat), grid_lat),
                       jnp.where(found, pick(lng), grid_lng),
                       jnp.where(found, first, -1).astype(jnp.int32), grid_lat, grid_lng)
+
+
+def _default_capacity(sigma: float) -> int:
+    """Tiles followed per level: the fastest on the neighbour sets of benchmarks/kde.py
+    (a wider filter has more tiles near its maximum)."""
+    return 2 if sigma <= 2.0 else 4 if sigma <= 8.0 else 8
 
 
 def vo2017_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
@@ -587,8 +655,8 @@ def vo2017_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
       w: ``(B, k)`` non-negative weights (:func:`neighbour_weights`).
       sigma: the filter's σ in grid cells (= degrees on the 1° grid), or a sequence of them.
       capacity, candidates, chunk: tuning knobs of the search (tiles followed per level,
-        by default 2 for σ ≤ 4 and 8 above, the fastest on the neighbour sets of
-        benchmarks/kde.py; neighbours whose cells give the first lower bound; queries per
+        by default 2 for σ ≤ 2, 4 for σ ≤ 8 and 8 above, the fastest on the neighbour sets
+        of benchmarks/kde.py; neighbours whose cells give the first lower bound; queries per
         chunk); any positive values give the same answer. Each capacity is compiled once.
     Returns:
       A :class:`Vo2017Mode` of ``(B,)`` arrays, or ``(S, B)`` for a sequence of S σ.
@@ -600,7 +668,7 @@ def vo2017_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     outs = [_vo2017_one_sigma(lat, lng, w, jnp.asarray(_vo2017_tables(s)),
-                              capacity or (2 if s <= 4.0 else 8), candidates, chunk)
+                              capacity or _default_capacity(s), candidates, chunk)
             for s in sigmas]
     if not several:
         return outs[0]
