@@ -142,8 +142,8 @@ def _assert_same_mode(fast, ref):
                       (fast.lat, ref.lat), (fast.lng, ref.lng)):
         close(got, want)
     snapped = ref.neighbour >= 0
-    np.testing.assert_array_equal(np.asarray(fast.lat)[snapped], ref.lat[snapped].astype(np.float32))
-    np.testing.assert_array_equal(np.asarray(fast.lng)[snapped], ref.lng[snapped].astype(np.float32))
+    for got, want in ((fast.lat, ref.lat), (fast.lng, ref.lng)):
+        np.testing.assert_array_equal(np.asarray(got)[snapped], want[snapped].astype(np.float32))
 
 
 # Every vo2017_mode call below has neighbour sets of one shape and capacity 2 or 1, so the

@@ -28,7 +28,6 @@ axis of that length, ``(S, B)``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -277,7 +276,8 @@ def spherical_density(lat_q: Any, lng_q: Any, lat: Any, lng: Any, w: Any, sigma_
     """
     _check_kernel(kernel)
     lat, lng, w = _neighbour_arrays(lat, lng, w)
-    q = _unit_xyz(jnp.asarray(lat_q, lat.dtype)[..., None], jnp.asarray(lng_q, lat.dtype)[..., None])
+    q = _unit_xyz(jnp.asarray(lat_q, lat.dtype)[..., None],
+                  jnp.asarray(lng_q, lat.dtype)[..., None])
     d2 = _kernel_d2_km(_chord2_xyz(q, _unit_xyz(lat, lng)), kernel)
     sigma = jnp.asarray(sigma_km, lat.dtype)[..., None]
     return jnp.sum(w * jnp.exp(-d2 / (2.0 * sigma * sigma)), axis=-1)
