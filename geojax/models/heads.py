@@ -122,24 +122,13 @@ class MultiPartitionHeads(nn.Module):
         }
 
 
-class HierarchyHeads(nn.Module):
+class HierarchyHeads(MultiPartitionHeads):
     """One softmax classifier per partition, each on its own feature vector.
 
     GeoDecoder (003 §3.5) sends each hierarchy's query to that hierarchy's classifier: the
     input is ``(B, H, D)``, row ``h`` for the ``h``-th partition of ``num_classes``.
     Attributes as :class:`MultiPartitionHeads`; parameters under ``<name>/`` likewise.
     """
-
-    num_classes: Sequence[int] | Mapping[str, int]
-    dropout_rate: float = 0.0
-    bottleneck_dim: int | None = None
-    zero_init: bool = False
-    dtype: Dtype = jnp.float32
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The partition (head) names, in order."""
-        return partition_names(self.num_classes)
 
     @nn.compact
     def __call__(self, features: jax.Array, train: bool) -> dict[str, jax.Array]:
