@@ -3,7 +3,8 @@
     python benchmarks/train_throughput.py                          # both models, 5 repetitions
     python benchmarks/train_throughput.py --models small_cnn --repeats 9
     python benchmarks/train_throughput.py --models resnet50 --jax-variants plain,fast
-    python benchmarks/train_throughput.py --models geodecoder,geodecoder224 --xla-settings geojax
+    python benchmarks/train_throughput.py --models geodecoder,geodecoder_vit,geodecoder224 \\
+        --xla-settings geojax
 
 Models (one softmax head each, SGD with momentum 0.9, uint8 → float normalisation and softmax
 cross-entropy inside the step on both sides):
@@ -11,16 +12,20 @@ cross-entropy inside the step on both sides):
 - ``resnet50``: ResNet-50 v1.5 at 224x224, batch 32, 1000 classes.
 - ``small_cnn``: GeoWorld's default backbone (``SmallCNN``, widths (32, 64, 128, 256)) at
   64x64, batch 128, 3000 classes (the size of the GeoWorld PlaNet partition).
-- ``geodecoder``: 003's GeoDecoder at ``configs/geodecoder.py``'s GeoWorld size: 64x64, batch
-  128, a ViT encoder with 8-pixel patches (width 64, 2 blocks), 7 hierarchies x 16 scenes of
-  queries of width 64, 8 decoder layers (the last 2 hierarchy-dependent), the seven GeoWorld
-  hierarchies' class counts; loss = the seven cross-entropies + the scene cross-entropy.
-- ``geodecoder224``: the same at 224x224, batch 16: ViT-S/16 encoder, queries of width 384,
-  003 Table 8's class counts (684 … 21,673).
+- ``geodecoder``: 003's GeoDecoder as ``configs/geodecoder.py``'s GeoWorld default: 64x64,
+  batch 128, ``SmallCNN`` as encoder (its last 4x4 map before pooling: 16 tokens of width 256,
+  projected to the decoder's width), 7 hierarchies x 16 scenes of queries of width 32 (one
+  head, FFN width 64), 8 decoder layers (the last 2 hierarchy-dependent), the seven GeoWorld
+  hierarchies' class counts (63,029 classes); loss = the seven cross-entropies + the scene
+  cross-entropy.
+- ``geodecoder_vit``: the same with ``:encoder=vit``'s encoder, a ViT with 8-pixel patches
+  (64 tokens + the class token, width 64, 2 blocks).
+- ``geodecoder224``: 224x224, batch 16: ViT-S/16 encoder, queries of width 384 (6 heads, FFN
+  width 1536), 003 Table 8's class counts (684 … 21,673).
 
 The JAX side times geojax's real train step (``geojax.training.train.make_train_step``, jitted
 with the state donated) on ``GeoModel(get_backbone(name), MultiPartitionHeads(...))`` (or
-``GeoDecoder(vit_s16(tokens=True, ...), HierarchyHeads(...))``) and the optimizer of
+``GeoDecoder(<encoder>(tokens=True, ...), HierarchyHeads(...))``) and the optimizer of
 ``geojax.training.optim.make_optimizer``. The PyTorch side is the same architecture written
 below (same layers, strides, paddings, batch-norm momentum/epsilon, zero-initialised residual
 scales, space-to-depth channel order; for the GeoDecoder the same pre-norm blocks with
@@ -87,14 +92,17 @@ VARIANTS = {
 
 HEAD = "planet"
 
-# 003's GeoDecoder: name → (image size, batch, ViT encoder, decoder, classes per hierarchy, scenes).
+# 003's GeoDecoder: name → (image size, batch, (encoder, its kwargs), decoder, classes per
+# hierarchy, scenes).
 GEOWORLD_HIERARCHY_CLASSES = (585, 1474, 2959, 6855, 12562, 15993, 22601)  # 400k GeoWorld photos
 PAPER_HIERARCHY_CLASSES = (684, 1744, 3298, 7202, 12893, 16150, 21673)  # 003 Table 8
+GEOWORLD_DECODER = dict(width=32, depth=8, dependent_layers=2, num_heads=1, mlp_ratio=2.0)
 GEODECODERS = {
-    "geodecoder": (64, 128, dict(patch_size=8, width=64, depth=2, num_heads=2),
-                   dict(width=64, depth=8, dependent_layers=2, num_heads=2, mlp_ratio=4.0),
+    "geodecoder": (64, 128, ("small_cnn", dict(widths=(32, 64, 128, 256))), GEOWORLD_DECODER,
                    GEOWORLD_HIERARCHY_CLASSES, 16),
-    "geodecoder224": (224, 16, dict(patch_size=16, width=384, depth=12, num_heads=6),
+    "geodecoder_vit": (64, 128, ("vit_s16", dict(patch_size=8, width=64, depth=2, num_heads=2)),
+                       GEOWORLD_DECODER, GEOWORLD_HIERARCHY_CLASSES, 16),
+    "geodecoder224": (224, 16, ("vit_s16", dict(patch_size=16, width=384, depth=12, num_heads=6)),
                       dict(width=384, depth=8, dependent_layers=2, num_heads=6, mlp_ratio=4.0),
                       PAPER_HIERARCHY_CLASSES, 16),
 }
@@ -135,7 +143,7 @@ def jax_contestant(model_name: str, variant: str, seed: int = 0) -> Callable[[],
         size, batch, encoder, decoder, counts, num_scenes = GEODECODERS[model_name]
         head_classes = {f"hierarchy{k + 1}": c for k, c in enumerate(counts)}
         model = geodecoder_lib.GeoDecoder(
-            registry.get_backbone("vit_s16", tokens=True, **encoder),
+            registry.get_backbone(encoder[0], tokens=True, **encoder[1]),
             heads_lib.HierarchyHeads(head_classes), num_scenes=num_scenes, **decoder)
         scenes = SceneTraining("scene", num_scenes, 1.0, False)
         extra = {"scene": rng.integers(0, num_scenes, (batch,), dtype=np.int32)}
@@ -230,7 +238,10 @@ def torch_models():
             return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
 
     class SmallCNN(nn.Module):
-        def __init__(self, classes: int, widths=(32, 64, 128, 256)):
+        """``classes=None``: no head, the last stage's map before pooling as ``(B, h*w, C)``
+        tokens (geojax's ``SmallCNN(tokens=True)``)."""
+
+        def __init__(self, classes: int | None, widths=(32, 64, 128, 256)):
             super().__init__()
             layers, cin = [], 12
             for width in widths:
@@ -238,11 +249,13 @@ def torch_models():
                 cin = width
             self.stages = nn.ModuleList(nn.Sequential(*layers[i:i + 3])
                                         for i in range(0, len(layers), 3))
-            self.head = nn.Linear(cin, classes)
+            self.head = None if classes is None else nn.Linear(cin, classes)
 
         def forward(self, x):
-            for stage in self.stages:
+            for index, stage in enumerate(self.stages):
                 x = stage(x)
+                if self.head is None and index == len(self.stages) - 1:
+                    return x.flatten(2).transpose(1, 2)
                 if min(x.shape[2:]) >= 2:
                     x = torch.nn.functional.max_pool2d(x, 2)
             return self.head(x.mean(dim=(2, 3)))
@@ -251,12 +264,12 @@ def torch_models():
 
 
 def torch_geodecoder(model_name: str):
-    """The PyTorch twin of ``GeoDecoder(vit_s16(tokens=True, ...), HierarchyHeads(...))`` for
+    """The PyTorch twin of ``GeoDecoder(<encoder>(tokens=True, ...), HierarchyHeads(...))`` for
     ``GEODECODERS[model_name]``: ``forward(x) -> (per-hierarchy logits, scene logits)``."""
     import torch  # pylint: disable=import-outside-toplevel
     from torch import nn  # pylint: disable=import-outside-toplevel
 
-    size, _, enc, dec, counts, num_scenes = GEODECODERS[model_name]
+    size, _, (encoder_name, enc), dec, counts, num_scenes = GEODECODERS[model_name]
     eps = 1e-6  # geojax.models.vit.LN_EPSILON
 
     def mlp(width: int, hidden: int) -> nn.Sequential:
@@ -325,8 +338,13 @@ def torch_geodecoder(model_name: str):
         def __init__(self):
             super().__init__()
             width, hierarchies = dec["width"], len(counts)
-            self.encoder = ViT(**enc)
-            self.proj = nn.Linear(enc["width"], width) if enc["width"] != width else None
+            if encoder_name == "small_cnn":
+                self.encoder = torch_models()[1](None, **enc)
+                tokens_width = enc["widths"][-1]
+            else:
+                self.encoder = ViT(**enc)
+                tokens_width = enc["width"]
+            self.proj = nn.Linear(tokens_width, width) if tokens_width != width else None
             self.queries = nn.Parameter(0.02 * torch.randn(hierarchies, num_scenes, width))
             hidden = int(round(dec["mlp_ratio"] * width))
             first_dependent = dec["depth"] - dec["dependent_layers"]
@@ -370,6 +388,8 @@ def torch_contestant(model_name: str, memory_format: str, seed: int = 0) -> Call
         resnet50, small_cnn = torch_models()
         model = resnet50(classes) if model_name == "resnet50" else small_cnn(classes)
         labels = torch.from_numpy(rng.integers(0, classes, (batch,), dtype=np.int64))
+    space_to_depth = model_name == "small_cnn" or (
+        model_name in GEODECODERS and GEODECODERS[model_name][2][0] == "small_cnn")
     fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     model = model.to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -380,7 +400,7 @@ def torch_contestant(model_name: str, memory_format: str, seed: int = 0) -> Call
 
     def step() -> None:
         x = (images.float() - mean) / std  # (B, H, W, 3), as geojax's normalize_images
-        if model_name == "small_cnn":  # geojax's space_to_depth channel order
+        if space_to_depth:  # geojax's SmallCNN input: space_to_depth, its channel order
             b, h, w, c = x.shape
             x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
             x = x.reshape(b, h // 2, w // 2, 4 * c)

@@ -1,26 +1,35 @@
-"""003's GeoDecoder: hierarchy × scene queries decoded from a ViT's patch tokens.
+"""003's GeoDecoder: hierarchy × scene queries decoded from an image encoder's patch tokens.
 
 The model of 003 §3.2–3.5 (``geojax.models.geodecoder``): H × S learned queries (the seven
 adaptive S2 hierarchies of Table 8 × 16 scenes), 8 decoder layers of which the last 2 are
 hierarchy-dependent, the scene of highest mean channel-0 confidence selecting the queries
 each hierarchy's classifier sees; trained with L = L_geo + L_scene (§3.4; GeoWorld's 16 scene
-labels, ``scene``), with SGD lr 0.01, momentum 0.9, weight decay 1e-4 and MultiStepLR
-(γ = 0.5 at epochs 4, 8, 12, 13, 14, 15, Table 8; ``optim.paper_003_config``); evaluated per
-hierarchy and by the hierarchical product (§3.5).
+labels, ``scene``); evaluated per hierarchy and by the hierarchical product (§3.5).
 
     python -m geojax.main --config=configs/geodecoder.py              # GeoWorld, ≈ 15 min on 2 cores
     python -m geojax.main --config=configs/geodecoder.py:runlocal     # seconds (what the tests run)
     python -m geojax.main --config=configs/geodecoder.py:paper --config.data.source=csv \\
         --config.data.train_csv=mp16.csv --config.data.train_images=DIR ...   # 003's 224 px setup
 
-**GeoWorld default**: 64 px images, a ViT with 8-pixel patches (64 patch tokens + the class
-token, width 64, 2 blocks) as encoder, queries of width 64 (2 attention heads, FFN width 128);
-003's structure (7 hierarchies, 16 scenes, depth 8 with 2 dependent layers) and optimizer,
-1,500 steps of 128 (0.48 epochs of the 400,000 photos: the learning rate stays 0.01, as in
-003's first 4 epochs). ``:paper``: 224 px, ViT-B/16 encoder (003 Table 5's "Ours (ViT)";
-003's main model uses a Swin encoder, which geojax does not have), decoder width 768, batch
-512, 40 epochs of MP-16 (369,060 steps; set ``num_steps`` for another training set), 003's
-augmentation and TenCrop.
+**GeoWorld default** (trained from scratch): 64 px images; as encoder the hierarchical
+classifier's ``small_cnn``, whose last 4 × 4 map gives 16 tokens of width 256 (``:encoder=vit``:
+a ViT with 8-pixel patches, 64 patch tokens + the class token, width 64, 2 blocks); queries of width 32 (one
+attention head, FFN width 64); 003's structure (7 hierarchies, 16 scenes, depth 8 with 2
+dependent layers); 800 steps of 128 with ``configs/hierarchical.py``'s optimizer (SGD,
+momentum 0.9, weight decay 1e-4, lr 0.1 with 5 % warmup and cosine decay), so that
+``configs/hierarchical.py --config.stages.train.num_steps=800
+--config.stages.train.optimizer.schedule.warmup_steps=40`` is the same partitions, optimizer
+and training budget without the decoder. 003's lr 0.01 (for a pretrained encoder) barely moves
+the location losses of a model trained from scratch: at step 200 of 128 (16 scenes → 3 here)
+the coarsest hierarchy's cross-entropy was 6.28 at lr 0.01, 6.09 at lr 0.1 with warmup, 6.01
+with AdamW 1e-3 (log 585 = 6.37). The decoder's 112 queries cost most of the step: ≈ 133
+images/s on 2 idle cores, against ≈ 300 for the hierarchical classifier's ``small_cnn``.
+
+``:paper``: 003's setup for 224 px photos: ViT-B/16 encoder (003 Table 5's "Ours (ViT)";
+003's main model uses a Swin encoder, which geojax does not have), queries of width 768 (12
+heads), batch 512, 40 epochs of MP-16 (369,060 steps; set ``num_steps`` for another training
+set), SGD lr 0.01, momentum 0.9, weight decay 1e-4, MultiStepLR γ = 0.5 at epochs 4, 8, 12,
+13, 14, 15 (Table 8; ``optim.paper_003_config``), 003's augmentation and TenCrop.
 
 **Ablations** (arguments after the colon, combinable; ``launch/geodecoder_tables.py`` runs
 a whole table):
@@ -45,8 +54,10 @@ import ml_collections
 T_MAX = (25000, 10000, 5000, 2000, 1000, 750, 500)  # 003 Table 8
 HIERARCHIES = {7: T_MAX, 5: T_MAX[1:6], 3: T_MAX[2:5], 1: T_MAX[2:3]}
 PAPER_EPOCHS, MP16_IMAGES = 40, 4_723_695  # 003 Table 8: 40 epochs of MP-16
+GEOWORLD_STEPS = 800  # of 128: the GeoWorld default's budget (≈ 15 min on 2 CPU cores)
 
-ARGS = ("runlocal", "paper", "scene", "scenes", "dependent", "depth", "hierarchies", "selection")
+ARGS = ("runlocal", "paper", "encoder", "scene", "scenes", "dependent", "depth", "hierarchies",
+        "selection")
 
 
 def _int_arg(args, key, default, allowed=None):
@@ -60,12 +71,20 @@ def _int_arg(args, key, default, allowed=None):
     return value
 
 
+def _without_none(tree):
+    return {k: _without_none(v) if isinstance(v, dict) else v
+            for k, v in tree.items() if v is not None}
+
+
 def get_config(arg=None):
     args = common.parse_arg(arg, known=ARGS)
     runlocal, paper = bool(args.get("runlocal")), bool(args.get("paper"))
     scene_mode = args.get("scene", "select")
     if scene_mode not in ("select", "auxiliary", "none"):
         raise ValueError(f"':scene={scene_mode}': choose select, auxiliary or none")
+    encoder = args.get("encoder", "vit" if paper else "small_cnn")
+    if encoder not in ("small_cnn", "vit"):
+        raise ValueError(f"':encoder={encoder}': choose small_cnn or vit")
     selection = args.get("selection", "predicted")
     if selection not in ("predicted", "label"):
         raise ValueError(f"':selection={selection}': choose predicted or label")
@@ -86,15 +105,17 @@ def get_config(arg=None):
 
     if paper:
         image_size, batch, num_steps = 224, 512, round(PAPER_EPOCHS * MP16_IMAGES / 512)
-    elif runlocal:
-        image_size, batch, num_steps = 64, 32, 20
-    else:
-        image_size, batch, num_steps = 64, 128, 1500
-    opt = optim.paper_003_config().to_dict()  # milestones in epochs of the training set
-    stage = common.stage(("hierarchy",), num_steps=num_steps, batch_size=batch, optimizer=opt,
-                         log_every=10 if runlocal else 100,
-                         checkpoint_every=10 if runlocal else 500)
-    common.training(config, runlocal=runlocal, stages=dict(train=stage), backbone="vit_s16")
+        # 003's optimizer, milestones in epochs of the training set; unset keys (None) left
+        # out, so that the optimizer's defaults apply and any key can be overridden by a flag.
+        opt = _without_none(optim.paper_003_config().to_dict())
+        opt["schedule"]["warmup_steps"] = 0  # 003: no warmup
+        stage = common.stage(("hierarchy",), num_steps=num_steps, batch_size=batch,
+                             optimizer=opt, log_every=100, checkpoint_every=2000)
+    else:  # from scratch: the end-to-end configs' SGD (hierarchical.py's, at its step count)
+        image_size = 64
+        stage = common.end_to_end(("hierarchy",), runlocal=runlocal, num_steps=GEOWORLD_STEPS)
+    common.training(config, runlocal=runlocal, stages=dict(train=stage),
+                    backbone="small_cnn" if encoder == "small_cnn" else "vit_s16")
 
     config.data.image_size = image_size
     if paper:
@@ -103,12 +124,11 @@ def get_config(arg=None):
         width, heads, mlp_ratio = 768, 12, 4.0
         config.data.augment = "paper_003"
         config.eval.crops = "ten"
-    elif runlocal:
-        config.model.backbone_kwargs = dict(patch_size=8, width=32, depth=1, num_heads=2)
-        width, heads, mlp_ratio = 32, 2, 2.0
     else:
-        config.model.backbone_kwargs = dict(patch_size=8, width=64, depth=2, num_heads=2)
-        width, heads, mlp_ratio = 64, 2, 2.0
+        width, heads, mlp_ratio = 32, 1, 2.0
+        if encoder == "vit":
+            config.model.backbone_kwargs = dict(patch_size=8, width=32 if runlocal else 64,
+                                                depth=1 if runlocal else 2, num_heads=2)
     config.model.geodecoder = ml_collections.ConfigDict(dict(
         width=width,
         depth=depth,

@@ -86,6 +86,22 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits(four_scenes):
         np.testing.assert_allclose(out["logits"][h], reference["logits"][h], atol=0.1)
 
 
+def test_small_cnn_tokens_are_its_last_map_before_pooling():
+    """SmallCNN(tokens=True) returns the 4x4 map of a 64 px image that SmallCNN() max-pools and
+    averages into its features (same parameters)."""
+    from geojax.models.small_cnn import SmallCNN, max_pool_2x2  # pylint: disable=import-outside-toplevel
+    x = jax.random.normal(jax.random.key(4), (2, 64, 64, 3))
+    model = SmallCNN(widths=(4, 8, 8, 16))
+    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(
+        jax.random.key(0, impl="rbg"), x)
+    tokens = jax.jit(lambda v, x: SmallCNN(widths=(4, 8, 8, 16), tokens=True).apply(
+        v, x, train=False))(variables, x)
+    assert tokens.shape == (2, 16, 16)
+    features = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    pooled = jnp.mean(max_pool_2x2(tokens.reshape(2, 4, 4, 16)), axis=(1, 2))
+    np.testing.assert_allclose(pooled, features, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("dependent", [True, False])
 def test_dependent_layer_keeps_hierarchies_apart(dependent):
     """Eq. 4–6: a hierarchy's outputs do not depend on another hierarchy's queries; in an
@@ -246,13 +262,26 @@ def test_config_follows_paper_003():
     assert (section.depth, section.dependent_layers, section.num_scenes) == (8, 2, 16)
     assert tuple(config.partitions.hierarchy.t_max) == (25000, 10000, 5000, 2000, 1000, 750, 500)
     assert config.partitions.hierarchy.t_min == 50
-    opt = config.stages.train.optimizer
-    assert (opt.name, opt.learning_rate, opt.sgd.momentum, opt.weight_decay) == ("sgd", 0.01, 0.9, 1e-4)
-    assert (opt.schedule.name, opt.schedule.gamma) == ("multistep", 0.5)
-    assert tuple(opt.schedule.milestones_epochs) == (4, 8, 12, 13, 14, 15)
     paper = _config("paper")
     assert (paper.data.image_size, paper.model.backbone, paper.eval.crops) == (224, "vit_b16", "ten")
     assert paper.stages.train.batch_size == 512 and paper.model.geodecoder.width == 768
+    opt = paper.stages.train.optimizer
+    assert (opt.name, opt.learning_rate, opt.sgd.momentum, opt.weight_decay) == ("sgd", 0.01, 0.9, 1e-4)
+    assert (opt.schedule.name, opt.schedule.gamma) == ("multistep", 0.5)
+    assert tuple(opt.schedule.milestones_epochs) == (4, 8, 12, 13, 14, 15)
+
+    def values(tree):
+        return [x for v in tree.values() for x in (values(v) if isinstance(v, dict) else [v])]
+    assert None not in values(opt.to_dict())  # every key can be overridden by a flag
+    # The GeoWorld default: hierarchical.py's optimizer, so that it is the same budget.
+    spec = importlib.util.spec_from_file_location("cfg_h", os.path.join(REPO, "configs", "hierarchical.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    baseline = module.get_config(None)
+    baseline.stages.train.num_steps = config.stages.train.num_steps
+    baseline.stages.train.optimizer.schedule.warmup_steps = config.stages.train.num_steps // 20
+    assert config.stages.train.to_dict() == baseline.stages.train.to_dict()
+    assert config.partitions.to_dict() == baseline.partitions.to_dict()
 
 
 @pytest.mark.parametrize("arg, field, value", [
@@ -264,6 +293,7 @@ def test_config_follows_paper_003():
     ("hierarchies=3", "partitions.hierarchy.t_max", (5000, 2000, 1000)),
     ("hierarchies=1", "partitions.hierarchy.t_max", (5000,)),
     ("selection=label", "model.geodecoder.train_selection", "label"),
+    ("encoder=vit", "model.backbone", "vit_s16"),
 ])
 def test_ablation_switches(arg, field, value):
     node = _config(f"runlocal,{arg}")
@@ -283,7 +313,7 @@ def test_bad_arguments_and_sections_are_config_errors():
     with pytest.raises(train_lib.ConfigError, match="3 and 16 scene labels"):
         train_lib.build_model(config, HEADS, freeze_backbone=False)
     config = _config("runlocal")
-    config.model.backbone = "small_cnn"
+    config.model.backbone = "resnet18"
     with pytest.raises(train_lib.ConfigError, match="patch tokens"):
         train_lib.build_model(config, HEADS, freeze_backbone=False)
     config = _config("runlocal")
@@ -305,7 +335,7 @@ OVERRIDES = {"stages.train.num_steps": 12, "stages.train.batch_size": 16,
              "stages.train.checkpoint_every": 6, "stages.train.log_every": 1,
              "stages.train.optimizer.learning_rate": 0.1,
              "stages.train.optimizer.schedule.name": "constant",
-             "stages.train.optimizer.schedule.milestones_epochs": ()}
+             "stages.train.optimizer.schedule.warmup_steps": 0}
 FLAGS = [f"--config.{key}={value}" for key, value in OVERRIDES.items()] + [
     "--config.data.train_size=200"]
 

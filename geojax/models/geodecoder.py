@@ -7,9 +7,10 @@ The model of Clark et al., *Where We Are and What We're Looking At*:
   scene labels: 16 in 003, or 3 / 365).
 * **Image encoder**: 003 encodes the image with a Swin transformer pretrained on ImageNet
   (Table 5 also reports a ViT-B encoder, "Ours (ViT)"). geojax has no Swin: the encoder is
-  any backbone that returns patch tokens — a ViT of ``geojax.models.vit`` with
-  ``tokens=True`` (ViT-S/16 or ViT-B/16 at 224 px; a ViT with 8-pixel patches, 64 tokens,
-  at GeoWorld's 64 px; see ``configs/geodecoder.py``). Tokens of another width than the
+  any backbone that returns patch tokens with ``tokens=True``: a ViT of
+  ``geojax.models.vit`` (ViT-S/16 or ViT-B/16 at 224 px; 8-pixel patches, 64 tokens, at
+  GeoWorld's 64 px) or ``SmallCNN``, whose last 4 × 4 map at 64 px gives 16 tokens (the
+  GeoWorld default of ``configs/geodecoder.py``). Tokens of another width than the
   decoder's are projected by a Dense layer (``token_proj``), as DETR's ``input_proj``.
 * **Hierarchy-independent decoder layers** (``depth - dependent_layers`` of them, Eq. 1–3),
   pre-norm::
@@ -217,7 +218,7 @@ class GeoDecoder(nn.Module):
             tokens = self.backbone(images, train=train)
         if tokens.ndim != 3:
             raise ValueError(f"the GeoDecoder's backbone must return (B, N, D) tokens, got shape "
-                             f"{tokens.shape}; build a ViT with tokens=True")
+                             f"{tokens.shape}; build it with tokens=True (small_cnn, vit_s16, vit_b16)")
         if tokens.shape[-1] != self.width:
             tokens = nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float32,
                               name="token_proj")(tokens)

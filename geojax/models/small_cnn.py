@@ -100,6 +100,7 @@ class SmallCNN(nn.Module):
 
     widths: Sequence[int] = (32, 64, 128, 256)
     dtype: Dtype = jnp.float32
+    tokens: bool = False  # return the last stage's map, unpooled, as (B, h*w, C) tokens
 
     @property
     def feature_dim(self) -> int:
@@ -108,7 +109,9 @@ class SmallCNN(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-        """Maps ``(B, H, W, 3)`` float images (``H``, ``W`` even) to ``(B, widths[-1])`` features.
+        """Maps ``(B, H, W, 3)`` float images (``H``, ``W`` even) to ``(B, widths[-1])`` features
+        (with ``tokens``: the last stage's map before its pooling, ``(B, h*w, widths[-1])``,
+        16 tokens at 64x64 — the patch tokens of GeoDecoder's cross-attention).
 
         ``train`` selects batch statistics (and updates the running averages, with
         ``mutable=["batch_stats"]``) or the running averages.
@@ -124,6 +127,8 @@ class SmallCNN(nn.Module):
                              epsilon=BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
                              name=f"bn{stage + 1}")(x)
             x = nn.relu(x)
+            if self.tokens and stage == len(self.widths) - 1:
+                return x.reshape(x.shape[0], -1, width)
             if min(x.shape[1:3]) >= 2:
                 x = max_pool_2x2(x)
         return jnp.mean(x, axis=(1, 2))

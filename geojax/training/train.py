@@ -199,8 +199,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: Mapping[str, int
         backbone = registry.get_backbone(mcfg.backbone, dtype=dtype, tokens=True, **kwargs)
     except ValueError as error:
         raise ConfigError(f"{error}. The GeoDecoder reads the backbone's patch tokens "
-                          "(tokens=True): use a ViT (config.model.backbone='vit_s16' or 'vit_b16', "
-                          "sized by config.model.backbone_kwargs).") from None
+                          "(tokens=True): use config.model.backbone='small_cnn', 'vit_s16' or "
+                          "'vit_b16' (sized by config.model.backbone_kwargs).") from None
     try:
         scene_training(config)
     except ValueError as error:
