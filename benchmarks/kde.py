@@ -6,6 +6,9 @@ Side by side in one run, on the same neighbour sets (k = 100, m = 10), for each 
   implementation of the authors' grid search (per query: ``np.add.at`` on a 1° grid,
   ``scipy.ndimage.gaussian_filter``, arg-max, the same on a 0.1° window, snap);
 * ``vo2017`` — :func:`geojax.inference.kde.vo2017_mode`, jitted, on a batch of queries;
+* ``lat/lng mean shift`` — :func:`geojax.inference.kde.latlng_mode`: the same density (a
+  Gaussian in the lat/lng plane, σ in degrees) maximised by mean shift from the neighbours,
+  jitted, on the same batch;
 * ``spherical`` — :func:`geojax.inference.kde.spherical_mode` (Gaussian and vMF kernels) with
   ``σ_km = σ * KM_PER_DEGREE`` (111.2 km per degree), jitted, on the same batch.
 
@@ -105,6 +108,7 @@ def main() -> None:
         sigma_km = sigma * kde.KM_PER_DEGREE
         methods = {
             "vo2017": jax.jit(functools.partial(kde.vo2017_mode, sigma=sigma)),
+            "lat/lng mean shift": jax.jit(functools.partial(kde.latlng_mode, sigma=sigma)),
             "spherical, vMF": jax.jit(functools.partial(kde.spherical_mode, sigma_km=sigma_km)),
             "spherical, Gaussian": jax.jit(functools.partial(kde.spherical_mode,
                                                              sigma_km=sigma_km,

@@ -143,8 +143,9 @@ def retrieval(*, runlocal: bool, engine: str = "scann", name_prefix: str = "") -
     extra, parameters chosen from the database size, overridden by ``scann``; ``"exact"``:
     brute force on the device mesh, overridden by ``exact``); a saved index built with other
     parameters is rebuilt. ``k`` neighbours, weights ``s_i^m`` (001: k = 100, m = 10); one
-    row per σ of ``vo2017_sigmas`` (degrees: 001's σ = 1, 4, 16 on the authors' lat/lng grid) and of
-    ``sigmas_km`` (geojax's spherical kernel, ``kernel`` ``"gaussian"`` or ``"vmf"``);
+    row per σ of ``vo2017_sigmas`` (degrees: 001's σ = 1, 4, 16 on the authors' lat/lng grid), of
+    ``latlng_sigmas`` (degrees: the same density's mode by mean shift, ``kde.latlng_mode``) and
+    of ``sigmas_km`` (geojax's spherical kernel, ``kernel`` ``"gaussian"`` or ``"vmf"``);
     ``hybrid``: the kernel density inside the ``top_classes`` most probable classes of head
     ``head`` (empty: the model's coarsest head).
     """
@@ -154,6 +155,7 @@ def retrieval(*, runlocal: bool, engine: str = "scann", name_prefix: str = "") -
         k=100,
         m=10.0,
         vo2017_sigmas=(1.0, 4.0, 16.0),
+        latlng_sigmas=(),
         sigmas_km=(25.0,),
         kernel="gaussian",
         hybrid=dict(head="", top_classes=1, sigma_km=25.0),

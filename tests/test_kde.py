@@ -215,6 +215,49 @@ def test_spherical_mode_is_the_arg_max_over_a_dense_grid(rng, kernel):
         assert gap_km <= step * kde.KM_PER_DEGREE  # within one grid step (0.56 km)
 
 
+def test_latlng_mode_is_the_arg_max_of_density_vo2017_over_a_dense_grid(rng):
+    """Clusters straddling the antimeridian and near a pole included."""
+    step, half = 0.005, 1.0  # degrees: a 400 × 400 grid around the cluster
+    sigma = 0.3  # degrees
+    centres = [(rng.uniform(-60, 60), rng.uniform(-180, 180)) for _ in range(4)]
+    for lat0, lng0 in centres + [(10.0, 179.9), (88.5, -40.0)]:
+        lat, lng = _cluster(rng, 6, lat0, lng0, 0.25)
+        lat = np.minimum(lat, 90.0)
+        w = rng.uniform(0.2, 1.0, 6).astype(np.float32)
+        w[rng.integers(0, 6)] = 0.0  # a neighbour that does not count
+        mode = kde.latlng_mode(lat[None], lng[None], w[None], sigma)
+        g = np.arange(-half, half, step)
+        grid_lat, grid_lng = (a.ravel() for a in np.meshgrid(lat0 + g, lng0 + g, indexing="ij"))
+        keep = np.abs(grid_lat) <= 90.0
+        grid_lat, grid_lng = grid_lat[keep], sphere.wrap_lng(grid_lng[keep])
+        dens = np.asarray(kde.density_vo2017(grid_lat[:, None], grid_lng[:, None], lat[None],
+                                             lng[None], w[None], sigma))[:, 0]
+        best = int(np.argmax(dens))
+        at_mode = float(kde.density_vo2017(mode.lat, mode.lng, lat[None], lng[None], w[None],
+                                           sigma)[0])
+        assert at_mode >= dens[best] * (1 - 1e-5)
+        np.testing.assert_allclose(float(mode.density[0]),
+                                   at_mode * 2 * np.pi * sigma**2, rtol=1e-5)
+        gap = np.hypot(float(mode.lat[0]) - grid_lat[best],
+                       (float(mode.lng[0]) - grid_lng[best] + 180) % 360 - 180)
+        assert gap <= 1.5 * step
+
+
+def test_latlng_mode_is_at_least_the_best_neighbour_and_vo2017s_snap(rng):
+    """Never below the densest neighbour, so never below the neighbour vo2017 snaps to."""
+    lat, lng, w = _neighbour_sets(rng, 64, 40)
+    for sigma in (1.0, 4.0):
+        mode = kde.latlng_mode(lat, lng, w, sigma)
+        at = lambda la, ln: np.asarray(kde.density_vo2017(  # noqa: E731
+            la, ln, lat, lng, w, sigma))
+        at_neighbours = np.stack([at(lat[:, j], lng[:, j]) for j in range(lat.shape[1])])
+        assert np.all(at(mode.lat, mode.lng) >= at_neighbours.max(0) * (1 - 1e-5))
+        snap = kde.vo2017_mode(lat, lng, w, sigma)
+        snapped = np.asarray(snap.neighbour) >= 0
+        assert np.all(at(mode.lat, mode.lng)[snapped]
+                      >= at(snap.lat, snap.lng)[snapped] * (1 - 1e-5))
+
+
 def test_spherical_several_sigmas_equal_separate_calls(rng):
     lat, lng, w = _neighbour_sets(rng, 5, 30)
     sigmas = [25.0, 200.0, 2500.0]
@@ -258,6 +301,7 @@ def test_large_m_gives_the_nearest_neighbour(rng):
         _assert_nn(mode, lat, lng)
     for kernel in ("vmf", "gaussian"):
         _assert_nn(kde.spherical_mode(lat, lng, w, 500.0, kernel=kernel), lat, lng)
+    _assert_nn(kde.latlng_mode(lat, lng, w, 4.0), lat, lng)
 
 
 def test_small_sigma_gives_the_nearest_neighbour(rng):
@@ -266,6 +310,7 @@ def test_small_sigma_gives_the_nearest_neighbour(rng):
     _assert_nn(kde.vo2017_mode(lat, lng, w, 0.0, capacity=2), lat, lng)
     for kernel in ("vmf", "gaussian"):
         _assert_nn(kde.spherical_mode(lat, lng, w, 1e-3, kernel=kernel), lat, lng)
+    _assert_nn(kde.latlng_mode(lat, lng, w, 1e-5), lat, lng)
 
 
 def test_one_neighbour_is_the_nearest_neighbour(rng):
@@ -277,7 +322,7 @@ def test_one_neighbour_is_the_nearest_neighbour(rng):
         _assert_nn(kde.Vo2017Mode(*sigma_mode), lat, lng)
     spherical = jax.jit(functools.partial(kde.spherical_mode, sigma_km=[10.0, 1000.0]))
     for sigma_mode in zip(*spherical(lat, lng, w)):
-        _assert_nn(kde.SphericalMode(*sigma_mode), lat, lng)
+        _assert_nn(kde.DensityMode(*sigma_mode), lat, lng)
 
 
 # --------------------------------------------------------------------------------------
@@ -293,6 +338,8 @@ def test_bad_input_is_refused_with_a_message():
         kde.vo2017_mode(lat, lat, lat, -1.0)
     with pytest.raises(ValueError, match="sigma_km must be positive"):
         kde.spherical_mode(lat, lat, lat, 0.0)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        kde.latlng_mode(lat, lat, lat, [1.0, 0.0])
     with pytest.raises(ValueError, match="kernel must be"):
         kde.spherical_mode(lat, lat, lat, 10.0, kernel="epanechnikov")
     with pytest.raises(ValueError, match="m must be a non-negative"):

@@ -104,7 +104,7 @@ def _neighbours(rng, b=6, k=20):
     return index, scores, rows
 
 
-@pytest.mark.parametrize("mode,sigma", [("vo2017", 4.0), ("spherical", 50.0)])
+@pytest.mark.parametrize("mode,sigma", [("vo2017", 4.0), ("latlng", 0.5), ("spherical", 50.0)])
 def test_kernel_density_with_huge_m_is_the_nearest_neighbour(rng, mode, sigma):
     """001 §3.2: as m grows the kNN output becomes the NN."""
     index, scores, rows = _neighbours(rng)
@@ -126,6 +126,7 @@ def test_kernel_density_rows_are_kde_modes_of_the_neighbours(rng):
     w = kde.neighbour_weights(scores, 10.0)
     for mode, sigma, want in (
             ("vo2017", 1.0, kde.vo2017_mode(index.lat[rows], index.lng[rows], w, 1.0)),
+            ("latlng", 1.0, kde.latlng_mode(index.lat[rows], index.lng[rows], w, 1.0)),
             ("spherical", 25.0, kde.spherical_mode(index.lat[rows], index.lng[rows], w, 25.0))):
         got = predictors.KernelDensity("kNN", index, sigma, mode, k=20, m=10.0,
                                        top_k=5).from_neighbours({}, scores, rows)

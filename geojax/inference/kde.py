@@ -20,6 +20,8 @@ are ``(B, k)``, best neighbour first, latitudes and longitudes in degrees.
 * :func:`spherical_mode` — geojax's default: Eq. 1 with a von Mises–Fisher kernel (or a
   Gaussian on great-circle distance) on the sphere, σ in km, its mode found among the
   neighbours' own locations and refined by mean-shift steps on the sphere.
+* :func:`latlng_mode` — the mode of the vo2017 convention's continuous density (a Gaussian
+  in the lat/lng plane, σ in degrees) by the same mean-shift search, without grids or snap.
 * :func:`density_vo2017`, :func:`spherical_density` — the two densities at given points.
 
 Several σ in one call: pass a sequence as ``sigma`` / ``sigma_km``; outputs get a leading
@@ -44,13 +46,14 @@ __all__ = [
     "KM_PER_DEGREE",
     "SNAP_RADIUS_KM",
     "Vo2017Mode",
-    "SphericalMode",
+    "DensityMode",
     "neighbour_weights",
     "density_vo2017",
     "spherical_density",
     "vo2017_mode",
     "vo2017_mode_reference",
     "spherical_mode",
+    "latlng_mode",
 ]
 
 # Great-circle km per degree of arc (of latitude) on the sphere of geojax.geo: 111.195 km.
@@ -81,12 +84,13 @@ class Vo2017Mode(NamedTuple):
     grid_lng: jax.Array
 
 
-class SphericalMode(NamedTuple):
-    """:func:`spherical_mode`'s answer, each ``(B,)`` (``(S, B)`` for several σ)."""
+class DensityMode(NamedTuple):
+    """:func:`spherical_mode`'s and :func:`latlng_mode`'s answer, each ``(B,)`` (``(S, B)``
+    for several σ)."""
 
     lat: jax.Array
     lng: jax.Array
-    density: jax.Array  # spherical_density at (lat, lng): Σ_i w_i K_i, kernel peak 1
+    density: jax.Array  # the density at (lat, lng) with kernels of peak 1: Σ_i w_i K_i
 
 
 # ----------------------------------------------------------------------------------
@@ -721,37 +725,84 @@ def vo2017_mode_reference(lat: Any, lng: Any, w: Any,
 
 
 # ----------------------------------------------------------------------------------
-# Spherical: geojax's default
+# Mean-shift modes: spherical (geojax's default) and on the lat/lng plane
 # ----------------------------------------------------------------------------------
 
 
-def _spherical_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int):
-    """:func:`spherical_mode` on one chunk of queries; outputs ``(S, B)``."""
-    xyz = _materialise(*_unit_xyz(lat, lng))  # three (B, k)
-    pair = _kernel_d2_km(_chord2_xyz([a[:, :, None] for a in xyz],
-                                     [a[:, None, :] for a in xyz]), kernel)  # (B, k, k)
+def _ascent_space(lat, lng, w, kernel: str):
+    """The geometry of a mean-shift search with weights ``w``: ``(points, dist2, shift,
+    to_latlng)``.
+
+    ``points``: the neighbours in the search's coordinates, a list of ``(B, k)`` arrays
+    (unit-vector components on the sphere; latitude and longitude on the lat/lng plane).
+    ``dist2(y)``: for points ``y`` (a list of ``(B, C)`` arrays) the squared distances to
+    every neighbour in the kernel's unit (km² on the sphere, degrees² on the plane),
+    ``(B, C, k)``, and what ``shift`` needs besides. ``shift(aux, kern, y)``: one mean-shift
+    step from ``y`` given the kernel values ``kern`` ``(B, C, k)``.
+    """
+    if kernel == "latlng":  # density_vo2017: a Gaussian in the lat/lng plane, degrees
+        points = _materialise(lat, lng)
+
+        def dist2(y):
+            dlat = y[0][:, :, None] - points[0][:, None, :]
+            dlng = jnp.remainder(y[1][:, :, None] - points[1][:, None, :] + 180.0, 360.0) - 180.0
+            return dlat * dlat + dlng * dlng, (dlat, dlng)
+
+        def shift(aux, kern, y):
+            """The weighted mean of the neighbours, each taken on the side of the
+            antimeridian nearest ``y``: the fixed-point step of a Gaussian density."""
+            weight = kern * w[:, None, :]
+            total = jnp.sum(weight, -1)
+            ok = total > 0
+            step = [jnp.einsum("bck,bck->bc", weight, d) / jnp.where(ok, total, 1.0)
+                    for d in aux]
+            new_lat = jnp.clip(y[0] - step[0], -90.0, 90.0)
+            new_lng = sphere.wrap_lng(y[1] - step[1], xp=jnp)
+            return [jnp.where(ok, new_lat, y[0]), jnp.where(ok, new_lng, y[1])]
+
+        def to_latlng(y):
+            return y[0], sphere.wrap_lng(y[1], xp=jnp)
+    else:
+        points = _materialise(*_unit_xyz(lat, lng))  # three (B, k)
+
+        def dist2(y):
+            chord2 = _chord2_xyz([a[:, :, None] for a in y], [a[:, None, :] for a in points])
+            return _kernel_d2_km(chord2, kernel), chord2
+
+        def shift(chord2, kern, y):
+            """The kernel-weighted mean of the neighbours in 3D, renormalised (where it is
+            defined; else ``y``). vMF: weights w_i K_i (the fixed point of the density's
+            gradient on the sphere); Gaussian on θ: w_i K_i θ_i / sin θ_i (its gradient on
+            the sphere)."""
+            weight = kern * w[:, None, :]
+            if kernel == "gaussian":
+                sin_theta2 = chord2 * (1.0 - 0.25 * chord2)  # sin² θ = c² (1 - c² / 4)
+                ratio = jnp.sqrt(_angle2(chord2) / jnp.maximum(sin_theta2, 1e-12))
+                weight = weight * jnp.where(sin_theta2 > 1e-12, ratio, 1.0)
+            m = [jnp.einsum("bck,bk->bc", weight, a) for a in points]
+            norm = jnp.sqrt(sum(v * v for v in m))
+            ok = norm > 0
+            return [jnp.where(ok, v / jnp.where(ok, norm, 1.0), a) for v, a in zip(m, y)]
+
+        def to_latlng(y):
+            mode_lat, mode_lng = sphere.xyz_to_latlng(jnp.stack(y, axis=-1), xp=jnp)
+            return mode_lat, sphere.wrap_lng(mode_lng, xp=jnp)
+
+    return points, dist2, shift, to_latlng
+
+
+def _ascent_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int):
+    """:func:`spherical_mode` / :func:`latlng_mode` on one chunk of queries; outputs
+    ``(S, B)``."""
+    points, dist2, shift, to_latlng = _ascent_space(lat, lng, w, kernel)
+    pair, _ = dist2(points)  # (B, k, k)
     n_starts = min(starts, lat.shape[1])
 
     def at(y, inv):
-        """Squared chords (B, C, k), kernel values (B, C, k), densities (B, C) at y."""
-        chord2 = _chord2_xyz([a[:, :, None] for a in y], [a[:, None, :] for a in xyz])
-        kern = jnp.exp(-(_kernel_d2_km(chord2, kernel) * inv))
-        return chord2, kern, jnp.einsum("bck,bk->bc", kern, w)
-
-    def shift(chord2, kern, y):
-        """One mean-shift step: the kernel-weighted mean of the neighbours, renormalised
-        (where it is defined; else ``y``). vMF: weights w_i K_i (the fixed point of the
-        density's gradient on the sphere); Gaussian on θ: w_i K_i θ_i / sin θ_i (its
-        gradient on the sphere)."""
-        weight = kern * w[:, None, :]
-        if kernel == "gaussian":
-            sin_theta2 = chord2 * (1.0 - 0.25 * chord2)  # sin² θ = c² (1 - c² / 4)
-            ratio = jnp.sqrt(_angle2(chord2) / jnp.maximum(sin_theta2, 1e-12))
-            weight = weight * jnp.where(sin_theta2 > 1e-12, ratio, 1.0)
-        m = [jnp.einsum("bck,bk->bc", weight, a) for a in xyz]
-        norm = jnp.sqrt(sum(v * v for v in m))
-        ok = norm > 0
-        return [jnp.where(ok, v / jnp.where(ok, norm, 1.0), a) for v, a in zip(m, y)]
+        """What shift needs, kernel values (B, C, k), densities (B, C) at y."""
+        d2, aux = dist2(y)
+        kern = jnp.exp(-(d2 * inv))
+        return aux, kern, jnp.einsum("bck,bk->bc", kern, w)
 
     def one_sigma(sigma):
         # 1 / (2 σ²), finite even where σ² underflows (a zero distance keeps its kernel 1).
@@ -763,15 +814,15 @@ def _spherical_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int)
             best.append(j)
             dens = jnp.where(jnp.arange(dens.shape[1]) == j[:, None], -jnp.inf, dens)
         cand = jnp.stack(best, axis=-1)  # (B, C)
-        y = [jnp.take_along_axis(a, cand, axis=-1) for a in xyz]
+        y = [jnp.take_along_axis(a, cand, axis=-1) for a in points]
 
         def step(_, carry):
             """Evaluate the density at the iterate, keep the best point visited, shift."""
             y, best_y, best_f = carry
-            chord2, kern, f = at(y, inv)
+            aux, kern, f = at(y, inv)
             better = f > best_f
             best_y = [jnp.where(better, a, b) for a, b in zip(y, best_y)]
-            return shift(chord2, kern, y), best_y, jnp.where(better, f, best_f)
+            return shift(aux, kern, y), best_y, jnp.where(better, f, best_f)
 
         start_f = jnp.full(cand.shape, -jnp.inf, w.dtype)
         y, best_y, best_f = jax.lax.fori_loop(0, steps, step, (y, y, start_f))
@@ -780,23 +831,38 @@ def _spherical_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int)
         y = [jnp.where(better, a, b) for a, b in zip(y, best_y)]
         f = jnp.where(better, f, best_f)
         top = jnp.argmax(f, axis=-1)[:, None]
-        y = jnp.stack([jnp.take_along_axis(a, top, axis=-1)[:, 0] for a in y], axis=-1)
-        mode_lat, mode_lng = sphere.xyz_to_latlng(y, xp=jnp)
-        return mode_lat, sphere.wrap_lng(mode_lng, xp=jnp), jnp.max(f, axis=-1)
+        y = [jnp.take_along_axis(a, top, axis=-1)[:, 0] for a in y]
+        mode_lat, mode_lng = to_latlng(y)
+        return mode_lat, mode_lng, jnp.max(f, axis=-1)
 
     return jax.lax.map(one_sigma, sigmas)
 
 
 @functools.partial(jax.jit, static_argnames=("kernel", "steps", "starts", "chunk"))
-def _spherical_mode(lat, lng, w, sigmas, kernel: str, steps: int, starts: int, chunk: int):
-    search = lambda la, ln, ww: [a.T for a in _spherical_search(  # noqa: E731
+def _ascent_mode(lat, lng, w, sigmas, kernel: str, steps: int, starts: int, chunk: int):
+    search = lambda la, ln, ww: [a.T for a in _ascent_search(  # noqa: E731
         la, ln, ww, sigmas, kernel, steps, starts)]  # per chunk: (B, S)
     return [a.T for a in _in_chunks(search, (lat, lng, w), chunk)]
 
 
+def _ascent(lat, lng, w, sigma, what: str, kernel: str, steps: int, starts: int,
+            chunk: int) -> DensityMode:
+    """The checks and the call shared by :func:`spherical_mode` and :func:`latlng_mode`."""
+    lat, lng, w = _neighbour_arrays(lat, lng, w)
+    sigmas, several = _sigmas(sigma, what)
+    if any(s <= 0.0 for s in sigmas):
+        raise ValueError(f"{what} must be positive, got {sigma!r}")
+    for name, value, low in (("steps", steps, 0), ("starts", starts, 1), ("chunk", chunk, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    out = _ascent_mode(lat, lng, w, jnp.asarray(sigmas, lat.dtype), kernel, steps, starts,
+                       chunk)
+    return DensityMode(*out) if several else DensityMode(*(a[0] for a in out))
+
+
 def spherical_mode(lat: Any, lng: Any, w: Any, sigma_km: float | Sequence[float], *,
                    kernel: str = "vmf", steps: int = 20, starts: int = 4,
-                   chunk: int = 128) -> SphericalMode:
+                   chunk: int = 128) -> DensityMode:
     """Eq. 1's mode on the sphere, σ in km (geojax's default); jittable.
 
     The density is :func:`spherical_density` — a von Mises–Fisher kernel ``exp(κ (cos θ -
@@ -826,17 +892,35 @@ def spherical_mode(lat: Any, lng: Any, w: Any, sigma_km: float | Sequence[float]
       starts: how many of the densest neighbours start an ascent.
       chunk: queries per chunk (a tuning knob).
     Returns:
-      A :class:`SphericalMode` of ``(B,)`` arrays (``(S, B)`` for a sequence of S σ); the
+      A :class:`DensityMode` of ``(B,)`` arrays (``(S, B)`` for a sequence of S σ); the
       longitude in [-180, 180).
     """
     _check_kernel(kernel)
-    lat, lng, w = _neighbour_arrays(lat, lng, w)
-    sigmas, several = _sigmas(sigma_km, "sigma_km")
-    if any(s <= 0.0 for s in sigmas):
-        raise ValueError(f"sigma_km must be positive km, got {sigma_km!r}")
-    for name, value, low in (("steps", steps, 0), ("starts", starts, 1), ("chunk", chunk, 1)):
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    out = _spherical_mode(lat, lng, w, jnp.asarray(sigmas, lat.dtype), kernel, steps, starts,
-                          chunk)
-    return SphericalMode(*out) if several else SphericalMode(*(a[0] for a in out))
+    return _ascent(lat, lng, w, sigma_km, "sigma_km", kernel, steps, starts, chunk)
+
+
+def latlng_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
+                steps: int = 20, starts: int = 4, chunk: int = 128) -> DensityMode:
+    """The mode of :func:`density_vo2017` — Eq. 1 under the authors' convention, an isotropic
+    Gaussian in the lat/lng plane with σ in degrees — by mean shift; jittable.
+
+    The continuous density whose 1° and 0.1° grid samples :func:`vo2017_mode` filters,
+    maximised directly: the density at each of the k neighbours, then ``steps`` mean-shift
+    steps from each of the ``starts`` densest (for a Gaussian the fixed-point step
+    ``x ← Σ w_i K_i x_i / Σ w_i K_i`` climbs the density; each neighbour's longitude is
+    taken on the side of the antimeridian nearest ``x``, latitude is clipped to ±90°). The
+    answer is the point of highest density among all points visited, so at least the
+    density of the best neighbour — in particular of the neighbour :func:`vo2017_mode`
+    snaps to. No grid, no snap: the answer is the density's local maximum, not a neighbour's
+    location. As σ → 0 or m → ∞ it is the NN.
+
+    Args:
+      lat, lng: ``(B, k)`` neighbour locations in degrees, best neighbour first.
+      w: ``(B, k)`` non-negative weights (:func:`neighbour_weights`).
+      sigma: the Gaussian's σ in degrees, or a sequence of them.
+      steps, starts, chunk: as :func:`spherical_mode`.
+    Returns:
+      A :class:`DensityMode` of ``(B,)`` arrays (``(S, B)`` for several σ); its ``density``
+      is :func:`density_vo2017` times ``2π σ²`` (the kernel's peak is 1).
+    """
+    return _ascent(lat, lng, w, sigma, "sigma", "latlng", steps, starts, chunk)

@@ -24,8 +24,8 @@ constants of the jitted function.
 **Retrieval predictors** (001 §3.2) search a database index (``geojax.inference.retrieval``)
 with the query's L2-normalised backbone features, so they run on the host after the jitted
 part (``on_host = True``; ScaNN is a host library): :class:`NearestNeighbour` (001 "NN"),
-:class:`KernelDensity` (001 "kNN", Eq. 1, with the ``vo2017`` or ``spherical`` mode search
-of ``geojax.inference.kde``) and :class:`Hybrid` (classify, then the kernel density of the
+:class:`KernelDensity` (001 "kNN", Eq. 1, with the ``vo2017``, ``latlng`` or ``spherical``
+mode search of ``geojax.inference.kde``) and :class:`Hybrid` (classify, then the kernel density of the
 neighbours inside the top class). Predictors on one index share one search per batch
 (:func:`run_host`: the largest ``k`` among them, each takes its first ``k``).
 
@@ -250,8 +250,10 @@ class KernelDensity:
     nearest neighbours' locations ``x_i``, ``w_i = s_i^m`` (:func:`kde.neighbour_weights`).
 
     ``mode="vo2017"``: the grid search of 001's released code, σ in degrees
-    (:func:`kde.vo2017_mode`); ``mode="spherical"``: geojax's great-circle kernel, σ in km
-    (:func:`kde.spherical_mode`, ``kernel`` ``"gaussian"`` or ``"vmf"``). Candidates: the
+    (:func:`kde.vo2017_mode`); ``mode="latlng"``: the mode of the same lat/lng-plane
+    density by mean shift, σ in degrees (:func:`kde.latlng_mode`); ``mode="spherical"``:
+    geojax's great-circle kernel, σ in km (:func:`kde.spherical_mode`, ``kernel``
+    ``"gaussian"`` or ``"vmf"``). Candidates: the
     ``top_k`` nearest neighbours with their normalised weights."""
 
     name: str
@@ -265,12 +267,15 @@ class KernelDensity:
     on_host: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if self.mode not in ("vo2017", "spherical"):
-            raise ValueError(f"kernel density mode {self.mode!r}; use 'vo2017' or 'spherical'.")
+        if self.mode not in ("vo2017", "latlng", "spherical"):
+            raise ValueError(f"kernel density mode {self.mode!r}; use 'vo2017', 'latlng' or "
+                             "'spherical'.")
 
     def mode_of(self, lat: np.ndarray, lng: np.ndarray, w: np.ndarray) -> tuple[Any, Any]:
         if self.mode == "vo2017":
             return kde.vo2017_mode(lat, lng, w, self.sigma)
+        if self.mode == "latlng":
+            return kde.latlng_mode(lat, lng, w, self.sigma)
         return kde.spherical_mode(lat, lng, w, self.sigma, kernel=self.kernel)
 
     def from_neighbours(self, outputs: Outputs, scores: np.ndarray, rows: np.ndarray) -> Prediction:
@@ -435,7 +440,8 @@ def _nn(inputs: BuildInputs) -> list[Predictor]:
 @register("knn")
 def _knn(inputs: BuildInputs) -> list[Predictor]:
     """001's kNN kernel density: one row per σ of ``config.retrieval.vo2017_sigmas``
-    (degrees, the authors' grid search) and of ``config.retrieval.sigmas_km`` (spherical)."""
+    (degrees, the authors' grid search), of ``config.retrieval.latlng_sigmas`` (degrees, the
+    same density's mode by mean shift) and of ``config.retrieval.sigmas_km`` (spherical)."""
     found = _retrieval(inputs)
     if found is None:
         return []
@@ -444,6 +450,9 @@ def _knn(inputs: BuildInputs) -> list[Predictor]:
     rows: list[Predictor] = [
         KernelDensity(f"{prefix}kNN σ={float(s):g}° (vo2017)", index, float(s), "vo2017", k, m)
         for s in cfg.get("vo2017_sigmas", ())]
+    rows += [KernelDensity(f"{prefix}kNN σ={float(s):g}° (lat/lng mean shift)", index,
+                           float(s), "latlng", k, m)
+             for s in cfg.get("latlng_sigmas", ())]
     kernel = cfg.get("kernel", "gaussian")
     rows += [KernelDensity(f"{prefix}kNN σ={float(s):g} km ({'vMF' if kernel == 'vmf' else 'spherical'})",
                            index, float(s), "spherical", k, m, kernel)
