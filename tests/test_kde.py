@@ -237,7 +237,7 @@ def test_latlng_mode_is_the_arg_max_of_density_vo2017_over_a_dense_grid(rng):
                                            sigma)[0])
         assert at_mode >= dens[best] * (1 - 1e-5)
         np.testing.assert_allclose(float(mode.density[0]),
-                                   at_mode * 2 * np.pi * sigma**2, rtol=1e-5)
+                                   at_mode * 2 * np.pi * sigma**2, rtol=1e-4)  # float32
         gap = np.hypot(float(mode.lat[0]) - grid_lat[best],
                        (float(mode.lng[0]) - grid_lng[best] + 180) % 360 - 180)
         assert gap <= 1.5 * step
