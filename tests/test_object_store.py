@@ -1,0 +1,292 @@
+"""Workdirs and datasets on object storage (``gs://``, ``s3://``), without a network.
+
+:class:`FakeBucket` is an fsspec filesystem with an object store's semantics over a temporary
+folder, registered as fsspec's ``gcs`` and ``s3`` implementations: ``etils.epath`` resolves
+``gs://bucket/...`` (and ``s3://``) through fsspec, so geojax's real code path for a bucket
+runs against it. Like GCS and S3, an object appears only when its upload completes (on
+``close()``), objects cannot be appended to, and a rename is a copy (counted). Each test runs
+in a fresh current directory and fails if a local folder named ``gs:`` or ``s3:`` appears
+there (what ``os.makedirs("gs://bucket/run")`` creates): anything that bypasses ``epath``
+writes there instead of into the bucket.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import fsspec
+import numpy as np
+import pytest
+from etils import epath
+from etils.epath import backend as epath_backend
+from fsspec.spec import AbstractBufferedFile
+
+from geojax import fileio
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCHEMES = ("gs", "s3")
+
+
+# ---------------------------------------------------------------------------- the fake store
+class FakeObject(AbstractBufferedFile):
+    """An object being read or uploaded. Chunks of an upload go to a staging file outside the
+    bucket (the store's upload session); the final chunk moves it into place (the commit)."""
+
+    def _initiate_upload(self):
+        os.makedirs(FakeBucket.staging, exist_ok=True)
+        self._staging = os.path.join(FakeBucket.staging, uuid.uuid4().hex)
+        open(self._staging, "wb").close()
+
+    def _upload_chunk(self, final=False):
+        FakeBucket.chunks += 1
+        if FakeBucket.fail_at_chunk is not None and FakeBucket.chunks >= FakeBucket.fail_at_chunk:
+            raise OSError("fake store: upload failed")
+        with open(self._staging, "ab") as f:
+            f.write(self.buffer.getvalue())
+        if not final and os.environ.get("FAKE_STORE_STALL"):  # the kill test kills us here
+            pathlib.Path(os.environ["FAKE_STORE_STALL"]).touch()
+            time.sleep(120)
+        if final:
+            target = self.fs.local(self.path)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(self._staging, target)
+        return True
+
+    def discard(self):
+        staging = getattr(self, "_staging", None)
+        if staging and os.path.exists(staging):
+            os.remove(staging)
+
+    def _fetch_range(self, start, end):
+        with open(self.fs.local(self.path), "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
+
+class FakeBucket(fsspec.AbstractFileSystem):
+    """``gs://`` / ``s3://`` over the folder ``FakeBucket.root`` (bucket = first folder)."""
+
+    protocol = ("gs", "gcs", "s3")
+    root_marker = ""
+    cachable = False
+    root = ""
+    staging = ""
+    chunks = 0
+    copies = 0
+    fail_at_chunk: int | None = None
+
+    def __init__(self, *args, **kwargs):
+        kwargs.pop("finalize_on_close", None)
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        path = os.fspath(path)
+        for prefix in ("gs://", "gcs://", "s3://"):
+            if path.startswith(prefix):
+                path = path[len(prefix):]
+        return path.rstrip("/")
+
+    def local(self, path):
+        return os.path.join(FakeBucket.root, self._strip_protocol(path))
+
+    def info(self, path, **kwargs):
+        name, local = self._strip_protocol(path), self.local(path)
+        if os.path.isdir(local):
+            return {"name": name, "size": 0, "type": "directory"}
+        if os.path.isfile(local):
+            return {"name": name, "size": os.path.getsize(local), "type": "file"}
+        raise FileNotFoundError(path)
+
+    def ls(self, path, detail=True, **kwargs):
+        name, local = self._strip_protocol(path), self.local(path)
+        if not os.path.isdir(local):
+            if os.path.isfile(local):
+                return [self.info(path)] if detail else [name]
+            raise FileNotFoundError(path)
+        entries = [self.info(f"{name}/{child}") for child in sorted(os.listdir(local))]
+        return entries if detail else [e["name"] for e in entries]
+
+    def mkdir(self, path, create_parents=True, **kwargs):
+        os.makedirs(self.local(path), exist_ok=True)
+
+    def makedirs(self, path, exist_ok=False):
+        os.makedirs(self.local(path), exist_ok=exist_ok)
+
+    def rm_file(self, path):
+        os.remove(self.local(path))
+
+    def rmdir(self, path):
+        os.rmdir(self.local(path))
+
+    def rm(self, path, recursive=False, maxdepth=None):
+        local = self.local(path)
+        if os.path.isdir(local):
+            shutil.rmtree(local) if recursive else os.rmdir(local)
+        else:
+            os.remove(local)
+
+    def cp_file(self, path1, path2, **kwargs):
+        FakeBucket.copies += 1
+        target = self.local(path2)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(self.local(path1), target)
+
+    def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kw):
+        if "a" in mode:
+            raise NotImplementedError("fake store: objects cannot be appended to")
+        return FakeObject(self, path, mode, block_size=block_size, autocommit=autocommit,
+                          cache_options=cache_options, **kw)
+
+
+def install(root: str) -> None:
+    """Makes ``gs://`` and ``s3://`` resolve to a :class:`FakeBucket` over ``root`` (used by
+    the fixture, and by the subprocesses of the kill tests)."""
+    FakeBucket.root, FakeBucket.staging = root, root + ".uploads"
+    FakeBucket.chunks = FakeBucket.copies = 0
+    FakeBucket.fail_at_chunk = None
+    for name in ("gcs", "gs", "s3"):
+        importlib.import_module("fsspec.registry")._registry[name] = FakeBucket
+    type(epath_backend.fsspec_backend)._get_filesystem.cache_clear()
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch):
+    """The backing folder of ``gs://bucket``; the test runs with ``tmp_path/cwd`` as its
+    current directory and fails if a local ``gs:`` / ``s3:`` folder appears anywhere there."""
+    monkeypatch.setenv("EPATH_USE_TF", "false")  # epath's fsspec backend even with TF installed
+    registry = importlib.import_module("fsspec.registry")._registry
+    for name in ("gcs", "gs", "s3"):
+        if name in registry:
+            monkeypatch.setitem(registry, name, registry[name])
+        else:
+            monkeypatch.delitem(registry, name, raising=False)
+    store = tmp_path / "store"
+    (store / "bucket").mkdir(parents=True)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    install(str(store))
+    yield store / "bucket"
+    for name in ("gcs", "gs", "s3"):
+        registry.pop(name, None)
+    type(epath_backend.fsspec_backend)._get_filesystem.cache_clear()
+    stray = [p for p in cwd.rglob("*") if p.name in ("gs:", "s3:")]
+    assert not stray, f"bypassed epath: local folders {stray}"
+
+
+def objects(folder: pathlib.Path) -> list[str]:
+    """Every file under ``folder``, relative, sorted."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------------------- fileio
+def test_paths_resolve_to_the_fake_store(bucket):
+    assert isinstance(epath_backend.fsspec_backend.fs("gs://bucket/x"), FakeBucket)
+    assert isinstance(epath_backend.fsspec_backend.fs("s3://bucket/x"), FakeBucket)
+    assert not fileio.is_local("gs://bucket/x") and fileio.is_local("a/b")
+    assert fileio.absolute("gs://bucket/run") == "gs://bucket/run"
+    assert fileio.absolute("run") == os.path.join(os.getcwd(), "run")
+    assert fileio.join("gs://bucket/run", "partitions", "a.json") == "gs://bucket/run/partitions/a.json"
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_atomic_write_is_one_upload_without_rename(bucket, scheme):
+    url = f"{scheme}://bucket/run/sub/file.bin"
+    fileio.atomic_write(url, b"old")
+    payload = np.random.default_rng(0).bytes(6 * 2**20 + 123)  # more than one 5 MiB chunk
+    fileio.atomic_write(url, payload)
+    assert (bucket / "run/sub/file.bin").read_bytes() == payload
+    assert fileio.read_bytes(url) == payload
+    assert objects(bucket) == ["run/sub/file.bin"]  # no temporary object left behind
+    assert FakeBucket.copies == 0  # never a rename (a copy on a store)
+    assert fileio.exists(url) and fileio.isfile(url) and fileio.isdir(f"{scheme}://bucket/run")
+    assert fileio.listdir(f"{scheme}://bucket/run/sub") == ["file.bin"]
+
+
+def test_failed_upload_leaves_the_old_object(bucket):
+    url = "gs://bucket/run/results.json"
+    fileio.atomic_write(url, b'{"old": 1}')
+    FakeBucket.chunks, FakeBucket.fail_at_chunk = 0, 2  # the second chunk of the upload fails
+    with pytest.raises(OSError, match="upload failed"):
+        fileio.atomic_write(url, b"x" * (11 * 2**20))
+    FakeBucket.fail_at_chunk = None
+    gc.collect()  # a collected file object must not commit the part it holds
+    assert (bucket / "run/results.json").read_bytes() == b'{"old": 1}'
+    assert objects(bucket) == ["run/results.json"]
+
+
+_KILL_SCRIPT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+import test_object_store as t
+from geojax import fileio
+t.install({root!r})
+fileio.atomic_write("gs://bucket/run/partitions/planet/arrays.npz", b"n" * (12 * 2**20))
+"""
+
+
+def test_kill_during_an_upload_leaves_no_partial_object(bucket, tmp_path):
+    url = "gs://bucket/run/partitions/planet/arrays.npz"
+    fileio.atomic_write(url, b"complete old version")
+    stalled = tmp_path / "stalled"
+    script = _KILL_SCRIPT.format(tests=str(ROOT / "tests"), root=str(bucket.parent))
+    env = dict(os.environ, FAKE_STORE_STALL=str(stalled), EPATH_USE_TF="false",
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=os.getcwd())
+    try:
+        for _ in range(600):  # until the first chunk of the new version is uploaded
+            if stalled.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert stalled.exists(), "the writer never reached the middle of its upload"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert (bucket / "run/partitions/planet/arrays.npz").read_bytes() == b"complete old version"
+    assert objects(bucket) == ["run/partitions/planet/arrays.npz"]
+    assert fileio.read_bytes(url) == b"complete old version"
+
+
+def test_local_atomic_write_unchanged(tmp_path, monkeypatch):
+    """Local paths keep temporary file + fsync + os.replace (no epath, no upload)."""
+    calls = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append((a, b)), real_replace(a, b)))
+    target = tmp_path / "d" / "f.txt"
+    fileio.atomic_write(target, "héllo")
+    assert target.read_text(encoding="utf-8") == "héllo"
+    assert len(calls) == 1 and calls[0][1] == os.fspath(target)
+    assert os.path.dirname(calls[0][0]) == os.fspath(target.parent)
+    assert oct(target.stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(os.listdir(target.parent)) == ["f.txt"]
+
+
+def test_json_lines_log_segments_on_a_store(bucket):
+    url = "gs://bucket/run/metrics.jsonl"
+    log = fileio.JsonLinesLog(url, segment_bytes=64)
+    for step in range(6):
+        log.append({"step": step, "loss": 1.0 / (step + 1)})
+    resumed = fileio.JsonLinesLog(url, segment_bytes=64)  # a resumed run: segments of its own
+    resumed.append({"event": "resume", "step": 3})
+    records = list(fileio.read_json_lines(url))
+    assert [r.get("step") for r in records] == [0, 1, 2, 3, 4, 5, 3]
+    assert records[-1]["event"] == "resume"
+    names = objects(bucket)
+    assert all(n.startswith("run/metrics.jsonl.segments/") for n in names) and len(names) >= 3
+    assert FakeBucket.copies == 0
+    with pytest.raises(NotImplementedError):  # the store really cannot append
+        fileio.path(url + ".segments/000000.jsonl").open("ab")
