@@ -140,7 +140,7 @@ class Partition(abc.ABC):
     def save(self, directory: str | os.PathLike) -> str:
         """Saves into ``directory`` (created if needed); returns the metadata path."""
         directory = os.fspath(directory)
-        os.makedirs(directory, exist_ok=True)
+        fileio.makedirs(directory)
         arrays = {"counts": self.counts, "cell_latlng": self.cell_latlng,
                   "imagery_latlng": self.imagery_latlng}
         for key, value in self._scheme_arrays().items():
@@ -163,12 +163,12 @@ class Partition(abc.ABC):
             "arrays_sha256": digest,
         }
         meta_path = os.path.join(directory, METADATA_FILE)
-        old = _read_json(meta_path) if os.path.exists(meta_path) else None
+        old = _read_json(meta_path) if fileio.exists(meta_path) else None
         fileio.atomic_write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
         # Only now is the previous arrays file unreferenced.
         if old and old.get("arrays_file") not in (None, arrays_name):
             try:
-                os.remove(os.path.join(directory, old["arrays_file"]))
+                fileio.remove(os.path.join(directory, old["arrays_file"]))
             except OSError:
                 pass
         return meta_path
@@ -178,7 +178,7 @@ class Partition(abc.ABC):
         """Loads a partition saved by :meth:`save`; bit-identical to the saved one."""
         directory = os.fspath(directory)
         meta_path = os.path.join(directory, METADATA_FILE)
-        if not os.path.exists(meta_path):
+        if not fileio.exists(meta_path):
             raise SavedFileError(meta_path, "missing",
                                  f"no saved partition in {directory!r} (missing {METADATA_FILE})",
                                  "Build the partition first.")
@@ -221,8 +221,7 @@ def _import_schemes() -> None:
 
 def _read_json(path: str) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+        meta = json.loads(fileio.read_text(path))
     except FileNotFoundError as e:
         raise SavedFileError(path, "missing", "no such file") from e
     except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
@@ -246,8 +245,7 @@ def read_checked_arrays(directory: str, meta_path: str, meta: dict[str, Any]) ->
         raise SavedFileError(meta_path, "unreadable", "no arrays_file / arrays_sha256 entry")
     arrays_path = os.path.join(directory, name)
     try:
-        with open(arrays_path, "rb") as f:
-            payload = f.read()
+        payload = fileio.read_bytes(arrays_path)
     except FileNotFoundError as e:
         raise SavedFileError(arrays_path, "missing", f"named by {meta_path} but absent") from e
     except OSError as e:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -144,7 +145,7 @@ def _reload(root: str, manifest_path: str, wanted: dict[str, Any], group: str,
     """The saved partitions of ``group`` if its manifest matches ``wanted`` and every file
     passes its load checks; else None, after logging why (which file, which check) unless
     nothing was saved yet."""
-    if not os.path.exists(manifest_path):
+    if not fileio.exists(manifest_path):
         return None
     try:
         manifest = base._read_json(manifest_path)  # pylint: disable=protected-access
@@ -168,6 +169,24 @@ def _reload(root: str, manifest_path: str, wanted: dict[str, Any], group: str,
 
 
 # ---------------------------------------------------------------------------- building
+def _build_group(lat, lng, group, spec, extra, digest, root, manifest_path, wanted, log
+                 ) -> list[base.Partition]:
+    """Builds one group; with a ``root``, saves its partitions there, the manifest last (a
+    kill before it means "rebuild", never a mix)."""
+    t0 = time.perf_counter()
+    parts = BUILDERS[spec["scheme"]](lat, lng, group, spec, **extra)
+    for p in parts:
+        p.params.update(group=group, input_sha256=digest)
+        if root is not None:
+            p.save(os.path.join(root, p.name))
+    if root is not None:
+        fileio.atomic_write(manifest_path, (json.dumps(
+            {**wanted, "partitions": [p.name for p in parts]}, indent=2) + "\n").encode())
+    log(f"[partition] {group}: built {len(parts)} partition(s) in "
+        f"{time.perf_counter() - t0:.1f}s")
+    return parts
+
+
 def build_partitions(partitions_config: Mapping[str, Any], workdir: str,
                      train: tuple[np.ndarray, np.ndarray], *,
                      log: Callable[[str], None] = print, write: bool = True,
@@ -178,11 +197,15 @@ def build_partitions(partitions_config: Mapping[str, Any], workdir: str,
     partitions, in the config's order.
 
     ``train``: the training ``(lat, lng)`` (``geojax.data.datasets.train_coordinates``).
-    ``write=False`` (the processes other than 0 of a multi-host job) builds without saving;
-    the partitions are deterministic in the spec and the coordinates, so every process gets
-    the same ones. ``only``: build just these groups. ``features``: group → one image feature
-    vector per training point, for schemes that use visual distances (``cplanet_table1``);
-    their SHA-256 is part of what decides reuse.
+    ``write=False``: the processes other than 0 of a multi-host job. Process 0 reloads or
+    builds and saves each group, every process then waits at a barrier
+    (:func:`geojax.fileio.sync_processes`), and the others read what process 0 saved. A
+    process that cannot read it (a workdir that is not shared storage: on a pod it must be
+    a bucket) builds the group itself, with a warning; the partitions are deterministic in
+    the spec and the coordinates, so every process gets the same ones. ``only``: build just
+    these groups. ``features``: group → one image feature vector per training point, for
+    schemes that use visual distances (``cplanet_table1``); their SHA-256 is part of what
+    decides reuse.
     """
     check_specs(partitions_config)
     lat, lng = base.validated_points(*train)
@@ -204,23 +227,22 @@ def build_partitions(partitions_config: Mapping[str, Any], workdir: str,
             wanted["features_sha256"] = hashlib.sha256(feats.tobytes()).hexdigest()
             extra["features"] = feats
         if spec["scheme"] == "cells_csv":  # the file is an input too: a changed file is rebuilt
-            with open(spec["path"], "rb") as f:
-                wanted["file_sha256"] = hashlib.sha256(f.read()).hexdigest()
-        parts = _reload(root, manifest_path, wanted, group, log)
-        if parts is not None:
-            log(f"[partition] {group}: reusing {len(parts)} saved partition(s) from {root}")
-        else:
-            t0 = time.perf_counter()
-            parts = BUILDERS[spec["scheme"]](lat, lng, group, spec, **extra)
-            for p in parts:
-                p.params.update(group=group, input_sha256=digest)
-                if write:
-                    p.save(os.path.join(root, p.name))
-            if write:  # the manifest last: a kill before it means "rebuild", never a mix
-                fileio.atomic_write(manifest_path, (json.dumps(
-                    {**wanted, "partitions": [p.name for p in parts]}, indent=2) + "\n").encode())
-            log(f"[partition] {group}: built {len(parts)} partition(s) in "
-                f"{time.perf_counter() - t0:.1f}s")
+            wanted["file_sha256"] = hashlib.sha256(fileio.read_bytes(spec["path"])).hexdigest()
+        parts = None
+        if write:
+            parts = _reload(root, manifest_path, wanted, group, log)
+            if parts is not None:
+                log(f"[partition] {group}: reusing {len(parts)} saved partition(s) from {root}")
+            else:
+                parts = _build_group(lat, lng, group, spec, extra, digest, root, manifest_path,
+                                     wanted, log)
+        fileio.sync_processes(f"geojax partitions {manifest_path}")  # process 0 has saved them
+        if not write:
+            parts = _reload(root, manifest_path, wanted, group, lambda _: None)
+            if parts is None:
+                logging.warning("[partition] %s: no readable partitions saved by process 0 under %s "
+                                "(is the workdir shared storage?); building them here", group, root)
+                parts = _build_group(lat, lng, group, spec, extra, digest, None, None, wanted, log)
         for p in parts:
             log("  " + p.summary())
         groups[group] = parts
@@ -236,33 +258,58 @@ def combinatorial_index(parts: Sequence[base.Partition], train: tuple[np.ndarray
     was built from these very partitions (``<directory>.sha256`` holds their digest), else
     built from the training points ``train`` and, with ``write``, saved (index first, stamp
     last, both atomic). A saved index that is stale or fails a load check (missing, unreadable,
-    version, checksum) is rebuilt, and the log says which file and why."""
+    version, checksum) is rebuilt, and the log says which file and why. ``write=False`` (the
+    processes other than 0): after the barrier that follows process 0's save, read the saved
+    index (built here, with a warning, where it cannot be read), as in :func:`build_partitions`."""
     stamp = directory + ".sha256"
     digest = partitions_digest(parts)
     name = os.path.basename(directory)
+    index = _load_index(directory, stamp, digest, log) if write else None
+    if index is None and write:
+        index = _build_index(parts, train, base_level, directory, stamp, digest, log, save=True)
+    fileio.sync_processes(f"geojax combinatorial index {directory}")  # process 0 has saved it
+    if not write:
+        index = _load_index(directory, stamp, digest, lambda _: None)
+        if index is None:
+            logging.warning("[combinatorial] %s: no readable index saved by process 0 in %s (is the "
+                            "workdir shared storage?); building it here", name, directory)
+            index = _build_index(parts, train, base_level, directory, stamp, digest, log, save=False)
+    return index
+
+
+def _load_index(directory: str, stamp: str, digest: str, log: Callable[[str], None]
+                ) -> combinatorial.CombinatorialIndex | None:
+    """The index saved in ``directory`` if its stamp holds ``digest`` and it passes its load
+    checks; else None, after logging why (unless nothing was saved)."""
+    name = os.path.basename(directory)
     try:
-        with open(stamp, encoding="utf-8") as f:
-            saved = f.read().strip()
+        saved = fileio.read_text(stamp).strip()
     except FileNotFoundError:
-        saved = None  # never built (or killed before the stamp): built below
+        return None  # never built (or killed before the stamp)
     except (OSError, ValueError) as e:
-        saved = None
         log(f"[combinatorial] {name}: {stamp} is unreadable ({e}); rebuilding the index")
-    if saved is not None and saved != digest:
+        return None
+    if saved != digest:
         log(f"[combinatorial] {name}: the saved index was built from other partitions "
             f"({stamp} holds another digest); rebuilding the index")
-    elif saved is not None:
-        try:
-            return combinatorial.CombinatorialIndex.load(directory)
-        except base.SavedFileError as e:
-            log(f"[combinatorial] {name}: {e.path} failed its {e.check} check ({e.reason}); "
-                "rebuilding the index")
-        except (OSError, ValueError) as e:
-            log(f"[combinatorial] {name}: the saved index in {directory} cannot be loaded "
-                f"({type(e).__name__}: {e}); rebuilding the index")
+        return None
+    try:
+        return combinatorial.CombinatorialIndex.load(directory)
+    except base.SavedFileError as e:
+        log(f"[combinatorial] {name}: {e.path} failed its {e.check} check ({e.reason}); "
+            "rebuilding the index")
+    except (OSError, ValueError) as e:
+        log(f"[combinatorial] {name}: the saved index in {directory} cannot be loaded "
+            f"({type(e).__name__}: {e}); rebuilding the index")
+    return None
+
+
+def _build_index(parts, train, base_level, directory, stamp, digest, log, *, save: bool
+                 ) -> combinatorial.CombinatorialIndex:
+    """Builds the index; with ``save``, saves it into ``directory`` (index first, stamp last)."""
     t0 = time.perf_counter()
     index = combinatorial.CombinatorialIndex.build(parts, *train, base_level=base_level)
-    if write:
+    if save:
         index.save(directory)
         fileio.atomic_write(stamp, (digest + "\n").encode())
     log(f"[combinatorial] {os.path.basename(directory)}: {len(parts)} sets → "

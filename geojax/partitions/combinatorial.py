@@ -175,7 +175,7 @@ class CombinatorialIndex:
     def save(self, directory: str | os.PathLike) -> None:
         """Saves into ``directory`` (atomic; same scheme as partitions)."""
         directory = os.fspath(directory)
-        os.makedirs(directory, exist_ok=True)
+        fileio.makedirs(directory)
         arrays = {"num_classes": self.num_classes, "cell_ids": self.cell_ids, "cell_classes": self.cell_classes,
                   "cell_fine": self.cell_fine, "fine_classes": self.fine_classes, "fine_counts": self.fine_counts,
                   "fine_xyz_sum": self.fine_xyz_sum}

@@ -153,8 +153,7 @@ def read_cells_csv(path: str | os.PathLike, *, name: str | None = None) -> S2Cel
     cell centres the cell centroids.
     """
     path = os.fspath(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = fileio.read_text(path).splitlines()
     meta: dict[str, str] = {}
     k = 0
     while k < len(lines) and ":" in lines[k] and not lines[k].startswith("class_label"):
