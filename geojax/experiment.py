@@ -31,6 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from geojax import fileio
 from geojax.data import datasets
 from geojax.evaluation import evaluators, maps, report
 from geojax.geo import gazetteer, sphere
@@ -85,7 +86,7 @@ def retrieval_index(ctx: RunContext, state: TrainState) -> retrieval.Index:
     meta = {**meta, "dim": int(store.dim)}
     directory = os.path.join(root, f"index-{cfg.engine}")
     overrides = dict(cfg.get(cfg.engine, {}))  # config.retrieval.scann / .exact
-    if os.path.exists(directory):
+    if fileio.exists(directory):
         try:
             index = retrieval.Index.load(directory, expect=meta, mesh=ctx.mesh)
             wanted = (retrieval.scann_params(index.num_valid, overrides) if cfg.engine == "scann"
@@ -240,7 +241,7 @@ def _finished_model(config: ml_collections.ConfigDict, workdir: str, log: Callab
     """``train.final_model``, refusing first (before anything is written) a workdir without
     checkpoints of the last stage."""
     last = config.stage_order[-1]
-    if not os.path.isdir(os.path.join(workdir, "checkpoints", last)):
+    if not fileio.isdir(os.path.join(workdir, "checkpoints", last)):
         raise FileNotFoundError(f"{workdir} has no finished training (no checkpoints of the last "
                                 f"stage {last!r}); run --mode=train first.")
     return train_lib.final_model(config, workdir, log=log)
@@ -319,8 +320,8 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
     views: list[tuple[int, np.ndarray]] = []
     for i, path in enumerate(paths):
         try:
-            with open(path, "rb") as f:
-                views.append((i, export_lib.eval_view(f.read(), size, crops=crops, name=path)))
+            views.append((i, export_lib.eval_view(fileio.read_bytes(path), size, crops=crops,
+                                                  name=path)))
         except OSError as err:  # missing, a folder, unreadable
             records[i]["error"] = f"cannot read the file: {err.strerror or err}"
         except ValueError as err:  # decode_image's ImageDecodeError: PIL's reason
@@ -383,7 +384,7 @@ def export_workdir(config: ml_collections.ConfigDict, workdir: str,
         model, predictor, export_lib.variables_of(state.params, state.batch_stats), path,
         image_size=int(config.data.image_size), platforms=platforms,
         extra={"config": config.get("name", "run"), "step": int(state.step),
-               "workdir": os.path.abspath(workdir)})
+               "workdir": fileio.absolute(workdir)})
     ctx.log(f"[export] {chosen!r}, top-{manifest['top_k']}, for {manifest['platforms']} in {path} "
             f"({time.perf_counter() - t0:.1f}s); load it with geojax.serving.load({path!r})")
     return path

@@ -120,8 +120,8 @@ def rmtree(p: PathLike) -> None:
         q.rmtree()
 
 
-def atomic_write(path_: PathLike, payload: bytes | str, *, mode: int = 0o644) -> None:
-    """Writes ``payload`` (bytes, or str as UTF-8) to ``path_`` atomically; creates the
+def atomic_write(path_: PathLike, payload: bytes | memoryview | str, *, mode: int = 0o644) -> None:
+    """Writes ``payload`` (bytes-like, or str as UTF-8) to ``path_`` atomically; creates the
     directory. Local: temporary file, fsync, ``os.replace``. Object store: one upload of the
     final object (``mode`` does not apply there)."""
     if isinstance(payload, str):
@@ -151,17 +151,39 @@ def _atomic_write_local(path_: str, payload: bytes, mode: int) -> None:
         raise
 
 
-def _upload(target: epath.Path, payload: bytes) -> None:
-    """The object ``target`` := ``payload``, in one upload, committed only by ``close()``.
+def upload_file(local_path: PathLike, target: PathLike, *, chunk_bytes: int = 1 << 24) -> None:
+    """Copies the local file ``local_path`` to ``target`` atomically: :func:`atomic_write`'s
+    guarantee, streamed in ``chunk_bytes`` pieces (for files too large to hold in memory)."""
+    with open(local_path, "rb") as f:
+        chunks = iter(lambda: f.read(chunk_bytes), b"")
+        if is_local(target):
+            _atomic_write_local(os.fspath(target), b"".join(chunks), 0o644)
+        else:
+            _upload(path(target), chunks)
+
+
+def download_file(source: PathLike, local_path: PathLike, *, chunk_bytes: int = 1 << 24) -> None:
+    """Copies ``source`` (local or on an object store) to the local file ``local_path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
+    with open_file(source, "rb") as f, open(local_path, "wb") as out:
+        for piece in iter(lambda: f.read(chunk_bytes), b""):
+            out.write(piece)
+
+
+def _upload(target: epath.Path, payload: bytes | memoryview | Iterator[bytes]) -> None:
+    """The object ``target`` := ``payload`` (bytes, or an iterator of pieces), in one upload,
+    committed only by ``close()``.
 
     Not a ``with`` block: leaving one on an exception closes the file, and closing a store's
     file commits what was written so far. On an exception the upload is discarded (fsspec's
     ``discard`` aborts a multipart upload) and the file is marked closed so that its garbage
     collection commits nothing either.
     """
+    pieces = [payload] if isinstance(payload, (bytes, bytearray, memoryview)) else payload
     f = target.open("wb")  # no folder to create: an object store has name prefixes only
     try:
-        f.write(payload)
+        for piece in pieces:
+            f.write(piece)
     except BaseException:
         discard = getattr(f, "discard", None)
         if callable(discard):

@@ -63,7 +63,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from geojax import runtime
+from geojax import fileio, runtime
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory (default ./workdir/<config name>).")
@@ -174,7 +174,10 @@ def _workdir(config: ml_collections.ConfigDict) -> str:
 
 
 def _check_workdir(workdir: str) -> None:
-    """Refuses a workdir that is a file or lies under one (os.makedirs would fail later)."""
+    """Refuses a workdir that is a file or lies under one (os.makedirs would fail later). A URL
+    (``gs://bucket/run``) is a name prefix on an object store: nothing to check."""
+    if not fileio.is_local(workdir):
+        return
     path = os.path.abspath(workdir)
     while not os.path.exists(path):
         path = os.path.dirname(path)
@@ -229,7 +232,9 @@ def _check_mode_flags(rest: list[str]) -> None:
 
 
 def _new_folders(workdir: str) -> list[str]:
-    """The folders that creating ``workdir`` adds, deepest first."""
+    """The folders that creating ``workdir`` adds, deepest first (none on an object store)."""
+    if not fileio.is_local(workdir):
+        return []
     path, new = os.path.abspath(workdir), []
     while not os.path.exists(path):
         new.append(path)

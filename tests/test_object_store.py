@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -32,8 +33,14 @@ import pytest
 from etils import epath
 from etils.epath import backend as epath_backend
 from fsspec.spec import AbstractBufferedFile
+from PIL import Image
 
-from geojax import fileio
+from geojax import experiment, fileio
+from geojax.data import datasets
+from geojax.evaluation import report
+from geojax.inference import features, retrieval
+from geojax.partitions import base, build
+from geojax.training.context import MetricsWriter, read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCHEMES = ("gs", "s3")
@@ -232,7 +239,11 @@ _KILL_SCRIPT = """
 import os, sys
 sys.path.insert(0, {tests!r})
 import test_object_store as t
-from geojax import fileio
+from geojax import experiment, fileio
+from geojax.data import datasets
+from geojax.evaluation import report
+from geojax.partitions import base, build
+from geojax.training.context import MetricsWriter, read_metrics
 t.install({root!r})
 fileio.atomic_write("gs://bucket/run/partitions/planet/arrays.npz", b"n" * (12 * 2**20))
 """
@@ -290,3 +301,174 @@ def test_json_lines_log_segments_on_a_store(bucket):
     assert FakeBucket.copies == 0
     with pytest.raises(NotImplementedError):  # the store really cannot append
         fileio.path(url + ".segments/000000.jsonl").open("ab")
+
+
+# ---------------------------------------------------------------------------- geojax on a bucket
+TRAIN, EVAL, SIZE = 200, 24, 32
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def load_config(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_cfg", ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config("runlocal")
+
+
+def planet_config(**data):
+    config = load_config("planet")
+    with config.unlocked():
+        config.data.update(dict(train_size=TRAIN, eval_size=EVAL, image_size=SIZE,
+                                eval_splits=("im2gps3k",)))
+        config.data.update(data)
+    return config
+
+
+def _write_csv_folder(world, folder: pathlib.Path) -> None:
+    """A CSV + image folder dataset (``IMG_ID,LAT,LON`` and PNGs) of a GeoWorld split."""
+    folder.mkdir(parents=True)
+    lines = ["IMG_ID,LAT,LON"]
+    for i in range(len(world)):
+        Image.fromarray(world[i]["image"]).save(folder / f"{i}.png")
+        lines.append(f"{i}.png,{float(world.lat[i])!r},{float(world.lng[i])!r}")
+    (folder / "meta.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_partition_mode_with_data_and_workdir_on_a_bucket(bucket):
+    """--mode=partition reading a CSV + image folder dataset from gs:// and writing its
+    partitions, manifest, oracle results and map into a gs:// workdir; reused on a second run."""
+    reference = planet_config()
+    train = datasets.train_source(reference.data)
+    [evaluation] = datasets.eval_sources(reference.data).values()
+    _write_csv_folder(train, bucket / "data" / "train")
+    _write_csv_folder(evaluation, bucket / "data" / "eval")
+    config = planet_config(source="csv", train_csv="gs://bucket/data/train/meta.csv",
+                           train_images="gs://bucket/data/train",
+                           eval_csv="gs://bucket/data/eval/meta.csv",
+                           eval_images="gs://bucket/data/eval")
+    lat, lng = datasets.train_coordinates(config.data)
+    np.testing.assert_array_equal(lat, train.lat)
+    np.testing.assert_array_equal(lng, train.lng)
+    source = datasets.train_source(config.data)
+    assert len(source) == TRAIN
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(source[7]["image_bytes"]))),
+                                  train[7]["image"])
+
+    logs: list[str] = []
+    tables = experiment.partition_report(config, "gs://bucket/run", log=logs.append)
+    assert any("built 1 partition" in line for line in logs)
+    names = objects(bucket / "run")
+    part_files = [n for n in names if n.startswith("partitions/planet/")]
+    assert sorted(os.path.basename(n).split("-")[0] for n in part_files) == ["arrays", base.METADATA_FILE]
+    for name in ("partitions/planet.json", "partition_oracle.json", "partition_oracle.md",
+                 "partitions.png"):
+        assert name in names, names
+    saved = report.read_results("gs://bucket/run/partition_oracle.json")
+    assert saved == {f"eval/{k}": v for k, v in tables["eval"].items()}
+    part = base.Partition.load("gs://bucket/run/partitions/planet")
+    assert part.num_input_points == TRAIN
+    assert FakeBucket.copies == 0
+
+    logs.clear()
+    again = experiment.partition_report(config, "gs://bucket/run", log=logs.append)
+    assert any("reusing 1 saved partition" in line for line in logs)
+    assert again == tables
+    np.testing.assert_array_equal(base.Partition.load("gs://bucket/run/partitions/planet").cell_ids,
+                                  part.cell_ids)
+
+
+def test_other_processes_read_what_process_0_saved(bucket):
+    """``write=False`` (processes other than 0, after the barrier) loads the partitions and the
+    combinatorial index that process 0 saved in the bucket instead of building them."""
+    config = load_config("cplanet")
+    train = datasets.train_coordinates(planet_config().data)
+    group = "geoclass"  # 004 Table 1's five geoclass sets, and their combinatorial index
+    spec = {group: config.partitions[group]}
+    workdir = "gs://bucket/run"
+    logs: list[str] = []
+    saved = build.build_partitions(spec, workdir, train, log=logs.append, write=True)
+    assert any("built" in line for line in logs)
+    index_dir = f"{workdir}/partitions/{group}_combinatorial"
+    index = build.combinatorial_index(saved[group], train, index_dir,
+                                      base_level=int(config.combinatorial.base_level), log=logs.append)
+    logs.clear()
+    read = build.build_partitions(spec, workdir, train, log=logs.append, write=False)
+    read_index = build.combinatorial_index(read[group], train, index_dir, write=False,
+                                           base_level=int(config.combinatorial.base_level),
+                                           log=logs.append)
+    assert not any("built" in line or "sets →" in line for line in logs), logs
+    assert [p.name for p in read[group]] == [p.name for p in saved[group]]
+    for a, b in zip(read[group], saved[group]):
+        np.testing.assert_array_equal(a.cell_ids, b.cell_ids)
+    np.testing.assert_array_equal(read_index.cell_fine, index.cell_fine)
+    names = objects(bucket / "run" / "partitions")
+    assert f"{group}.json" in names and f"{group}_combinatorial.sha256" in names
+    assert f"{group}_combinatorial/index.json" in names
+    assert FakeBucket.copies == 0
+
+
+def test_metrics_and_results_on_a_bucket(bucket):
+    writer = MetricsWriter("gs://bucket/run")
+    for step in (1, 2, 3):
+        writer.write({"stage": "train", "step": step, "loss": np.float32(1.0 / step)})
+    resumed = MetricsWriter("gs://bucket/run")  # a resume from step 2 logs step 3 again
+    resumed.write({"event": "resume", "stage": "train", "step": 2})
+    resumed.write({"stage": "train", "step": 3, "loss": 0.25})
+    records = read_metrics("gs://bucket/run")
+    assert [(r.get("event"), r["step"]) for r in records] == [(None, 1), (None, 2),
+                                                              ("resume", 2), (None, 3)]
+    assert records[-1]["loss"] == 0.25
+    assert all(n.startswith("metrics.jsonl.segments/") for n in objects(bucket / "run"))
+    report.write_results("gs://bucket/run/results.json", {"a/b": {"acc@1km": 12.5}})
+    assert report.read_results("gs://bucket/run/results.json") == {"a/b": {"acc@1km": 12.5}}
+    assert FakeBucket.copies == 0
+
+
+def test_retrieval_index_on_a_bucket(bucket):
+    """Index.save to gs:// (data folder uploaded, manifest last; a second save replaces the
+    first and removes its data) and Index.load from it answer like the index itself."""
+    rng = np.random.default_rng(3)
+    database = rng.normal(size=(300, 16)).astype(np.float32)
+    database /= np.linalg.norm(database, axis=1, keepdims=True)
+    lat, lng = rng.uniform(-60, 60, 300), rng.uniform(-180, 180, 300)
+    queries = database[:10] + 0.01
+    for engine in ("exact", "scann"):
+        url = f"gs://bucket/run/retrieval/index-{engine}"
+        index = retrieval.Index.build(database, lat=lat, lng=lng, engine=engine, log=quiet)
+        index.save(url)
+        index.save(url)
+        names = objects(bucket / "run/retrieval" / f"index-{engine}")
+        assert "index.json" in names
+        assert len({n.split("/")[0] for n in names if n.startswith("data-")}) == 1
+        loaded = retrieval.Index.load(url)
+        for got, want in zip(loaded.search(queries, 5), index.search(queries, 5)):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(loaded.lat, lat)
+    assert FakeBucket.copies == 0
+
+
+def test_feature_store_on_a_bucket(bucket, tmp_path):
+    """build_store into gs:// equals the same store built locally, and is reused."""
+    from test_features import random_weights  # pylint: disable=import-outside-toplevel
+    from geojax.data import geoworld  # pylint: disable=import-outside-toplevel
+    from geojax.training import sharding  # pylint: disable=import-outside-toplevel
+
+    config = load_config("planet")
+    mesh = sharding.make_mesh(config.get("mesh"))
+    source = geoworld.GeoWorld("train", 32, 3, image_size=32)
+    weights = random_weights(config)
+
+    def build_it(directory):
+        return features.build_store(config, mesh, weights, source, directory, meta={"n": 32},
+                                    shard_size=16, batch_size=16, log=quiet)
+
+    local = build_it(str(tmp_path / "local"))
+    remote = build_it("gs://bucket/run/features")
+    assert sorted(objects(bucket / "run/features")) == sorted(os.listdir(tmp_path / "local"))
+    np.testing.assert_array_equal(remote.block(0, 32), local.block(0, 32))
+    again = features.open_store("gs://bucket/run/features", verify=True)
+    np.testing.assert_array_equal(again.lat, local.lat)
+    assert FakeBucket.copies == 0

@@ -343,10 +343,9 @@ def restore_iterator_state(iterator: PipelineIterator,
                            directory: str | os.PathLike) -> PipelineIterator:
     """Moves ``iterator`` to the position saved in ``directory`` by this process; returns it."""
     path = iterator_state_path(directory, iterator.process_index, iterator.process_count)
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         raise PipelineError(f"no input pipeline state for process {iterator.process_index} of "
                             f"{iterator.process_count} in {os.fspath(directory)} "
                             f"(looked for {path}).")
-    with open(path, encoding="utf-8") as f:
-        iterator.set_state(json.load(f))
+    iterator.set_state(json.loads(fileio.read_text(path)))
     return iterator

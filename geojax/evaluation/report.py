@@ -187,9 +187,9 @@ def _json_default(obj: Any) -> Any:
 def write_results(path: str | os.PathLike, rows: Mapping[str, Mapping[str, Any]]) -> None:
     """Writes ``method -> figures`` to a JSON file atomically.
 
-    The JSON is written to a temporary file in the same directory, flushed to
-    disk, then moved over ``path`` with ``os.replace``, so a reader (or a job
-    killed mid-write) never sees a partial file. Non-finite numbers (e.g. an
+    The JSON is written with :func:`geojax.fileio.atomic_write` (local: a
+    temporary file, fsync, ``os.replace``; object store: one upload), so a reader
+    (or a job killed mid-write) never sees a partial file. Non-finite numbers (e.g. an
     ``inf`` mean error) are written as ``Infinity`` / ``NaN``, which Python's
     ``json`` (and :func:`read_results`) reads back. Multi-host jobs should
     call this from process 0 only.
@@ -206,8 +206,7 @@ def write_results(path: str | os.PathLike, rows: Mapping[str, Mapping[str, Any]]
 
 def read_results(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Reads a file written by :func:`write_results`: ``method -> figures``, in order."""
-    with open(path, encoding="utf-8") as f:
-        payload = json.load(f)
+    payload = json.loads(fileio.read_text(path))
     if not isinstance(payload, dict) or payload.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a geojax results file")
     if payload.get("version") != RESULTS_VERSION:
@@ -278,7 +277,7 @@ def write(results: Results, directory: str | os.PathLike, *, stem: str = "result
                                      title=f"{split} ({size} images)") + "\n")
     if not files:
         return
-    os.makedirs(directory, exist_ok=True)
+    fileio.makedirs(directory)
     write_results(os.path.join(directory, f"{stem}.json"), results.flat())
     fileio.atomic_write(os.path.join(directory, f"{stem}.md"), "\n".join(markdown))
     for item in results.maps:

@@ -40,7 +40,8 @@ background thread while the device computes the next one.
 
 **Opening** (:func:`open_store`) checks the manifest, every shard's row count, shape and dtype,
 and (``verify=True``, the default) every file's sha256; a missing, truncated or corrupted
-file raises :class:`FeatureStoreError` naming it and saying what to do.
+file raises :class:`FeatureStoreError` naming it and saying what to do. Shards are
+memory-mapped from a local disk and read into memory from an object store (``gs://``).
 
 Multi-process: every process runs the backbone (the batches are split over the mesh), only
 process 0 writes; the directory must be on a file system all processes see.
@@ -102,7 +103,7 @@ def weights_digest(weights: Mapping[str, Any]) -> str:
 
 
 def _sha256_file(path: str) -> str:
-    with open(path, "rb") as f:
+    with fileio.open_file(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -221,11 +222,10 @@ class FeatureStore:
 
 def _read_manifest(directory: str) -> dict[str, Any] | None:
     path = os.path.join(directory, MANIFEST)
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        manifest = json.loads(fileio.read_text(path))
     except (OSError, ValueError) as e:
         raise FeatureStoreError(f"feature store manifest {path} cannot be read ({e}); delete the "
                                 f"folder {directory} and build the store again.") from None
@@ -251,7 +251,7 @@ def _check_shard(directory: str, k: int, entry: Mapping[str, Any], dim: int, dty
     rows = int(entry["rows"])
     paths = [os.path.join(directory, name) for name in shard_files(k)]
     for path in paths:
-        if not os.path.exists(path):
+        if not fileio.exists(path):
             raise _corrupt(directory, path, "is missing")
     if verify:
         for path, key in zip(paths, _DIGEST_KEYS):
@@ -260,14 +260,14 @@ def _check_shard(directory: str, k: int, entry: Mapping[str, Any], dim: int, dty
                 raise _corrupt(directory, path, f"is corrupted (sha256 {digest[:12]}…, the manifest "
                                f"records {entry[key][:12]}…)")
     try:
-        feats = np.load(paths[0], mmap_mode="r", allow_pickle=False)
+        feats = _load_npy(paths[0])
     except (OSError, ValueError, EOFError) as e:
         raise _corrupt(directory, paths[0], f"cannot be read ({e})") from None
     if feats.shape != (rows, dim) or feats.dtype != dtype:
         raise _corrupt(directory, paths[0], f"holds {feats.dtype} {feats.shape}, the manifest "
                        f"records {dtype} {(rows, dim)}")
     try:
-        columns = np.load(paths[1], mmap_mode="r", allow_pickle=False)
+        columns = _load_npy(paths[1])
     except (OSError, ValueError, EOFError) as e:
         raise _corrupt(directory, paths[1], f"cannot be read ({e})") from None
     if (columns.shape != (rows,) or columns.dtype.names is None
@@ -275,6 +275,14 @@ def _check_shard(directory: str, k: int, entry: Mapping[str, Any], dim: int, dty
         raise _corrupt(directory, paths[1], f"holds {columns.dtype} {columns.shape}, not the "
                        f"{rows} rows of lat, lng, valid, id the manifest records")
     return feats, columns
+
+
+def _load_npy(path: str) -> np.ndarray:
+    """A shard file: memory-mapped on a local disk, read into memory from an object store
+    (which cannot be mapped)."""
+    if fileio.is_local(path):
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.load(io.BytesIO(fileio.read_bytes(path)), allow_pickle=False)
 
 
 def open_store(directory: str, *, verify: bool = True,
@@ -287,7 +295,7 @@ def open_store(directory: str, *, verify: bool = True,
       FeatureStoreError: no store, an unfinished one, another ``meta``, or a missing,
         truncated or corrupted file (named, with what to do).
     """
-    directory = os.path.abspath(directory)
+    directory = fileio.absolute(directory)
     manifest = _read_manifest(directory)
     if manifest is None:
         raise FeatureStoreError(f"no feature store in {directory} (no {MANIFEST}); build it "
@@ -418,8 +426,8 @@ def _prepare_directory(directory: str, spec: Mapping[str, Any],
                 + "; ".join(diff) + "): delete that folder or give build_store another "
                 "directory.")
         return manifest
-    if os.path.isdir(directory):
-        others = sorted(n for n in os.listdir(directory) if not _FILE_RE.match(n))
+    if fileio.isdir(directory):
+        others = sorted(n for n in fileio.listdir(directory) if not _FILE_RE.match(n))
         if others:
             raise FeatureStoreError(f"{directory} holds files that are not a feature store's "
                                     f"(e.g. {others[0]}) and no {MANIFEST}; give build_store an "
@@ -434,7 +442,7 @@ def _prepare_directory(directory: str, spec: Mapping[str, Any],
 def _pending_shards(directory: str, manifest: Mapping[str, Any]) -> list[int]:
     """Shards not recorded in the manifest, or recorded but with a file gone."""
     return [k for k, entry in enumerate(manifest["shards"])
-            if entry is None or not all(os.path.exists(os.path.join(directory, name))
+            if entry is None or not all(fileio.exists(os.path.join(directory, name))
                                         for name in shard_files(k))]
 
 
@@ -485,7 +493,7 @@ def build_store(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     num = len(source)
     if num < 1:
         raise ValueError("the database source holds no records.")
-    directory = os.path.abspath(directory)
+    directory = fileio.absolute(directory)
     write = jax.process_index() == 0
     log = log if write else (lambda _msg: None)
     spec = _jsonable({"meta": dict(meta), "weights_digest": weights_digest(weights), "num": num,
@@ -498,9 +506,10 @@ def build_store(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
         log(f"[features] {directory}: finished store ({num} rows), checking it")
         return open_store(directory, verify=True)
     if write:
-        os.makedirs(directory, exist_ok=True)
-        for stale in glob.glob(os.path.join(directory, ".*.tmp")):  # from a killed write
-            os.unlink(stale)
+        fileio.makedirs(directory)
+        if fileio.is_local(directory):  # an object store keeps no temporary file
+            for stale in glob.glob(os.path.join(directory, ".*.tmp")):  # from a killed write
+                os.unlink(stale)
         manifest["complete"] = False  # until every pending shard is back
         _write_manifest(directory, manifest)
     done = len(manifest["shards"]) - len(pending)

@@ -75,6 +75,7 @@ the backbone, feature dimension and database the caller is about to query it wit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -82,6 +83,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -593,6 +595,18 @@ def _fsync_tree(folder: str) -> None:
                 os.close(fd)
 
 
+def _remove_tree(folder: str) -> None:
+    """Removes a data folder (local or on an object store); errors are ignored (a leftover
+    ``data-*`` folder is removed by the next save)."""
+    try:
+        if fileio.is_local(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            fileio.rmtree(folder)
+    except OSError:
+        pass
+
+
 def _save_array(path: str, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
@@ -600,15 +614,14 @@ def _save_array(path: str, array: np.ndarray) -> None:
 
 def _read_manifest(directory: str) -> dict[str, Any]:
     path = os.path.join(directory, MANIFEST)
-    if not os.path.isdir(directory):
+    if not fileio.isdir(directory):
         raise IndexFileError(directory, "no such folder: no retrieval index here; build one "
                              "(Index.build(...).save(folder)).")
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         raise IndexFileError(path, "missing: the folder holds no complete retrieval index (an "
                              "interrupted save leaves it so); build the index again.")
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        manifest = json.loads(fileio.read_text(path))
     except (OSError, ValueError) as e:
         raise IndexFileError(path, f"unreadable ({e}); build the index again.") from e
     if not isinstance(manifest, dict) or manifest.get("format") != "geojax.retrieval":
@@ -711,40 +724,52 @@ class Index:
     # ---------------------------------------------------------------- save / load
     def save(self, directory: str | os.PathLike) -> None:
         """Saves into ``directory`` (created if needed; a previous index there is replaced),
-        atomically: see the module docstring."""
-        directory = os.path.abspath(os.fspath(directory))
-        if os.path.exists(directory) and not os.path.isdir(directory):
+        atomically: see the module docstring. On an object store (``gs://``) the data folder
+        is written locally, then each file uploaded (:func:`geojax.fileio.upload_file`), and
+        the manifest, written last, makes it the index."""
+        directory = fileio.absolute(directory)
+        if fileio.exists(directory) and not fileio.isdir(directory):
             raise RetrievalError(f"{directory} exists and is not a folder.")
-        if os.path.isdir(directory) and not os.path.exists(os.path.join(directory, MANIFEST)):
-            foreign = [n for n in os.listdir(directory) if not n.startswith("data-")]
+        if fileio.isdir(directory) and not fileio.exists(os.path.join(directory, MANIFEST)):
+            foreign = [n for n in fileio.listdir(directory) if not n.startswith("data-")]
             if foreign:
                 raise RetrievalError(f"{directory} holds files that are not a retrieval index "
                                      f"({sorted(foreign)[:5]}); choose an empty or new folder.")
-        os.makedirs(directory, exist_ok=True)
+        fileio.makedirs(directory)
         name = f"data-{uuid.uuid4().hex[:12]}"
         folder = os.path.join(directory, name)
-        os.makedirs(folder)
+        local = fileio.is_local(directory)
+        staging = folder if local else tempfile.mkdtemp(prefix=f"geojax-{name}-")
+        if local:
+            os.makedirs(folder)
         try:
-            _save_array(os.path.join(folder, "rows.npy"), self._rows)
-            _save_array(os.path.join(folder, "lat.npy"), self.lat)
-            _save_array(os.path.join(folder, "lng.npy"), self.lng)
-            self._engine.save(folder)
-            _fsync_tree(folder)
+            _save_array(os.path.join(staging, "rows.npy"), self._rows)
+            _save_array(os.path.join(staging, "lat.npy"), self.lat)
+            _save_array(os.path.join(staging, "lng.npy"), self.lng)
+            self._engine.save(staging)
+            files = {path: _digest(os.path.join(staging, path)) for path in _files(staging)}
+            if local:
+                _fsync_tree(folder)
+            else:
+                for path in files:
+                    fileio.upload_file(os.path.join(staging, path), os.path.join(folder, path))
             manifest = {
                 "format": "geojax.retrieval", "format_version": FORMAT_VERSION,
                 "engine": self.engine, "num": self.num, "dim": self.dim,
                 "num_valid": self.num_valid, "meta": self.meta, "params": self.params,
-                "data": name,
-                "files": {path: _digest(os.path.join(folder, path)) for path in _files(folder)},
+                "data": name, "files": files,
             }
             payload = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
             fileio.atomic_write(os.path.join(directory, MANIFEST), payload)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_tree(folder)
             raise
-        for old in os.listdir(directory):  # previous versions, and interrupted saves
+        finally:
+            if not local:
+                shutil.rmtree(staging, ignore_errors=True)
+        for old in fileio.listdir(directory):  # previous versions, and interrupted saves
             if old.startswith("data-") and old != name:
-                shutil.rmtree(os.path.join(directory, old), ignore_errors=True)
+                _remove_tree(os.path.join(directory, old))
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, expect: Mapping[str, Any] | None = None,
@@ -762,7 +787,7 @@ class Index:
           IndexFileError: no complete index, or a file missing, truncated or altered.
           IndexMismatchError: ``expect`` differs; the message names both values of each key.
         """
-        directory = os.path.abspath(os.fspath(directory))
+        directory = fileio.absolute(directory)
         manifest = _read_manifest(directory)
         own = {key: manifest.get(key) for key in ("engine", "num", "dim", "num_valid")}
         meta = manifest.get("meta") or {}
@@ -778,19 +803,25 @@ class Index:
                                  f"unknown engine {manifest.get('engine')!r}.")
         folder = os.path.join(directory, str(manifest.get("data")))
         files = manifest.get("files") or {}
-        for path, recorded in sorted(files.items()):
-            full = os.path.join(folder, path)
-            if not os.path.exists(full):
-                raise IndexFileError(full, f"missing (named in {MANIFEST}); build the index "
-                                     "again.")
-            if _digest(full) != recorded:
-                raise IndexFileError(full, "truncated or altered since the index was saved "
-                                     "(its size or SHA-256 differs from the manifest's); build "
-                                     "the index again.")
-        engine_cls = _ENGINES[manifest["engine"]]
-        engine = engine_cls.load(folder, dict(manifest["params"]), mesh)
-        rows = np.load(os.path.join(folder, "rows.npy"))
-        lat = np.load(os.path.join(folder, "lat.npy"))
-        lng = np.load(os.path.join(folder, "lng.npy"))
+        with contextlib.ExitStack() as stack:
+            # The engines read local files: from an object store, the files are copied first.
+            here = folder if fileio.is_local(folder) else stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="geojax-index-"))
+            for path, recorded in sorted(files.items()):
+                full = os.path.join(folder, path)
+                if not fileio.exists(full):
+                    raise IndexFileError(full, f"missing (named in {MANIFEST}); build the index "
+                                         "again.")
+                if here != folder:
+                    fileio.download_file(full, os.path.join(here, path))
+                if _digest(os.path.join(here, path)) != recorded:
+                    raise IndexFileError(full, "truncated or altered since the index was saved "
+                                         "(its size or SHA-256 differs from the manifest's); "
+                                         "build the index again.")
+            engine_cls = _ENGINES[manifest["engine"]]
+            engine = engine_cls.load(here, dict(manifest["params"]), mesh)
+            rows = np.load(os.path.join(here, "rows.npy"))
+            lat = np.load(os.path.join(here, "lat.npy"))
+            lng = np.load(os.path.join(here, "lng.npy"))
         return cls(engine=engine, num=manifest["num"], dim=manifest["dim"], meta=meta,
                    lat=lat, lng=lng, rows=rows)

@@ -47,6 +47,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from geojax import fileio
+
 _ITEMS = ("state", "data")
 _REASON_CHARS = 300  # an unreadable step's reason is cut to this length in the log line
 
@@ -94,7 +96,7 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, *, keep: int = 2, async_save: bool = True):
         if keep < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {keep}.")
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = fileio.absolute(directory)  # a gs:// URL goes to Orbax as it is
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True)
@@ -176,8 +178,7 @@ class Checkpointer:
         path = os.path.join(self.step_directory(step), "data",
                             f"process_{jax.process_index()}-of-{jax.process_count()}.json")
         try:
-            with open(path, encoding="utf-8") as f:
-                json.load(f)
+            json.loads(fileio.read_text(path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as err:
@@ -189,13 +190,13 @@ class Checkpointer:
         on process 0 and refreshes the manager's list of steps; returns the new path."""
         source = self.step_directory(step)
         n = 1
-        while os.path.exists(f"{source}.unreadable-{n}"):
+        while fileio.exists(f"{source}.unreadable-{n}"):
             n += 1
         target = f"{source}.unreadable-{n}"
         if jax.process_count() > 1:  # every process has chosen the name before the rename
             multihost_utils.sync_global_devices(f"geojax set aside {source}: named")
         if jax.process_index() == 0:
-            os.rename(source, target)
+            fileio.path(source).rename(target)  # on an object store: a copy, then a delete
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"geojax set aside {source}: moved")
         self._manager.reload()

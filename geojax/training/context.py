@@ -9,7 +9,6 @@ reader.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,12 +17,16 @@ import jax
 import ml_collections
 import numpy as np
 
+from geojax import fileio
 from geojax.data.datasets import Coordinates, RecordSource
 from geojax.partitions import base
 
 
 class MetricsWriter:
-    """Appends JSON lines to ``<workdir>/metrics.jsonl`` (process 0 only).
+    """Appends JSON lines to ``<workdir>/metrics.jsonl`` (process 0 only), with
+    :class:`geojax.fileio.JsonLinesLog`: one appended file on a local disk; on an object store
+    (a ``gs://`` workdir), which cannot append, segments ``metrics.jsonl.segments/*.jsonl``
+    that :func:`read_metrics` reads back as one stream.
 
     The file is append-only across resumes, so it holds three kinds of record:
 
@@ -40,23 +43,14 @@ class MetricsWriter:
     def __init__(self, workdir: str):
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
-        self._checked_end = False
+        self._log = fileio.JsonLinesLog(self.path)
 
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         clean = {k: (float(v) if isinstance(v, (np.floating, np.integer, float)) or
                      (hasattr(v, "shape") and np.shape(v) == ()) else v) for k, v in record.items()}
-        line = json.dumps(clean, sort_keys=True) + "\n"
-        if not self._checked_end:  # a process killed mid-line: start on a line of our own
-            self._checked_end = True
-            if os.path.isfile(self.path) and os.path.getsize(self.path):
-                with open(self.path, "rb") as f:
-                    f.seek(-1, os.SEEK_END)
-                    if f.read(1) != b"\n":
-                        line = "\n" + line
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
+        self._log.append(clean)
 
 
 def _record_key(record: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -78,20 +72,13 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     appear twice in the file; this keeps the last record of each (stage, step) and of each
     evaluation (tag, split), at the place of that last record, and every event record
     (``{"event": "resume", ...}``). Lines that are not JSON (a write cut by ``kill -9``) are
-    skipped.
+    skipped. On an object store the log's segments are read as one stream
+    (:func:`geojax.fileio.read_json_lines`).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if fileio.isdir(path):
         path = os.path.join(path, "metrics.jsonl")
-    records: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
+    records = list(fileio.read_json_lines(path))
     last = {key: i for i, r in enumerate(records) if (key := _record_key(r)) is not None}
     return [r for i, r in enumerate(records)
             if (key := _record_key(r)) is None or last[key] == i]

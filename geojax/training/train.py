@@ -63,7 +63,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from geojax import progress
+from geojax import fileio, progress
 from geojax.data import augment, datasets, pipeline, records
 from geojax.models import geodecoder as geodecoder_lib
 from geojax.models import heads as heads_lib
@@ -243,10 +243,10 @@ def _merge_into(target: Any, source: Any) -> Any:
 def load_weights(directory: str) -> dict[str, Any]:
     """``{"params", "batch_stats"}`` of the latest checkpoint under a stage directory
     (``<workdir>/checkpoints/<stage>``) or of one checkpoint step directory, as numpy."""
-    directory = os.path.abspath(directory)
+    directory = fileio.absolute(directory)
     step_dir = directory
-    if not os.path.isdir(os.path.join(directory, "state")):
-        steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    if not fileio.isdir(os.path.join(directory, "state")):
+        steps = [int(d) for d in fileio.listdir(directory) if d.isdigit()]
         if not steps:
             raise FileNotFoundError(f"init_from={directory!r} holds no checkpoint (expected a "
                                     "stage directory <workdir>/checkpoints/<stage> or one of its "
@@ -606,7 +606,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
     sharding.check_batch_size(int(config.eval.batch_size), mesh, what="config.eval.batch_size")
     is_main = jax.process_index() == 0
     log = log if is_main else (lambda _msg: None)
-    os.makedirs(workdir, exist_ok=True)
+    fileio.makedirs(workdir)
     train_source = datasets.train_source(config.data)
     coords = datasets.coordinates_of(train_source)
     plain = [g for g, spec in config.partitions.items() if not spec.get("features_from")]
@@ -652,7 +652,7 @@ def final_model(config: ml_collections.ConfigDict, workdir: str, *,
     ctx, stages = setup(config, workdir, log=log)
     last = config.stage_order[-1]
     weights_dir = os.path.join(workdir, "checkpoints", last)
-    steps = [int(d) for d in os.listdir(weights_dir) if d.isdigit()] if os.path.isdir(weights_dir) else []
+    steps = [int(d) for d in fileio.listdir(weights_dir) if d.isdigit()]
     if int(stages[last]["num_steps"]) not in steps:
         raise FileNotFoundError(f"{workdir} has no finished training (no checkpoint of the last "
                                 f"stage {last!r} at step {stages[last]['num_steps']}); run "
@@ -660,7 +660,7 @@ def final_model(config: ml_collections.ConfigDict, workdir: str, *,
     pending = [g for g in config.partitions if g not in ctx.groups]
     if pending:
         done = {n: load_weights(os.path.join(workdir, "checkpoints", n)) for n in config.stage_order
-                if os.path.isdir(os.path.join(workdir, "checkpoints", n))}
+                if fileio.isdir(os.path.join(workdir, "checkpoints", n))}
         ensure_partitions(ctx, pending, done)
     weights = load_weights(os.path.join(weights_dir, str(int(stages[last]["num_steps"]))))
     state = TrainState(step=jnp.asarray(stages[last]["num_steps"]), params=weights["params"],

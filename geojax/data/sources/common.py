@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, SupportsIndex
 import numpy as np
 from PIL import Image, ImageFile
 
+from geojax import fileio
 from geojax.geo import great_circle, sphere
 from geojax.geo.gazetteer import Gazetteer
 
@@ -261,7 +262,7 @@ def read_coordinates_csv(path: str | os.PathLike, *,
     path = os.fspath(path)
     report = ReadReport(path)
     lats, lngs, ids = [], [], []
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with _open_csv(path) as f:
         reader = csv.reader(f)
         try:
             header = next(reader)
@@ -314,7 +315,7 @@ def _read_metadata(path: str | os.PathLike, report: ReadReport, *, id_columns: t
     ``string_columns`` names further columns kept verbatim as strings (None: all of them).
     """
     path = os.fspath(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with _open_csv(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -464,8 +465,29 @@ def _open_fd(path: str) -> int:
 
 
 def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    """The bytes of a local file or an object (``gs://``, ``s3://``), through epath."""
+    return fileio.read_bytes(path)
+
+
+def _open_csv(path: str) -> io.TextIOWrapper:
+    """A CSV file (local or on an object store) opened for ``csv.reader``: streamed, UTF-8
+    with an optional BOM, ``newline=""``."""
+    return io.TextIOWrapper(fileio.open_file(path, "rb"), encoding="utf-8-sig", newline="")
+
+
+def _existing_files(folder: str, names: Sequence[str]) -> set[str]:
+    """The ``names`` (paths relative to ``folder``) that are files: checked one by one on a
+    local disk, from one listing of the folder on an object store (one request per name
+    would be one round trip per image)."""
+    if fileio.is_local(folder):
+        return {n for n in names if os.path.isfile(os.path.join(folder, n))}
+    base = folder.split("://", 1)[1].rstrip("/")
+    present = set()
+    for dirpath, _, filenames in fileio.path(folder).walk():
+        # fsspec yields the folders without their scheme, gfile with it.
+        rel = os.path.relpath(os.fspath(dirpath).split("://", 1)[-1], base)
+        present.update(f if rel == "." else f"{rel}/{f}" for f in filenames)
+    return present.intersection(names)
 
 
 class _Source:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any, SupportsIndex
 
-
+from geojax import fileio
 from geojax.data.sources.common import (
     DEFAULT_MAX_BAD_FRACTION,
     ReadReport,
     _Source,
     _check_fraction,
     _check_index,
+    _existing_files,
     _read_file,
     _read_metadata,
 )
@@ -33,13 +34,14 @@ class CsvImageFolderSource(_Source):
                  max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION):
         _check_fraction(max_bad_fraction)
         self.csv_path, self.image_dir = os.fspath(csv_path), os.fspath(image_dir)
-        if not os.path.isdir(self.image_dir):
+        if not fileio.isdir(self.image_dir):
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist.")
         self.report = ReadReport(self.csv_path)
         meta = _read_metadata(self.csv_path, self.report, id_columns=("img_id", "img_file"))
         keep = []
+        present = _existing_files(self.image_dir, meta.ids)
         for k, row_id in enumerate(meta.ids):
-            if os.path.isfile(os.path.join(self.image_dir, row_id)):
+            if row_id in present:
                 keep.append(k)
             else:
                 self.report.skip("rows whose image file is missing", row_id)
