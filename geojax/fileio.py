@@ -170,6 +170,40 @@ def download_file(source: PathLike, local_path: PathLike, *, chunk_bytes: int = 
             out.write(piece)
 
 
+def files_under(folder: PathLike) -> list[str]:
+    """Every file under ``folder`` (local or on an object store), as sorted ``/``-separated
+    paths relative to it; [] where there is none."""
+    folder = os.fspath(folder)
+    if is_local(folder):
+        return sorted(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+                      for root, _, names in os.walk(folder) for name in names)
+    base = folder.split("://", 1)[1].rstrip("/")
+    out = []
+    for root, _, names in path(folder).walk():
+        # fsspec gives the folders without their scheme, gfile with it.
+        rel = os.path.relpath(os.fspath(root).split("://", 1)[-1], base)
+        out += [name if rel == "." else f"{rel}/{name}" for name in names]
+    return sorted(out)
+
+
+def upload_tree(local_folder: PathLike, target: PathLike, *, last: str | None = None) -> None:
+    """Copies every file under ``local_folder`` to the same relative path under ``target``,
+    each with :func:`upload_file`; ``last`` (a relative path) is copied after all the others
+    (the manifest that makes the folder complete)."""
+    names = files_under(local_folder)
+    for name in sorted(names, key=lambda n: n == last):
+        upload_file(os.path.join(local_folder, name), join(target, name))
+
+
+def download_tree(source: PathLike, local_folder: PathLike) -> list[str]:
+    """Copies every file under ``source`` to the same relative path under ``local_folder``;
+    returns the relative paths."""
+    names = files_under(source)
+    for name in names:
+        download_file(join(source, name), os.path.join(local_folder, name))
+    return names
+
+
 def _upload(target: epath.Path, payload: bytes | memoryview | Iterator[bytes]) -> None:
     """The object ``target`` := ``payload`` (bytes, or an iterator of pieces), in one upload,
     committed only by ``close()``.

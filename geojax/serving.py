@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +42,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image, ImageFile
+
+from geojax import fileio
 
 FORMAT = "geojax-export"
 VERSION = 1
@@ -167,8 +170,20 @@ class ExportedPredictor:
     """
 
     def __init__(self, path: str | os.PathLike):
-        path = os.path.abspath(os.fspath(path))
+        path = fileio.absolute(path)
         self.path = path
+        if fileio.is_local(path):
+            self._load(path)
+            return
+        # From an object store: copied to a local folder first (the checks and Orbax read it).
+        with tempfile.TemporaryDirectory(prefix="geojax-export-") as here:
+            fileio.download_tree(path, here)
+            try:
+                self._load(here)
+            except ExportError as e:
+                raise ExportError(str(e).replace(here, path)) from None
+
+    def _load(self, path: str) -> None:
         self.manifest = read_manifest(path)
         m = self.manifest
         self.predictor = str(m["predictor"])

@@ -472,3 +472,38 @@ def test_feature_store_on_a_bucket(bucket, tmp_path):
     again = features.open_store("gs://bucket/run/features", verify=True)
     np.testing.assert_array_equal(again.lat, local.lat)
     assert FakeBucket.copies == 0
+
+
+def test_export_to_and_serving_from_a_bucket(bucket, tmp_path):
+    """export_predictor into gs:// (old export removed, files uploaded, manifest last) and
+    serving.load from gs:// answer like the same export on a local disk."""
+    from geojax import serving  # pylint: disable=import-outside-toplevel
+    from geojax.inference import export as export_lib  # pylint: disable=import-outside-toplevel
+    from geojax.inference import predictors as predictors_lib  # pylint: disable=import-outside-toplevel
+    from geojax.training import train as train_lib  # pylint: disable=import-outside-toplevel
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+    config = planet_config()
+    train = datasets.train_coordinates(config.data)
+    groups = build.build_partitions(config.partitions, str(tmp_path / "work"), train, log=quiet)
+    [part] = groups["planet"]
+    model = train_lib.build_model(config, {part.name: part.num_classes}, freeze_backbone=False)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)),
+                                               train=False))
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(s.dtype), shapes)
+    inputs = predictors_lib.BuildInputs(groups, (part.name,), train, config, None, None)
+    [predictor] = predictors_lib.build(("argmax",), inputs)
+    exports = {}
+    for where in (str(tmp_path / "export"), "gs://bucket/run/export", "gs://bucket/run/export"):
+        export_lib.export_predictor(model, predictor, variables, where, image_size=SIZE)
+        exports[where] = serving.load(where)
+    names = objects(bucket / "run/export")
+    assert serving.MANIFEST in names and serving.SERVING_FILE in names
+    assert any(n.startswith(serving.PARAMS_DIR + "/") for n in names)
+    images = rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    local, remote = exports.values()
+    for key, value in local.predict_images(images).items():
+        np.testing.assert_array_equal(remote.predict_images(images)[key], value)
+    assert FakeBucket.copies == 0

@@ -164,21 +164,27 @@ def export_predictor(model: heads_lib.GeoModel, predictor: predictors_lib.Predic
     is then renamed to ``path`` (an earlier export there is first renamed aside, then
     removed). A kill leaves either the old export or the new one at ``path`` — or, between the
     two renames, none, the old one being under a hidden ``.<name>.old-*`` name — plus at most a
-    hidden ``.<name>.tmp-*`` folder; never a partial ``path`` that loads. One process only.
-    ``extra``: more manifest entries (the run's config name, step, ...).
+    hidden ``.<name>.tmp-*`` folder; never a partial ``path`` that loads. On an object store
+    (``gs://``), where a rename is a copy, the export is written into a local temporary
+    folder, the old export at ``path`` is removed, and the files are uploaded, the manifest
+    last (:func:`geojax.fileio.upload_tree`): a kill leaves the old export, none, or a folder
+    without a manifest (refused by ``serving.load``). One process only. ``extra``: more
+    manifest entries (the run's config name, step, ...).
     """
     if jax.process_count() > 1:
         raise RuntimeError("export runs in one process; run --mode=export without "
                            "--jax_distributed (it needs one device).")
-    path = os.path.abspath(os.fspath(path))
+    path = fileio.absolute(path)
+    local = fileio.is_local(path)
     variables = jax.tree.map(np.asarray, dict(variables))
     exported = export_serving(model, predictor, variables, image_size, platforms=platforms)
     out_tree = exported.out_tree.unflatten(exported.out_avals)
     outputs = {k: [d if isinstance(d, int) else str(d) for d in v.shape]
                for k, v in out_tree.items()}
     top_k = int(out_tree["topk_lat"].shape[1]) if "topk_lat" in out_tree else 0
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
+    parent = os.path.dirname(path) if local else None
+    if local:
+        os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would keep other users from serving it
@@ -200,10 +206,16 @@ def export_predictor(model: heads_lib.GeoModel, predictor: predictors_lib.Predic
         }
         fileio.atomic_write(os.path.join(tmp, serving.MANIFEST),
                             json.dumps(manifest, indent=2) + "\n")
-        _replace_folder(tmp, path)
+        if local:
+            _replace_folder(tmp, path)
+        else:
+            fileio.rmtree(path)
+            fileio.upload_tree(tmp, path, last=serving.MANIFEST)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if not local:
+        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

@@ -481,13 +481,7 @@ def _existing_files(folder: str, names: Sequence[str]) -> set[str]:
     would be one round trip per image)."""
     if fileio.is_local(folder):
         return {n for n in names if os.path.isfile(os.path.join(folder, n))}
-    base = folder.split("://", 1)[1].rstrip("/")
-    present = set()
-    for dirpath, _, filenames in fileio.path(folder).walk():
-        # fsspec yields the folders without their scheme, gfile with it.
-        rel = os.path.relpath(os.fspath(dirpath).split("://", 1)[-1], base)
-        present.update(f if rel == "." else f"{rel}/{f}" for f in filenames)
-    return present.intersection(names)
+    return set(fileio.files_under(folder)).intersection(names)
 
 
 class _Source:
