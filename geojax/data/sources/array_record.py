@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from typing import Any, Callable, Iterator, Mapping, Sequence, SupportsIndex
@@ -14,6 +16,7 @@ import msgpack
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
+from geojax import fileio
 from geojax.geo import sphere
 from geojax.data.sources.common import (
     ImageDecodeError,
@@ -116,7 +119,11 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
     to ``out_dir``, which is renamed to ``out_dir`` only when complete, so ``out_dir``
     either does not exist or is a complete dataset. An existing ``out_dir`` is refused
     unless ``overwrite=True``, in which case it is replaced only after the new one is
-    complete.
+    complete. On an object store (``out_dir`` a ``gs://`` URL), where a rename is a copy,
+    the dataset is written into a local temporary folder, then (after removing an existing
+    ``out_dir`` when overwriting) uploaded file by file with ``metadata.json`` last
+    (:func:`geojax.fileio.upload_tree`): a folder without it is refused by
+    :class:`ArrayRecordSource` as incomplete.
 
     The conversion's one summary (passed once to ``log``, and ``summary`` in
     ``metadata.json``) counts the rows the source skipped and the records the conversion
@@ -132,8 +139,9 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
       The metadata written to ``metadata.json``.
     """
 
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    if os.path.exists(out_dir) and not overwrite:
+    out_dir = fileio.absolute(out_dir)
+    local = fileio.is_local(out_dir)
+    if fileio.exists(out_dir) and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; pass overwrite=True (--overwrite) to replace it.")
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}.")
@@ -145,9 +153,12 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
         raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
     num_shards = min(num_shards, n)
     parent, base = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
-    os.makedirs(tmp)
+    if local:
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
+        os.makedirs(tmp)
+    else:
+        tmp = tempfile.mkdtemp(prefix=f"geojax-{base}.tmp-")
     report = ReadReport(f"conversion of {source!r}")
     fields: dict[str, str] = {}
     shards = []
@@ -204,14 +215,19 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
                 f.flush()
                 os.fsync(f.fileno())
         _fsync_path(tmp)
-        if os.path.exists(out_dir):  # overwrite: swap in the complete new dataset, then drop the old
+        if not local:
+            fileio.rmtree(out_dir)  # overwrite: a store cannot swap folders
+            fileio.upload_tree(tmp, out_dir, last="metadata.json")
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(out_dir):  # overwrite: swap in the complete new dataset, then drop the old
             old = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex[:12]}")
             os.rename(out_dir, old)
             os.rename(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out_dir)
-        _fsync_path(parent)
+        if local:
+            _fsync_path(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -237,22 +253,27 @@ class ArrayRecordSource:
 
     Reads with array_record's ``ArrayRecordDataSource`` (no TensorFlow, no TFDS) and
     returns the same record dicts as the source it was converted from (numbers as numpy
-    float64 / int64). ``metadata`` holds ``metadata.json``.
+    float64 / int64). ``metadata`` holds ``metadata.json``. In a ``gs://`` folder,
+    ``metadata.json`` and ``coordinates.npy`` are read through epath and the shards by
+    array_record's own reader, which opens ``gs://`` paths itself; it reads no other
+    object store.
     """
 
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = os.fspath(out_dir)
+        if not fileio.is_local(self.out_dir) and not self.out_dir.startswith("gs://"):
+            raise ValueError(f"{self.out_dir}: array_record reads shards from local folders and "
+                             "gs:// only; copy the dataset to one of them.")
         meta_path = os.path.join(self.out_dir, "metadata.json")
-        if not os.path.isfile(meta_path):
+        if not fileio.isfile(meta_path):
             raise FileNotFoundError(f"{self.out_dir} is not a complete geojax ArrayRecord dataset "
                                     "(no metadata.json); convert it again with convert_to_array_record.")
-        with open(meta_path, encoding="utf-8") as f:
-            self.metadata = json.load(f)
+        self.metadata = json.loads(fileio.read_text(meta_path))
         if self.metadata.get("format") != _DATASET_FORMAT or self.metadata.get("version") != _DATASET_VERSION:
             raise ValueError(f"{meta_path}: format {self.metadata.get('format')!r} version "
                              f"{self.metadata.get('version')!r}, expected {_DATASET_FORMAT!r} {_DATASET_VERSION}.")
         paths = [os.path.join(self.out_dir, s["file"]) for s in self.metadata["shards"]]
-        missing = [p for p in paths if not os.path.isfile(p)]
+        missing = [p for p in paths if not fileio.isfile(p)]
         if missing:
             raise FileNotFoundError(f"{self.out_dir}: shard files missing: {missing}.")
         self._paths = paths
@@ -279,8 +300,10 @@ class ArrayRecordSource:
         (memory-mapped); a dataset converted without that file is read record by record."""
         if self._coords is None:
             path = os.path.join(self.out_dir, COORDINATES_FILE)
-            if os.path.isfile(path):
+            if fileio.is_local(path) and os.path.isfile(path):
                 coords = np.load(path, mmap_mode="r")
+            elif not fileio.is_local(path) and fileio.isfile(path):
+                coords = np.load(io.BytesIO(fileio.read_bytes(path)), allow_pickle=False)
             else:
                 coords = np.asarray([(r["lat"], r["lng"]) for r in self], np.float64).reshape(-1, 2)
             if coords.shape != (len(self), 2):

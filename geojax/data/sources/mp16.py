@@ -10,6 +10,7 @@ from typing import Any, Iterator, Sequence, SupportsIndex
 import msgpack
 import numpy as np
 
+from geojax import fileio
 from geojax.data.sources.common import (
     DEFAULT_MAX_BAD_FRACTION,
     ReadReport,
@@ -34,14 +35,18 @@ def _expand_shards(shards: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     """A glob, a folder (all ``*.msg`` in it), one file, or a list of files -> shard paths."""
     if isinstance(shards, (str, os.PathLike)):
         pattern = os.fspath(shards)
-        if os.path.isdir(pattern):
+        if fileio.isdir(pattern):
             pattern = os.path.join(pattern, "*.msg")
-        paths = sorted(glob.glob(pattern), key=_natural_key)
+        if fileio.is_local(pattern):
+            paths = sorted(glob.glob(pattern), key=_natural_key)
+        else:  # gs://bucket/mp16/shard_*.msg: a pattern on the file names of one folder
+            folder, names = os.path.split(pattern)
+            paths = sorted((os.fspath(p) for p in fileio.path(folder).glob(names)), key=_natural_key)
         if not paths:
             raise FileNotFoundError(f"no msgpack shards match {pattern!r}.")
         return paths
     paths = [os.fspath(p) for p in shards]
-    missing = [p for p in paths if not os.path.isfile(p)]
+    missing = [p for p in paths if not fileio.isfile(p)]
     if not paths or missing:
         raise FileNotFoundError(f"msgpack shards not found: {missing or 'empty list'}.")
     return paths
@@ -72,8 +77,9 @@ def _unpacker_kwargs() -> dict[str, Any]:
 def _scan_shard(path: str, report: ReadReport) -> Iterator[tuple[str, int, int]]:
     """Yields ``(id, byte offset, byte length)`` of each complete record of a shard."""
     name = os.path.basename(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    with fileio.open_file(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
         unpacker = msgpack.Unpacker(f, **_unpacker_kwargs())
         offset = 0
         while True:
@@ -163,7 +169,12 @@ class Mp16MsgpackSource(_Source):
         i = _check_index(i, len(self))
         path = self.shard_paths[self._shard[i]]
         length = int(self._length[i])
-        data = os.pread(self._files.get(path), length, int(self._offset[i]))
+        if fileio.is_local(path):
+            data = os.pread(self._files.get(path), length, int(self._offset[i]))
+        else:  # one ranged read of the object
+            with fileio.open_file(path, "rb") as f:
+                f.seek(int(self._offset[i]))
+                data = f.read(length)
         parsed = None
         if len(data) == length:
             try:

@@ -8,6 +8,7 @@ from typing import Any, Sequence, SupportsIndex
 
 import numpy as np
 
+from geojax import fileio
 from geojax.data.sources.common import (
     DEFAULT_MAX_BAD_FRACTION,
     ReadReport,
@@ -26,6 +27,25 @@ from geojax.data.sources.mp16 import _natural_key
 # ----------------------------------------------------------------------------------
 # 3. OSV-5M
 # ----------------------------------------------------------------------------------
+
+
+def _walk_files(root: str):
+    """Every file under ``root`` (local or ``gs://``), folders in sorted order, the files of a
+    folder in natural order (``img_2`` before ``img_10``)."""
+    if fileio.is_local(root):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for filename in sorted(filenames, key=_natural_key):
+                yield os.path.join(dirpath, filename)
+        return
+    for rel in sorted(fileio.files_under(root),
+                      key=lambda r: (os.path.dirname(r), _natural_key(os.path.basename(r)))):
+        yield fileio.join(root, rel)
+
+
+def _open_zip(path: str) -> zipfile.ZipFile:
+    """A zip file, local or on an object store (read with ranged reads through epath)."""
+    return zipfile.ZipFile(path if fileio.is_local(path) else fileio.open_file(path, "rb"))
 
 
 class Osv5mSource(_Source):
@@ -54,7 +74,7 @@ class Osv5mSource(_Source):
         self.root, self.split = os.fspath(root), split
         self.csv_path = os.path.join(self.root, f"{split}.csv")
         self.image_root = os.path.join(self.root, "images", split)
-        if not os.path.isdir(self.image_root):
+        if not fileio.isdir(self.image_root):
             raise FileNotFoundError(f"OSV-5M image folder {self.image_root} does not exist.")
         self.report = ReadReport(self.csv_path)
         meta = _read_metadata(self.csv_path, self.report, id_columns=("id",), string_columns=extra_columns)
@@ -78,7 +98,7 @@ class Osv5mSource(_Source):
         self._init_rows(meta, keep, max_bad_fraction)
         self._container = np.array(container, np.int32)  # index into zip_paths; -1: extracted file
         self._member = _Strings(members)
-        self._files = _OpenFiles(zipfile.ZipFile)
+        self._files = _OpenFiles(_open_zip)
 
     def _index_images(self) -> dict[str, tuple[int, str]]:
         """id -> (zip index or -1, member name or path relative to image_root)."""
@@ -93,23 +113,21 @@ class Osv5mSource(_Source):
                     images[stem] = where
 
         self.zip_paths = []
-        for dirpath, dirnames, filenames in os.walk(self.image_root):
-            dirnames.sort()
-            for filename in sorted(filenames, key=_natural_key):
-                path = os.path.join(dirpath, filename)
-                if filename.lower().endswith(".zip"):
-                    try:
-                        with zipfile.ZipFile(path) as zf:
-                            names = [n for n in zf.namelist() if not n.endswith("/")]
-                    except (zipfile.BadZipFile, OSError) as e:
-                        self.report.rows += 1
-                        self.report.skip("unreadable zip files", f"{filename} ({e})")
-                        continue
-                    self.zip_paths.append(path)
-                    for name in names:
-                        add(name, (len(self.zip_paths) - 1, name))
-                else:
-                    add(filename, (-1, os.path.relpath(path, self.image_root)))
+        for path in _walk_files(self.image_root):
+            filename = os.path.basename(path)
+            if filename.lower().endswith(".zip"):
+                try:
+                    with _open_zip(path) as zf:
+                        names = [n for n in zf.namelist() if not n.endswith("/")]
+                except (zipfile.BadZipFile, OSError) as e:
+                    self.report.rows += 1
+                    self.report.skip("unreadable zip files", f"{filename} ({e})")
+                    continue
+                self.zip_paths.append(path)
+                for name in names:
+                    add(name, (len(self.zip_paths) - 1, name))
+            else:
+                add(filename, (-1, os.path.relpath(path, self.image_root)))
         return images
 
     def __getitem__(self, i: SupportsIndex) -> dict[str, Any]:
