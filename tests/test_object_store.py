@@ -21,6 +21,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -557,3 +558,43 @@ def test_dataset_sources_read_from_a_bucket(bucket):
     with pytest.raises(ValueError, match="gs:// only"):
         sources.ArrayRecordSource("s3://bucket/ar")
     assert FakeBucket.copies == 0
+
+
+_MAIN_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_object_store as t
+t.install({root!r})
+from absl import app
+from geojax import main
+sys.argv = ["geojax.main"] + {args!r}
+app.run(main.main, flags_parser=main._parse_flags)
+"""
+
+
+def test_two_processes_partition_mode_on_a_bucket(bucket):
+    """``--mode=partition --workdir=gs://bucket/run`` on 2 processes (``jax.distributed`` on
+    localhost): process 0 builds and saves into the bucket, the barrier, process 1 reads what
+    it saved (no "building them here" warning); nothing lands in a local ``gs:`` folder."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [f"--config={ROOT}/configs/planet.py:runlocal", "--mode=partition",
+            "--workdir=gs://bucket/run", f"--config.data.train_size={TRAIN}",
+            f"--config.data.eval_size={EVAL}", "--config.data.eval_splits=('im2gps3k',)",
+            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(EPATH_USE_TF="false", PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", _MAIN_SCRIPT.format(tests=str(ROOT / "tests"), root=str(bucket.parent),
+                                                   args=args + [f"--process_id={i}"])],
+        env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, f"{out[-2000:]}\n{err[-4000:]}"
+    assert "built 1 partition" in outputs[0][0]
+    assert "building them here" not in outputs[1][1] + outputs[1][0]
+    names = objects(bucket / "run")
+    assert "partitions/planet.json" in names and "partition_oracle.json" in names
+    assert report.read_results("gs://bucket/run/partition_oracle.json")
