@@ -62,18 +62,14 @@ def file_digests(root: str | os.PathLike) -> dict[str, str]:
     the manifest itself excepted."""
     root = os.fspath(root)
     out: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, root).replace(os.sep, "/")
-            if rel == MANIFEST:
-                continue
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            out[rel] = digest.hexdigest()
+    for rel in fileio.files_under(root):
+        if rel == MANIFEST:
+            continue
+        digest = hashlib.sha256()
+        with fileio.open_file(os.path.join(root, rel), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        out[rel] = digest.hexdigest()
     return out
 
 
@@ -124,14 +120,13 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     checksum); raises :class:`ExportError` otherwise."""
     path = os.fspath(path)
     manifest_path = os.path.join(path, MANIFEST)
-    if not os.path.isdir(path):
+    if not fileio.isdir(path):
         raise _refuse(path, "no such folder")
-    if not os.path.isfile(manifest_path):
+    if not fileio.isfile(manifest_path):
         raise _refuse(path, f"it has no {MANIFEST} (written last: the export was interrupted, "
                             "or this folder is not an export)")
     try:
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        manifest = json.loads(fileio.read_text(manifest_path))
     except (OSError, ValueError) as e:
         raise _refuse(path, f"{MANIFEST} cannot be read ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
