@@ -97,10 +97,6 @@ def read_text(p: PathLike) -> str:
     return path(p).read_text(encoding="utf-8")
 
 
-def read_json(p: PathLike) -> Any:
-    return json.loads(read_text(p))
-
-
 def open_file(p: PathLike, mode: str = "rb", **kwargs: Any) -> Any:
     """``p`` opened for reading (``"rb"`` or ``"r"``), as a file object."""
     if "r" not in mode:

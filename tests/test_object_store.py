@@ -16,7 +16,6 @@ import gc
 import importlib
 import importlib.util
 import io
-import json
 import os
 import pathlib
 import shutil
@@ -24,24 +23,30 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 
 import fsspec
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from etils import epath
 from etils.epath import backend as epath_backend
 from fsspec.spec import AbstractBufferedFile
 from PIL import Image
 
-from geojax import experiment, fileio
-from geojax.data import datasets
+from geojax import experiment, fileio, serving
+from geojax.data import datasets, geoworld, sources
 from geojax.evaluation import report
+from geojax.inference import export as export_lib
 from geojax.inference import features, retrieval
+from geojax.inference import predictors as predictors_lib
 from geojax.partitions import base, build
+from geojax.training import sharding
+from geojax.training import train as train_lib
 from geojax.training.context import MetricsWriter, read_metrics
+from test_features import random_weights
+from test_sources import _same, _write_csv_dataset, _write_mp16, _write_osv5m
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCHEMES = ("gs", "s3")
@@ -237,14 +242,10 @@ def test_failed_upload_leaves_the_old_object(bucket):
 
 
 _KILL_SCRIPT = """
-import os, sys
+import sys
 sys.path.insert(0, {tests!r})
 import test_object_store as t
-from geojax import experiment, fileio
-from geojax.data import datasets
-from geojax.evaluation import report
-from geojax.partitions import base, build
-from geojax.training.context import MetricsWriter, read_metrics
+from geojax import fileio
 t.install({root!r})
 fileio.atomic_write("gs://bucket/run/partitions/planet/arrays.npz", b"n" * (12 * 2**20))
 """
@@ -453,9 +454,6 @@ def test_retrieval_index_on_a_bucket(bucket):
 
 def test_feature_store_on_a_bucket(bucket, tmp_path):
     """build_store into gs:// equals the same store built locally, and is reused."""
-    from test_features import random_weights  # pylint: disable=import-outside-toplevel
-    from geojax.data import geoworld  # pylint: disable=import-outside-toplevel
-    from geojax.training import sharding  # pylint: disable=import-outside-toplevel
 
     config = load_config("planet")
     mesh = sharding.make_mesh(config.get("mesh"))
@@ -478,12 +476,6 @@ def test_feature_store_on_a_bucket(bucket, tmp_path):
 def test_export_to_and_serving_from_a_bucket(bucket, tmp_path):
     """export_predictor into gs:// (old export removed, files uploaded, manifest last) and
     serving.load from gs:// answer like the same export on a local disk."""
-    from geojax import serving  # pylint: disable=import-outside-toplevel
-    from geojax.inference import export as export_lib  # pylint: disable=import-outside-toplevel
-    from geojax.inference import predictors as predictors_lib  # pylint: disable=import-outside-toplevel
-    from geojax.training import train as train_lib  # pylint: disable=import-outside-toplevel
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
     config = planet_config()
     train = datasets.train_coordinates(config.data)
@@ -514,8 +506,6 @@ def test_export_to_and_serving_from_a_bucket(bucket, tmp_path):
 def test_dataset_sources_read_from_a_bucket(bucket):
     """The CSV + image folder, MP-16 msgpack and OSV-5M readers give the same records and
     reports from gs:// as from the same files on a local disk."""
-    from test_sources import _same, _write_csv_dataset, _write_mp16, _write_osv5m  # pylint: disable=import-outside-toplevel
-    from geojax.data import sources  # pylint: disable=import-outside-toplevel
 
     data = bucket / "data"
     data.mkdir()
