@@ -74,9 +74,11 @@ def isfile(p: PathLike) -> bool:
 
 
 def makedirs(p: PathLike) -> None:
-    """Creates the folder ``p`` and its parents (a no-op where it exists; on an object store,
-    where folders are only name prefixes, it makes no object appear)."""
-    path(p).mkdir(parents=True, exist_ok=True)
+    """Creates the local folder ``p`` and its parents (a no-op where it exists). On an object
+    store folders are only name prefixes: nothing to create, and no request is sent (fsspec's
+    ``makedirs`` on ``gs://`` would create a missing bucket)."""
+    if is_local(p):
+        os.makedirs(p, exist_ok=True)
 
 
 def listdir(p: PathLike) -> list[str]:

@@ -16,8 +16,10 @@ Use::
     out = model.predict_bytes([open("photo.jpg", "rb").read()])   # out["lat"], out["topk_lat"], ...
     out = model.predict_images(uint8_batch)                        # (B, S, S, 3), already cropped
 
-This module needs only jax, orbax, numpy and PIL: it imports no other geojax module (the
-layer test checks it), so a serving process never loads the training code or a config.
+This module needs only jax, orbax (and its etils.epath), numpy and PIL: it imports no other
+geojax module (the layer test checks it), so a serving process never loads the training code
+or a config. An export on an object store (``gs://...``) is copied to a local temporary folder
+and loaded from there.
 :meth:`ExportedPredictor.preprocess` decodes and crops exactly like the evaluation pipeline
 (``geojax.data.sources.common.decode_image`` then ``geojax.data.augment.eval_crops`` with a
 centre crop); ``tests/test_predict_export.py`` checks the two agree bit for bit.
@@ -33,17 +35,16 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import re
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from PIL import Image, ImageFile
-
-from geojax import fileio
 
 FORMAT = "geojax-export"
 VERSION = 1
@@ -62,14 +63,18 @@ def file_digests(root: str | os.PathLike) -> dict[str, str]:
     the manifest itself excepted."""
     root = os.fspath(root)
     out: dict[str, str] = {}
-    for rel in fileio.files_under(root):
-        if rel == MANIFEST:
-            continue
-        digest = hashlib.sha256()
-        with fileio.open_file(os.path.join(root, rel), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        out[rel] = digest.hexdigest()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            if rel == MANIFEST:
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            out[rel] = digest.hexdigest()
     return out
 
 
@@ -120,13 +125,14 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     checksum); raises :class:`ExportError` otherwise."""
     path = os.fspath(path)
     manifest_path = os.path.join(path, MANIFEST)
-    if not fileio.isdir(path):
+    if not os.path.isdir(path):
         raise _refuse(path, "no such folder")
-    if not fileio.isfile(manifest_path):
+    if not os.path.isfile(manifest_path):
         raise _refuse(path, f"it has no {MANIFEST} (written last: the export was interrupted, "
                             "or this folder is not an export)")
     try:
-        manifest = json.loads(fileio.read_text(manifest_path))
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise _refuse(path, f"{MANIFEST} cannot be read ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -150,6 +156,23 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _download(url: str, local: str) -> None:
+    """Copies every object under ``url`` to the same relative path under the folder ``local``,
+    through ``etils.epath`` (this module uses no other geojax module, so not
+    ``geojax.fileio.download_tree``)."""
+    base = url.split("://", 1)[1].rstrip("/")
+    for folder, _, names in epath.Path(url).walk():
+        # fsspec gives the folders without their scheme, gfile with it.
+        rel = os.path.relpath(os.fspath(folder).split("://", 1)[-1], base)
+        for name in names:
+            source = epath.Path(url, name) if rel == "." else epath.Path(url, rel, name)
+            target = os.path.join(local, rel, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with source.open("rb") as f, open(target, "wb") as out:
+                for chunk in iter(lambda: f.read(1 << 24), b""):
+                    out.write(chunk)
+
+
 def _restore_variables(directory: str) -> Any:
     """The variables of the Orbax checkpoint ``directory``, as numpy arrays."""
     with ocp.StandardCheckpointer() as checkpointer:
@@ -165,14 +188,15 @@ class ExportedPredictor:
     """
 
     def __init__(self, path: str | os.PathLike):
-        path = fileio.absolute(path)
-        self.path = path
-        if fileio.is_local(path):
-            self._load(path)
+        path = os.fspath(path)
+        if "://" not in path:
+            self.path = os.path.abspath(path)
+            self._load(self.path)
             return
-        # From an object store: copied to a local folder first (the checks and Orbax read it).
+        # An export on an object store (gs://): copied to a local folder first, then loaded.
+        self.path = path
         with tempfile.TemporaryDirectory(prefix="geojax-export-") as here:
-            fileio.download_tree(path, here)
+            _download(path, here)
             try:
                 self._load(here)
             except ExportError as e:
