@@ -154,11 +154,11 @@ def test_generator_ranges_and_rows(setting):
 
 
 def test_a_backbone_without_pooled_features_is_refused(setting):
-    """A GeoDecoder config's ViT returns patch tokens: no (batch, D) features to store."""
+    """A GeoDecoder config's encoder returns patch tokens: no (batch, D) features to store."""
     config = load_config("geodecoder")
     source = setting[3]
-    with pytest.raises(train_lib.ConfigError, match=r"VisionTransformer returns shape \(16, 17, "
-                                                   r"\d+\), not \(batch, D\) features"):
+    with pytest.raises(train_lib.ConfigError, match=r"SmallCNN returns shape \(16, \d+, \d+\), "
+                                                   r"not \(batch, D\) features"):
         list(train_lib.iter_backbone_features(config, setting[1], random_weights(config), source,
                                               batch_size=16, stop=16))
 
