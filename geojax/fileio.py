@@ -30,7 +30,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from etils import epath
@@ -130,13 +130,16 @@ def atomic_write(path_: PathLike, payload: bytes | memoryview | str, *, mode: in
         _upload(path(path_), payload)
 
 
-def _atomic_write_local(path_: str, payload: bytes, mode: int) -> None:
+def _atomic_write_local(path_: str, payload: bytes | Iterable[bytes], mode: int) -> None:
+    """``payload``: bytes, or an iterable of byte chunks written one after another."""
     directory = os.path.dirname(os.path.abspath(path_))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path_)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            for piece in ([payload] if isinstance(payload, (bytes, bytearray, memoryview))
+                          else payload):
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
@@ -155,7 +158,7 @@ def upload_file(local_path: PathLike, target: PathLike, *, chunk_bytes: int = 1 
     with open(local_path, "rb") as f:
         chunks = iter(lambda: f.read(chunk_bytes), b"")
         if is_local(target):
-            _atomic_write_local(os.fspath(target), b"".join(chunks), 0o644)
+            _atomic_write_local(os.fspath(target), chunks, 0o644)
         else:
             _upload(path(target), chunks)
 
