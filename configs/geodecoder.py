@@ -6,24 +6,25 @@ hierarchy-dependent, the scene of highest mean channel-0 confidence selecting th
 each hierarchy's classifier sees; trained with L = L_geo + L_scene (§3.4; GeoWorld's 16 scene
 labels, ``scene``); evaluated per hierarchy and by the hierarchical product (§3.5).
 
-    python -m geojax.main --config=configs/geodecoder.py              # GeoWorld, ≈ 15 min on 2 cores
+    python -m geojax.main --config=configs/geodecoder.py              # GeoWorld, ≈ 12 min on 2 cores
     python -m geojax.main --config=configs/geodecoder.py:runlocal     # seconds (what the tests run)
     python -m geojax.main --config=configs/geodecoder.py:paper --config.data.source=csv \\
         --config.data.train_csv=mp16.csv --config.data.train_images=DIR ...   # 003's 224 px setup
 
 **GeoWorld default** (trained from scratch): 64 px images; as encoder the hierarchical
-classifier's ``small_cnn``, whose last 4 × 4 map gives 16 tokens of width 256 (``:encoder=vit``:
-a ViT with 8-pixel patches, 64 patch tokens + the class token, width 64, 2 blocks); queries of width 32 (one
-attention head, FFN width 64); 003's structure (7 hierarchies, 16 scenes, depth 8 with 2
-dependent layers); 800 steps of 128 with ``configs/hierarchical.py``'s optimizer (SGD,
-momentum 0.9, weight decay 1e-4, lr 0.1 with 5 % warmup and cosine decay), so that
-``configs/hierarchical.py --config.stages.train.num_steps=800
+classifier's ``small_cnn``, whose last 4 × 4 map gives 16 tokens of width 256
+(``:encoder=vit``: a ViT with 8-pixel patches, 64 patch tokens + the class token, width 64,
+2 blocks); queries of width 32 (one attention head, FFN width 64); 003's structure (7
+hierarchies, 16 scenes, depth 8 with 2 dependent layers); 800 steps of 128 with
+``configs/hierarchical.py``'s optimizer (SGD, momentum 0.9, weight decay 1e-4, lr 0.1 with 5 %
+warmup and cosine decay), so that ``configs/hierarchical.py --config.stages.train.num_steps=800
 --config.stages.train.optimizer.schedule.warmup_steps=40`` is the same partitions, optimizer
-and training budget without the decoder. 003's lr 0.01 (for a pretrained encoder) barely moves
-the location losses of a model trained from scratch: at step 200 of 128 (16 scenes → 3 here)
-the coarsest hierarchy's cross-entropy was 6.28 at lr 0.01, 6.09 at lr 0.1 with warmup, 6.01
-with AdamW 1e-3 (log 585 = 6.37). The decoder's 112 queries cost most of the step: ≈ 133
-images/s on 2 idle cores, against ≈ 300 for the hierarchical classifier's ``small_cnn``.
+and training budget without the decoder. 003's lr 0.01 (meant for a pretrained encoder) moves
+the location losses of a model trained from scratch even less: after 200 steps of 128 the
+coarsest hierarchy's cross-entropy was 6.28 at lr 0.01, 6.09 at lr 0.1 with warmup, 6.01 with
+AdamW 1e-3 (log 585 = 6.37). The run takes 12 min on the 2 cores (1.4–1.6 steps/s, against
+≈ 3 for the hierarchical classifier); the README's results show what it learns (little, at
+this budget).
 
 ``:paper``: 003's setup for 224 px photos: ViT-B/16 encoder (003 Table 5's "Ours (ViT)";
 003's main model uses a Swin encoder, which geojax does not have), queries of width 768 (12
@@ -54,7 +55,7 @@ import ml_collections
 T_MAX = (25000, 10000, 5000, 2000, 1000, 750, 500)  # 003 Table 8
 HIERARCHIES = {7: T_MAX, 5: T_MAX[1:6], 3: T_MAX[2:5], 1: T_MAX[2:3]}
 PAPER_EPOCHS, MP16_IMAGES = 40, 4_723_695  # 003 Table 8: 40 epochs of MP-16
-GEOWORLD_STEPS = 800  # of 128: the GeoWorld default's budget (≈ 15 min on 2 CPU cores)
+GEOWORLD_STEPS = 800  # of 128: the GeoWorld default's budget (≈ 12 min on 2 CPU cores)
 
 ARGS = ("runlocal", "paper", "encoder", "scene", "scenes", "dependent", "depth", "hierarchies",
         "selection")
