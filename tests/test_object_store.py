@@ -45,6 +45,7 @@ from geojax.partitions import base, build
 from geojax.training import sharding
 from geojax.training import train as train_lib
 from geojax.training.context import MetricsWriter, read_metrics
+from test_datasets import _write_folder
 from test_features import random_weights
 from test_sources import _same, _write_csv_dataset, _write_mp16, _write_osv5m
 
@@ -329,24 +330,14 @@ def planet_config(**data):
     return config
 
 
-def _write_csv_folder(world, folder: pathlib.Path) -> None:
-    """A CSV + image folder dataset (``IMG_ID,LAT,LON`` and PNGs) of a GeoWorld split."""
-    folder.mkdir(parents=True)
-    lines = ["IMG_ID,LAT,LON"]
-    for i in range(len(world)):
-        Image.fromarray(world[i]["image"]).save(folder / f"{i}.png")
-        lines.append(f"{i}.png,{float(world.lat[i])!r},{float(world.lng[i])!r}")
-    (folder / "meta.csv").write_text("\n".join(lines) + "\n")
-
-
 def test_partition_mode_with_data_and_workdir_on_a_bucket(bucket):
     """--mode=partition reading a CSV + image folder dataset from gs:// and writing its
     partitions, manifest, oracle results and map into a gs:// workdir; reused on a second run."""
     reference = planet_config()
     train = datasets.train_source(reference.data)
     [evaluation] = datasets.eval_sources(reference.data).values()
-    _write_csv_folder(train, bucket / "data" / "train")
-    _write_csv_folder(evaluation, bucket / "data" / "eval")
+    _write_folder(train, bucket / "data" / "train")
+    _write_folder(evaluation, bucket / "data" / "eval")
     config = planet_config(source="csv", train_csv="gs://bucket/data/train/meta.csv",
                            train_images="gs://bucket/data/train",
                            eval_csv="gs://bucket/data/eval/meta.csv",
