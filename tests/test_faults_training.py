@@ -201,20 +201,28 @@ def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_exits_at_once(tmp_path):
         assert ckpt.latest_step() > stopped_at
 
 
+def _signal_main_thread(signum: int) -> None:
+    """Sends ``signum`` to this process's main thread (where Python runs signal handlers),
+    so the handler has run when the next statement of the test does: ``os.kill`` may hand
+    the signal to another thread (an I/O thread an earlier test left), leaving the handler
+    for a later bytecode boundary."""
+    signal.pthread_kill(threading.main_thread().ident, signum)
+
+
 def test_ctrl_c_in_process_sets_the_flag_then_interrupts_as_before(capfd):
     """Outside ``geojax.main`` (a notebook, a script calling ``train``) the second Ctrl-C is
     Python's own: ``KeyboardInterrupt``; leaving the context restores SIGTERM and SIGINT."""
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with checkpointing.PreemptionFlag() as flag:
-        os.kill(os.getpid(), signal.SIGINT)
+        _signal_main_thread(signal.SIGINT)
         assert flag.is_set() and flag.signal_name == "Ctrl-C (SIGINT)"
         assert "Ctrl-C: stopping after this step with a checkpoint" in capfd.readouterr().err
         assert signal.getsignal(signal.SIGINT) is before[0]
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+            _signal_main_thread(signal.SIGINT)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     with checkpointing.PreemptionFlag() as flag:
-        os.kill(os.getpid(), signal.SIGTERM)
+        _signal_main_thread(signal.SIGTERM)
         assert flag.is_set() and flag.signal_name == "SIGTERM"
 
 
