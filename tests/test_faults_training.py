@@ -211,11 +211,24 @@ def _signal_main_thread(signum: int) -> None:
 
 def test_ctrl_c_in_process_sets_the_flag_then_interrupts_as_before(capfd):
     """Outside ``geojax.main`` (a notebook, a script calling ``train``) the second Ctrl-C is
-    Python's own: ``KeyboardInterrupt``; leaving the context restores SIGTERM and SIGINT."""
+    Python's own: ``KeyboardInterrupt``; leaving the context restores SIGTERM and SIGINT.
+    It starts from an interactive interpreter's state (Python's SIGINT handler, SIGINT and
+    SIGTERM not blocked), whatever tests ran before it in this process left."""
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_in_process(capfd)
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _ctrl_c_in_process(capfd):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with checkpointing.PreemptionFlag() as flag:
         _signal_main_thread(signal.SIGINT)
-        assert flag.is_set() and flag.signal_name == "Ctrl-C (SIGINT)"
+        assert flag.is_set() and flag.signal_name == "Ctrl-C (SIGINT)", (
+            signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
         assert "Ctrl-C: stopping after this step with a checkpoint" in capfd.readouterr().err
         assert signal.getsignal(signal.SIGINT) is before[0]
         with pytest.raises(KeyboardInterrupt):
