@@ -66,6 +66,12 @@ def _database_digest(lat: np.ndarray, lng: np.ndarray) -> str:
     return f"{lat.size}:{hashlib.sha256(data.tobytes()).hexdigest()[:16]}"
 
 
+def _retrieval_root(workdir: str, state: TrainState) -> str:
+    """``<workdir>/retrieval/<backbone>``: one folder per backbone (its weights' digest)."""
+    digest = features.weights_digest({"params": state.params, "batch_stats": state.batch_stats})
+    return os.path.join(workdir, "retrieval", digest[:16])
+
+
 def retrieval_index(ctx: RunContext, state: TrainState) -> retrieval.Index:
     """The database index of ``config.retrieval`` for the weights of ``state``: the L2-normalised
     backbone features of every training image (``<workdir>/retrieval/<backbone>/features``,
@@ -78,7 +84,7 @@ def retrieval_index(ctx: RunContext, state: TrainState) -> retrieval.Index:
                                     "the training split ('train').")
     weights = {"params": state.params, "batch_stats": state.batch_stats}
     backbone = features.weights_digest(weights)
-    root = os.path.join(ctx.workdir, "retrieval", backbone[:16])  # one folder per backbone
+    root = _retrieval_root(ctx.workdir, state)
     meta = {"backbone": backbone, "database": _database_digest(*ctx.train_coords)}
     store = features.build_store(ctx.config, ctx.mesh, weights, ctx.train_source,
                                  os.path.join(root, "features"), meta=meta,
@@ -291,11 +297,19 @@ def _answering(config: ml_collections.ConfigDict, workdir: str, log: Callable[[s
     return ctx, model, state, predictors, name
 
 
-def _candidates(pred: predictors_lib.Prediction, row: int) -> list[dict[str, float]]:
+def _candidates(pred: predictors_lib.Prediction, row: int, ids: np.ndarray | None
+                ) -> list[dict[str, Any]]:
+    """The answer's top-k of one image: location, score and ``"class"`` (a classifier's class
+    id), or, with the database ``ids`` of a retrieval predictor, ``"neighbour"`` (the
+    database row) and ``"id"`` (that training image's id)."""
     if pred.topk_lat is None:
         return []
-    return [{"lat": float(a), "lng": float(b), "score": float(c)}
-            for a, b, c in zip(pred.topk_lat[row], pred.topk_lng[row], pred.topk_score[row])]
+    out = []
+    for a, b, c, i in zip(pred.topk_lat[row], pred.topk_lng[row], pred.topk_score[row],
+                          pred.topk_id[row]):
+        tag = {"class": int(i)} if ids is None else {"neighbour": int(i), "id": str(ids[i])}
+        out.append({"lat": float(a), "lng": float(b), "score": float(c), **tag})
+    return out
 
 
 def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Sequence[str], *,
@@ -304,7 +318,9 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
     """``--mode=predict``: where each image file was taken, by the finished run in ``workdir``.
 
     Returns one record per path, in order: ``{"file", "lat", "lng", "predictor", "top_k":
-    [{"lat", "lng", "score"}, ...] (best first), "place": the nearest GeoNames place {"name",
+    [{"lat", "lng", "score", "class"}, ...] (best first; a retrieval predictor's candidates
+    are its nearest neighbours, with ``"neighbour"`` (database row) and ``"id"`` (the training
+    image's id) in place of ``"class"``), "place": the nearest GeoNames place {"name",
     "country", "country_name", "lat", "lng", "dist_km"}, "predictors": {every predictor's
     name: {"lat", "lng"}}}``, or ``{"file", "error"}`` for a file that is missing or does
     not decode. Images are decoded and cropped like the evaluation's (``export.eval_view``
@@ -326,6 +342,10 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
             records[i]["error"] = f"cannot read the file: {err.strerror or err}"
         except ValueError as err:  # decode_image's ImageDecodeError: PIL's reason
             records[i]["error"] = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err))
+    answering = next(p for p in predictors if p.name == chosen)
+    ids = (features.open_store(os.path.join(_retrieval_root(workdir, state), "features"),
+                               verify=False).ids
+           if predictors_lib.is_host(answering) else None)  # the neighbours' image ids
     predict = export_lib.make_batch_predictor(model, predictors)
     batch = min(int(config.eval.batch_size), max(len(views), 1))
     for start in range(0, len(views), batch):
@@ -336,7 +356,7 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, paths: Seque
         for row, (i, _) in enumerate(chunk):
             answer = preds[chosen]
             records[i].update(lat=float(answer.lat[row]), lng=float(answer.lng[row]),
-                              predictor=chosen, top_k=_candidates(answer, row), predictors={
+                              predictor=chosen, top_k=_candidates(answer, row, ids), predictors={
                                   n: {"lat": float(p.lat[row]), "lng": float(p.lng[row])}
                                   for n, p in preds.items()})
     answered = [r for r in records if "error" not in r]

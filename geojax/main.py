@@ -17,7 +17,8 @@ Modes:
   predict    ``--image=PATH [PATH ...] [--map=out.png]``: where each image was taken, by the
              finished run in the workdir (``experiment.predict_images``): one JSON line per image
              on stdout — file, lat, lng, the predictor that answered, its top-k candidates
-             (``config.predict.top_k``, default 5) with scores, the nearest GeoNames place, and
+             (``config.predict.top_k``, default 5) with scores and class ids (a retrieval
+             row: the neighbours' database rows and image ids), the nearest GeoNames place, and
              every predictor's answer — or ``{"file", "error"}`` for a file that is missing or
              does not decode. The answering predictor is ``config.predict.method`` when set (a
              row name of the results table), else the one with the best GeoScore on the first

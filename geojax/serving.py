@@ -6,7 +6,8 @@
                           platforms, versions, and the SHA-256 of every other file (written last)
     serving.jaxexport     the serving function, serialized by ``jax.export`` (StableHLO) with a
                           symbolic batch dimension: (variables, uint8 images (b, S, S, 3)) →
-                          {"lat", "lng": (b,), "topk_lat", "topk_lng", "topk_score": (b, k)}
+                          {"lat", "lng": (b,), "topk_lat", "topk_lng", "topk_score",
+                          "topk_id" (the candidates' class ids): (b, k)}
     params/               the model's variables (``params``, ``batch_stats``), an Orbax checkpoint
 
 Use::
@@ -51,7 +52,6 @@ VERSION = 1
 MANIFEST = "manifest.json"
 SERVING_FILE = "serving.jaxexport"
 PARAMS_DIR = "params"
-OUTPUTS = ("lat", "lng", "topk_lat", "topk_lng", "topk_score")
 
 
 class ExportError(ValueError):
@@ -235,7 +235,8 @@ class ExportedPredictor:
     def predict_images(self, images: Any) -> dict[str, np.ndarray]:
         """Predictions for a uint8 ``(B, S, S, 3)`` batch of evaluation views (see
         :meth:`preprocess`): ``lat``, ``lng`` ``(B,)`` in degrees and, with ``top_k`` > 0,
-        ``topk_lat``, ``topk_lng``, ``topk_score`` ``(B, k)``, best first."""
+        ``topk_lat``, ``topk_lng``, ``topk_score`` ``(B, k)``, best first, and ``topk_id``
+        ``(B, k)`` int32, the candidates' class ids (as in ``--mode=predict``'s ``"class"``)."""
         images = np.asarray(images)
         s = self.image_size
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (s, s, 3) \

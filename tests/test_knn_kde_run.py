@@ -8,8 +8,11 @@ import json
 import os
 
 import numpy as np
+from PIL import Image
 
 from geojax import experiment
+from geojax.data import geoworld
+from geojax.inference import features
 from test_train import load_config, quiet
 
 
@@ -47,3 +50,17 @@ def test_knn_kde_rows_store_index_reuse_and_engines(tmp_path):
     for name in names[2:7]:
         for key, value in rows[name].items():
             np.testing.assert_allclose(exact[name][key], value, rtol=1e-6, err_msg=name)
+    # --mode=predict answered by "[L] NN": its candidates are the nearest training images,
+    # named by database row and image id, at those images' coordinates.
+    image = str(tmp_path / "q.png")
+    Image.fromarray(geoworld.GeoWorld("im2gps3k", 1, 7, image_size=int(config.data.image_size))
+                    [0]["image"]).save(image)
+    with config.unlocked():
+        config.predict.method = "[L] NN"
+    (answer,) = experiment.predict_images(config, workdir, [image], log=quiet)
+    assert answer["predictor"] == "[L] NN" and len(answer["top_k"]) == config.predict.top_k
+    store = features.open_store(os.path.join(folder, "features"))
+    for c in answer["top_k"]:
+        assert c["id"] == store.ids[c["neighbour"]] and "class" not in c
+        assert (c["lat"], c["lng"]) == (store.lat[c["neighbour"]], store.lng[c["neighbour"]])
+    assert (answer["lat"], answer["lng"]) == (answer["top_k"][0]["lat"], answer["top_k"][0]["lng"])

@@ -87,6 +87,8 @@ def test_predict_answers_each_image_or_names_why_not(run, cli_answers):
         scores = [c["score"] for c in r["top_k"]]
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
         assert (r["top_k"][0]["lat"], r["top_k"][0]["lng"]) == (r["lat"], r["lng"])
+        classes = [c["class"] for c in r["top_k"]]  # distinct class ids of the answering head
+        assert len(set(classes)) == 5 and all(isinstance(c, int) and c >= 0 for c in classes)
         place = r["place"]
         assert place["name"] and len(place["country"]) == 2 and place["country_name"]
         assert 0 <= place["dist_km"] < 500
@@ -170,6 +172,7 @@ def test_batch_predictor_runs_host_predictors_too(run):
     order = np.argsort(-(queries @ database.T), axis=1)[:, :3]
     np.testing.assert_allclose(preds["NN"].lat, lat[order[:, 0]])
     np.testing.assert_allclose(preds["NN"].topk_lng, lng[order])
+    np.testing.assert_array_equal(preds["NN"].topk_id, order)
     assert preds[head.name].topk_lat.shape == (3, 3)
 
 
@@ -248,6 +251,7 @@ def test_export_reloads_in_a_fresh_process_and_answers_like_predict(run, cli_ans
             np.testing.assert_allclose(result[f"topk_{key}"],
                                        [[c[key] for c in r["top_k"]] for r in answered],
                                        atol=1e-4 if key != "score" else 1e-7, rtol=1e-5)
+        assert result["topk_id"] == [[c["class"] for c in r["top_k"]] for r in answered]
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,7 @@ def test_hierarchical_product_equals_brute_force(points, rng):
     order = np.argsort(-score, axis=-1, kind="stable")[:, :4]
     np.testing.assert_allclose(np.asarray(top.topk_score), np.take_along_axis(score, order, -1),
                                rtol=1e-4, atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(top.topk_id), order)  # the finest head's classes
     _close_latlng(np.asarray(top.topk_lat).ravel(), np.asarray(top.topk_lng).ravel(),
                   _centroid_xyz(parts[-1])[order.ravel()])
 
@@ -106,6 +107,8 @@ def test_argmax_top_k_probabilities_and_centroids(points, rng):
     order = np.argsort(-probs, axis=-1, kind="stable")[:, :5]
     np.testing.assert_allclose(np.asarray(got.topk_score), np.take_along_axis(probs, order, -1),
                                rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got.topk_id), order)
+    assert np.asarray(got.topk_id).dtype == np.int32
     _close_latlng(np.asarray(got.topk_lat).ravel(), np.asarray(got.topk_lng).ravel(),
                   _centroid_xyz(part)[order.ravel()])
     # The first candidate is the prediction.
@@ -124,6 +127,7 @@ def test_combinatorial_top_k_are_the_best_fine_partitions(points, rng):
     order = np.argsort(-scores, axis=-1, kind="stable")[:, :3]
     np.testing.assert_allclose(np.asarray(got.topk_score), np.take_along_axis(scores, order, -1),
                                rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got.topk_id), order)  # fine partition numbers
     _close_latlng(np.asarray(got.topk_lat).ravel(), np.asarray(got.topk_lng).ravel(),
                   index.fine_xyz_sum[order.ravel()])
 

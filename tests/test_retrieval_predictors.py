@@ -61,6 +61,7 @@ def test_nearest_neighbour_is_the_most_similar_database_row(model_and_db):
     np.testing.assert_array_equal(out["NN"].lat, db.lat[best[:, 0]])
     np.testing.assert_array_equal(out["NN"].lng, db.lng[best[:, 0]])
     np.testing.assert_array_equal(out["NN"].topk_lat, db.lat[best])
+    np.testing.assert_array_equal(out["NN"].topk_id, best)  # the neighbours' database rows
     np.testing.assert_allclose(out["NN"].topk_score, np.take_along_axis(sims, best, -1), atol=1e-5)
 
 

@@ -10,7 +10,7 @@
 * :func:`with_top_k` — the same predictors, each asked for its ``k`` best candidates.
 * :func:`export_predictor` — a model and one on-device predictor as a ``jax.export``
   function ``(variables, uint8 images (b, S, S, 3)) → {"lat", "lng", "topk_lat",
-  "topk_lng", "topk_score"}`` (:func:`serving_fn`: the same ``make_predict_fn``) with a
+  "topk_lng", "topk_score", "topk_id"}`` (:func:`serving_fn`: the same ``make_predict_fn``) with a
   symbolic batch dimension ``b``, serialized (StableHLO) next to the variables in an Orbax
   checkpoint and a manifest; ``geojax.serving.load`` reads it back without this package's
   training code.
@@ -102,7 +102,7 @@ def make_batch_predictor(model: heads_lib.GeoModel,
 def serving_fn(model: heads_lib.GeoModel, predictor: predictors_lib.Predictor
                ) -> Callable[[Any, Any], dict[str, jax.Array]]:
     """``(variables, uint8 images (b, S, S, 3)) → {"lat", "lng"[, "topk_lat", "topk_lng",
-    "topk_score"]}`` of one on-device predictor: ``predictors.make_predict_fn`` (the
+    "topk_score", "topk_id"]}`` of one on-device predictor: ``predictors.make_predict_fn`` (the
     evaluation's jitted function) with the flax ``variables`` (``params``[, ``batch_stats``])
     as one argument. What :func:`export_predictor` exports."""
     if predictors_lib.is_host(predictor):

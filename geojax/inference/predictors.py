@@ -4,7 +4,7 @@
 the outputs of a model for one batch — ``{"logits": {head: (B, C)}, "features": (B, D)}``,
 what :class:`geojax.models.GeoModel` returns — and returns a :class:`Prediction`: ``lat``,
 ``lng`` of shape ``(B,)`` in degrees, and optionally the ``k`` best candidates
-(``topk_lat``, ``topk_lng``, ``topk_score``, each ``(B, k)``, best first). Every predictor is
+(``topk_lat``, ``topk_lng``, ``topk_score``, ``topk_id``, each ``(B, k)``, best first). Every predictor is
 jittable; its constant arrays (centroids, maps, the combinatorial index) are numpy and become
 constants of the jitted function.
 
@@ -64,6 +64,9 @@ class Prediction(NamedTuple):
     topk_lat: jax.Array | None = None  # (B, k), best first
     topk_lng: jax.Array | None = None
     topk_score: jax.Array | None = None  # the candidates' probabilities (or Eq. 3 scores)
+    # int32: the candidates' class ids (the finest head's classes for the hierarchical product,
+    # the fine partitions for the combinatorial one), or database rows for retrieval predictors.
+    topk_id: jax.Array | None = None
 
 
 class Predictor(Protocol):
@@ -92,7 +95,7 @@ def _prediction(scores: jax.Array, xyz: np.ndarray, top_k: int, to_score: Callab
         return Prediction(lat, lng)
     values, classes = jax.lax.top_k(scores, min(top_k, scores.shape[-1]))
     topk_lat, topk_lng = _at(xyz, classes)
-    return Prediction(lat, lng, topk_lat, topk_lng, to_score(values))
+    return Prediction(lat, lng, topk_lat, topk_lng, to_score(values), classes.astype(jnp.int32))
 
 
 def _probs(outputs: Outputs, head: str) -> jax.Array:
@@ -179,7 +182,7 @@ class Combinatorial:
             return Prediction(lat, lng)
         values, fine = jax.lax.top_k(scores, min(self.top_k, scores.shape[-1]))
         topk_lat, topk_lng = _at(arrays["fine_xyz_sum"], fine)  # Eq. 4 for each candidate
-        return Prediction(lat, lng, topk_lat, topk_lng, values)
+        return Prediction(lat, lng, topk_lat, topk_lng, values, fine.astype(jnp.int32))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -217,10 +220,12 @@ def is_host(predictor: Any) -> bool:
 
 
 def _neighbour_prediction(lat: np.ndarray, lng: np.ndarray, top_lat: np.ndarray,
-                          top_lng: np.ndarray, top_score: np.ndarray, top_k: int) -> Prediction:
+                          top_lng: np.ndarray, top_score: np.ndarray, rows: np.ndarray,
+                          top_k: int) -> Prediction:
     if top_k <= 0:
         return Prediction(lat, lng)
-    return Prediction(lat, lng, top_lat[:, :top_k], top_lng[:, :top_k], top_score[:, :top_k])
+    return Prediction(lat, lng, top_lat[:, :top_k], top_lng[:, :top_k], top_score[:, :top_k],
+                      np.asarray(rows[:, :top_k], np.int32))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -241,7 +246,7 @@ class NearestNeighbour:
     def from_neighbours(self, outputs: Outputs, scores: np.ndarray, rows: np.ndarray) -> Prediction:
         del outputs
         lat, lng = self.index.lat[rows], self.index.lng[rows]
-        return _neighbour_prediction(lat[:, 0], lng[:, 0], lat, lng, scores, self.top_k)
+        return _neighbour_prediction(lat[:, 0], lng[:, 0], lat, lng, scores, rows, self.top_k)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -289,7 +294,7 @@ class KernelDensity:
             at = np.nonzero(snap >= 0)[0]
             plat[at], plng[at] = lat[at, snap[at]], lng[at, snap[at]]
         share = w / np.maximum(w.sum(-1, keepdims=True), 1e-300)
-        return _neighbour_prediction(plat, plng, lat, lng, share, self.top_k)
+        return _neighbour_prediction(plat, plng, lat, lng, share, rows, self.top_k)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -327,7 +332,7 @@ class Hybrid:
             clat, clng = sphere.xyz_to_latlng(self.centroids_xyz[top[none, 0]].astype(np.float64))
             plat[none], plng[none] = clat, clng
         share = w * ~none[:, None] / np.maximum(w.sum(-1, keepdims=True), 1e-300)
-        return _neighbour_prediction(plat, plng, lat, lng, share, self.top_k)
+        return _neighbour_prediction(plat, plng, lat, lng, share, rows, self.top_k)
 
 
 def run_host(predictors: Sequence[Any], device_out: Mapping[str, Any]) -> dict[str, Any]:
