@@ -11,7 +11,7 @@ from PIL import Image
 
 from geojax.data import sources
 from geojax.data.records import InMemorySource
-from geojax.evaluation import baselines, evaluators, metrics, oracle, report
+from geojax.evaluation import baselines, evaluators, metrics, oracle, report, statistics
 from geojax.inference import predictors
 from geojax.models import GeoModel, MultiPartitionHeads, SmallCNN
 from geojax.partitions import s2_adaptive
@@ -54,8 +54,13 @@ def test_rows_are_the_evaluators_figures_in_config_order(world, tmp_path):
     rows = results.tables["test"]
     assert list(rows) == ["constant (densest cell)", "bad", "good", "oracle: p"]
     assert rows["constant (densest cell)"] == baselines.constant_baseline(*train, lat, lng).figures
-    assert rows["good"] == metrics.evaluate(good[:, 0], good[:, 1], lat, lng)
+    for name, pred in (("good", good), ("bad", bad)):
+        assert rows[name] == {**metrics.evaluate(pred[:, 0], pred[:, 1], lat, lng),
+                              "country_acc": statistics.country_accuracy(pred[:, 0], pred[:, 1],
+                                                                         lat, lng)}
     assert rows["good"]["acc@1km"] == 1.0 and rows["good"]["n"] == 50
+    assert rows["bad"]["country_acc"] < rows["good"]["country_acc"]
+    assert "country_acc" not in rows["oracle: p"]
     assert rows["oracle: p"] == oracle.oracle_accuracy(part, lat, lng)
     assert results.sizes == {"test": 50}
     [picture] = results.maps
@@ -71,11 +76,29 @@ def test_rows_are_the_evaluators_figures_in_config_order(world, tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert markdown.startswith("# run\n") and "| good " in markdown and "**test (50 images)**" in markdown
     assert logs[0].lstrip("\n").startswith("test (50 images, final): accuracy (%) within each")
+    header = logs[0].strip().splitlines()[1].split()
+    assert header == ["method", "1", "km", "25", "km", "200", "km", "750", "km", "2500", "km",
+                      "median", "km", "GeoScore", "in", "country"]
+    good_line = next(line for line in logs[0].splitlines() if line.startswith("good "))
+    assert good_line.split()[-1] == f"{100 * rows['good']['country_acc']:.1f}"
+    oracle_line = next(line for line in logs[0].splitlines() if line.startswith("oracle: p"))
+    assert oracle_line.split()[-1] == report.MISSING  # rows without a country figure
+    assert "| median km | GeoScore | in country |" in markdown
     with Image.open(tmp_path / "predictions.png") as png:
         assert png.format == "PNG" and png.size[0] > 500
     # Periodic evaluations print but write nothing.
     report.write(results, tmp_path / "quiet", files=False, log=logs.append)
     assert not (tmp_path / "quiet").exists()
+
+
+def test_predictor_rows_count_the_predicted_country():
+    # Paris -> Lyon (France = France), Paris -> Berlin (no), Madrid -> Madrid (yes),
+    # no prediction (NaN) -> wrong: 2 of 4.
+    true = np.array([(45.7640, 4.8357), (52.5200, 13.4050), (40.4168, -3.7038), (48.86, 2.35)])
+    pred = np.array([(48.8566, 2.3522), (48.8566, 2.3522), (40.4168, -3.7038), (np.nan, np.nan)])
+    split = evaluators.EvalSplit("cities", true[:, 0], true[:, 1])
+    [(name, figures)] = evaluators.PredictorRows(["m"]).evaluate(split, {"m": pred})
+    assert name == "m" and figures["country_acc"] == 0.5 and figures["n_missing"] == 1
 
 
 def test_partition_evaluation_has_no_model_rows(world):

@@ -11,7 +11,8 @@ type               rows
 ``"baseline"``     001's constant prediction: every image at the densest training region
 ``"predictors"``   one row per predictor of ``config.eval.predictors`` (each head's arg-max, 003's
                    hierarchical product, 004's combinatorial partitioning, 001's NN and kNN
-                   kernel density, ...): acc@km (004 Eq. 5), median km, GeoScore
+                   kernel density, ...): acc@km (004 Eq. 5), median km, GeoScore, the
+                   predicted-country accuracy (``country_acc``)
 ``"oracle"``       each partition's best possible accuracy (002 Table 6): every image at the
                    imagery centroid of its own class
 ``"map"``          no row: a map of the best predictor (by GeoScore) on the first split
@@ -43,7 +44,8 @@ import numpy as np
 
 from geojax import progress
 from geojax.data import datasets, pipeline
-from geojax.evaluation import baselines, metrics, oracle, report
+from geojax.evaluation import baselines, metrics, oracle, report, statistics
+from geojax.geo.gazetteer import Gazetteer
 from geojax.inference import predictors as predictors_lib
 from geojax.models import heads as heads_lib
 from geojax.partitions import base
@@ -117,15 +119,34 @@ class PartitionOracles:
 
 
 class PredictorRows:
-    """One row per predictor: ``metrics.evaluate`` of its predictions on the split."""
+    """One row per predictor: ``metrics.evaluate`` of its predictions on the split, plus
+    ``country_acc``, the share of images predicted in the right country
+    (``statistics.country_accuracy``: the country of the nearest GeoNames place of each point;
+    the truth's countries are looked up once per split, the predictions' once per row)."""
 
-    def __init__(self, names: Sequence[str]):
+    def __init__(self, names: Sequence[str], *, gazetteer: Gazetteer | None = None):
         self.names = list(names)
+        self._gazetteer = gazetteer
+
+    @functools.cached_property
+    def gazetteer(self) -> Gazetteer:
+        return Gazetteer.load() if self._gazetteer is None else self._gazetteer
+
+    @functools.lru_cache(maxsize=None)
+    def _true_country(self, split: EvalSplit) -> np.ndarray:
+        return statistics.countries(split.lat, split.lng, self.gazetteer)
 
     def evaluate(self, split: EvalSplit, predictions: Predictions) -> list[Item]:
         true = split.true
-        return [report.Row(name, metrics.evaluate(predictions[name][:, 0], predictions[name][:, 1],
-                                        true[:, 0], true[:, 1])) for name in self.names]
+        rows = []
+        for name in self.names:
+            pred = predictions[name]
+            figures = metrics.evaluate(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1])
+            figures["country_acc"] = statistics.country_accuracy(
+                pred[:, 0], pred[:, 1], split.lat, split.lng, self.gazetteer,
+                true_country=self._true_country(split))
+            rows.append(report.Row(name, figures))
+        return rows
 
 
 class BestPredictionMap:

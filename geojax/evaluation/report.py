@@ -37,7 +37,13 @@ _EXTRA_HEADERS = {
     "geoscore": "GeoScore",
     "n": "n",
     "n_missing": "missing",
+    "country_acc": "in country",
 }
+# Figures that are fractions, printed as percentages like the accuracies in terminal and
+# Markdown tables (CSV and results.json keep the fractions).
+_PERCENT_COLUMNS = frozenset({"country_acc"})
+# The columns after the accuracies in the tables that :func:`write` prints and writes.
+RESULT_COLUMNS: tuple[str, ...] = ("median_km", "geoscore", "country_acc")
 
 _FORMATS = ("terminal", "markdown", "csv")
 
@@ -86,7 +92,10 @@ def _table_cells(
             acc = figures.get(metrics.accuracy_key(t))
             line.append(MISSING if _is_missing(acc) else f"{100.0 * float(acc):.{digits}f}")
         for c in extra_columns:
-            line.append(_format_number(figures.get(c), digits))
+            value = figures.get(c)
+            if c in _PERCENT_COLUMNS and not _is_missing(value):
+                value = 100.0 * float(value)
+            line.append(_format_number(value, digits))
         body.append(line)
     return header, body
 
@@ -151,7 +160,8 @@ def format_table(
         country / continent (1, 25, 200, 750, 2500 km) as in the papers.
       fmt: ``"terminal"`` (aligned plain text), ``"markdown"`` (GitHub table)
         or ``"csv"``.
-      extra_columns: further figures after the accuracies, by name.
+      extra_columns: further figures after the accuracies, by name (``country_acc``, a
+        fraction, prints as a percentage under the header ``in country``).
       title: a line above the table (terminal, Markdown in bold); not written
         in CSV, which stays machine readable.
       digits: decimals for accuracies (printed as percentages) and for the
@@ -260,7 +270,9 @@ def write(results: Results, directory: str | os.PathLike, *, stem: str = "result
           files: bool = True, log: Callable[[str], None] = print) -> None:
     """The one writer of evaluation results.
 
-    Prints each split's table (titled ``"<split> (<n> images, <tag>): <what>"``); with ``files`` (process 0, final evaluations) also writes
+    Prints each split's table (titled ``"<split> (<n> images, <tag>): <what>"``; columns: the
+    accuracies, then :data:`RESULT_COLUMNS` — median km, GeoScore and the predicted-country
+    accuracy in %, ``–`` for rows without it); with ``files`` (process 0, final evaluations) also writes
     ``<stem>.json`` (:func:`write_results`), ``<stem>.md`` (``heading`` then one Markdown table
     per split) and the maps (``predictions.png`` / ``partitions.png``) into ``directory``,
     every file atomically (a kill leaves the previous file or the new one, never a mix).
@@ -271,9 +283,10 @@ def write(results: Results, directory: str | os.PathLike, *, stem: str = "result
         size = results.sizes.get(split)
         about = f"{size} images" + (f", {tag}" if tag else "") if size is not None else tag
         label = f"{split} ({about})" if about else split
-        log("\n" + format_table(rows, metrics.PAPER_THRESHOLDS_KM,
+        log("\n" + format_table(rows, metrics.PAPER_THRESHOLDS_KM, extra_columns=RESULT_COLUMNS,
                                 title=f"{label}: {what}"))
         markdown.append(format_table(rows, metrics.PAPER_THRESHOLDS_KM, fmt="markdown",
+                                     extra_columns=RESULT_COLUMNS,
                                      title=f"{split} ({size} images)") + "\n")
     if not files:
         return
