@@ -108,8 +108,7 @@ def retrieval_index(ctx: RunContext, state: TrainState) -> retrieval.Index:
     t0 = time.perf_counter()
     index = retrieval.Index.build(store, lat=store.lat, lng=store.lng, engine=cfg.engine, meta=meta,
                                   valid=store.valid, params=overrides, mesh=ctx.mesh, log=ctx.log)
-    if ctx.is_main:
-        index.save(directory)
+    index.save(directory)  # every process: each writes the exact engine's rows it holds
     ctx.log(f"[retrieval] {cfg.engine} index of {index.num} images x {index.dim} built in "
             f"{time.perf_counter() - t0:.1f}s")
     return index

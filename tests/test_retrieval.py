@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import textwrap
@@ -130,6 +131,61 @@ def test_exact_sharded_over_8_devices_equals_one_device(seed):
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+
+
+_TWO_PROCESS_SAVE = textwrap.dedent("""
+    import sys
+    import jax
+    import numpy as np
+    directory, process, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
+    sys.path.insert(0, "tests")
+    from test_retrieval import _eighths
+    from geojax.inference import retrieval
+    assert jax.device_count() == 8 and jax.process_count() == 2
+    database = _eighths(np.random.default_rng(3), 101, 10)
+    valid = np.ones(101, bool)
+    valid[[3, 50]] = False  # 99 valid rows: 16 a device (whole blocks of 4), the 8th holds none
+    index = retrieval.Index.build(database, lat=np.arange(101.0) - 50, lng=np.arange(101.0),
+                                  engine="exact", valid=valid, params={"block_rows": 4},
+                                  meta={"backbone": "b"}, log=lambda _: None)
+    assert not index._engine.rows.is_fully_addressable
+    index.save(directory)
+    index.save(directory)  # replaces the first save
+    print("OK", process)
+""")
+
+
+def test_an_exact_index_sharded_over_two_processes_saves_and_loads_in_one(tmp_path):
+    """2 processes (jax.distributed on localhost) of 4 fake devices each build an exact index
+    and save it together; one process loads it and answers like numpy brute force."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    directory = str(tmp_path / "index")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS_SAVE, directory, str(i),
+                               str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert out.strip().splitlines()[-1] == f"OK {i}"
+    (data,) = [n for n in os.listdir(directory) if n.startswith("data-")]
+    # One file per device share, written by the process that holds it; no digests left over.
+    assert sorted(os.listdir(os.path.join(directory, data))) == [
+        *(f"database-{16 * d:012d}.npy" for d in range(7)), "lat.npy", "lng.npy", "rows.npy"]
+    index = retrieval.Index.load(directory, expect={"backbone": "b", "num_valid": 99})
+    database = _eighths(np.random.default_rng(3), 101, 10)
+    valid = np.ones(101, bool)
+    valid[[3, 50]] = False
+    queries = database[:12]
+    want_scores, want_rows = _reference(queries, database, 20, valid)
+    scores, rows = index.search(queries, 20)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+    np.testing.assert_array_equal(index.lat, np.arange(101.0) - 50)
 
 
 # ---------------------------------------------------------------------------- both engines

@@ -63,7 +63,9 @@ the ``k`` database rows of highest inner product::
     index.json        the manifest: engine, num, dim, num_valid, meta, params, and the size
                       and SHA-256 of every file of the data folder
     data-<id>/        rows.npy (the database row of each indexed row), lat.npy, lng.npy,
-                      and database.npy (exact) or scann/ (ScaNN's serialized searcher)
+                      and database-<first row>.npy, one per device share (exact; with
+                      several processes each writes its devices' shares), or scann/
+                      (ScaNN's serialized searcher)
 
 A save writes a new data folder first, then the manifest (atomically, with
 :func:`geojax.fileio.atomic_write`), then removes the previous data folder: an interrupted
@@ -366,9 +368,14 @@ class _ScannEngine:
             idx[start:start + batch_size], dist[start:start + batch_size] = found, scores
         return idx, dist
 
-    def save(self, folder: str) -> None:
+    def save(self, folder: str) -> list[str]:
+        """Process 0 serializes the searcher (every process holds the same one) into
+        ``scann/``; returns the files written, relative to ``folder``."""
+        if jax.process_index() != 0:
+            return []
         os.makedirs(os.path.join(folder, "scann"))
         self.searcher.serialize(os.path.join(folder, "scann"), relative_path=True)
+        return [os.path.join("scann", path) for path in _files(os.path.join(folder, "scann"))]
 
     @classmethod
     def load(cls, folder: str, params: dict[str, Any], mesh: Mesh | None) -> "_ScannEngine":
@@ -538,31 +545,43 @@ class _ExactEngine:
             rows[start:start + len(part)] = np.asarray(r)[:len(part)]
         return scores, rows
 
-    def save(self, folder: str) -> None:
-        if not self.rows.is_fully_addressable:
-            raise RetrievalError("an exact index sharded over several processes cannot be "
-                                 "saved; build it from the feature store in each run instead "
-                                 "(its build is a copy of the features to the devices).")
-        path = os.path.join(folder, "database.npy")
+    def save(self, folder: str) -> list[str]:
+        """Each process writes the rows its devices hold: ``database-<first row>.npy`` per
+        device share (replica 0, the padding left out); returns the files written."""
         # numpy has no bfloat16: its bits are saved as uint16 (params["dtype"] says so).
         stored = np.uint16 if self.rows.dtype == jnp.bfloat16 else self.rows.dtype
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=stored,
-                                        shape=(self.num_valid, self.rows.shape[1]))
+        written = []
         for shard in self.rows.addressable_shards:
             start = shard.index[0].start or 0
             if start >= self.num_valid or shard.replica_id != 0:
                 continue
             stop = min(start + shard.data.shape[0], self.num_valid)
-            out[start:stop] = np.asarray(shard.data)[:stop - start].view(stored)
-        out.flush()
-        del out
+            written.append(f"database-{start:012d}.npy")
+            _save_array(os.path.join(folder, written[-1]),
+                        np.asarray(shard.data)[:stop - start].view(stored))
+        return written
+
+    @staticmethod
+    def _parts(folder: str) -> list[np.ndarray]:
+        """The saved shares in row order, memory-mapped, checked to tile the rows."""
+        names = sorted(n for n in os.listdir(folder)
+                       if n.startswith("database") and n.endswith(".npy"))
+        parts, at = [], 0
+        for name in names:
+            start = 0 if name == "database.npy" else int(name[len("database-"):-len(".npy")])
+            if start != at:
+                raise IndexFileError(os.path.join(folder, name), f"starts at row {start}, "
+                                     f"expected {at}; build the index again.")
+            parts.append(np.load(os.path.join(folder, name), mmap_mode="r"))
+            at += len(parts[-1])
+        return parts
 
     @classmethod
     def load(cls, folder: str, params: dict[str, Any], mesh: Mesh | None) -> "_ExactEngine":
-        data = np.load(os.path.join(folder, "database.npy"), mmap_mode="r")
-        data = data.view(jnp.dtype(params["dtype"]))
-        chunks = (data[s:s + ROWS_PER_CHUNK] for s in range(0, len(data), ROWS_PER_CHUNK))
-        return cls.from_chunks(chunks, len(data), data.shape[1], params, mesh)
+        dtype = jnp.dtype(params["dtype"])
+        parts = [p.view(dtype) for p in cls._parts(folder)]
+        chunks = (p[s:s + ROWS_PER_CHUNK] for p in parts for s in range(0, len(p), ROWS_PER_CHUNK))
+        return cls.from_chunks(chunks, sum(map(len, parts)), parts[0].shape[1], params, mesh)
 
 
 _ENGINES = {"scann": _ScannEngine, "exact": _ExactEngine}
@@ -582,17 +601,19 @@ def _files(folder: str) -> list[str]:
                   for root, _, names in os.walk(folder) for name in names)
 
 
-def _fsync_tree(folder: str) -> None:
-    for root, dirs, names in os.walk(folder):
-        for name in names:
-            with open(os.path.join(root, name), "rb") as f:
-                os.fsync(f.fileno())
-        for name in [*dirs, "."]:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+def _fsync(folder: str, paths: list[str]) -> None:
+    """fsync of the files ``paths`` under ``folder`` and of the folders that hold them."""
+    folders = {folder}
+    for path in paths:
+        with open(os.path.join(folder, path), "rb") as f:
+            os.fsync(f.fileno())
+        folders.add(os.path.dirname(os.path.join(folder, path)))
+    for name in sorted(folders):
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove_tree(folder: str) -> None:
@@ -605,6 +626,15 @@ def _remove_tree(folder: str) -> None:
             fileio.rmtree(folder)
     except OSError:
         pass
+
+
+def _shared_token() -> str:
+    """A random hex token, the same in every process (process 0's)."""
+    token = np.frombuffer(uuid.uuid4().bytes[:6], np.uint8)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+        token = np.asarray(multihost_utils.broadcast_one_to_all(token))
+    return bytes(token.astype(np.uint8)).hex()
 
 
 def _save_array(path: str, array: np.ndarray) -> None:
@@ -726,8 +756,14 @@ class Index:
         """Saves into ``directory`` (created if needed; a previous index there is replaced),
         atomically: see the module docstring. On an object store (``gs://``) the data folder
         is written locally, then each file uploaded (:func:`geojax.fileio.upload_file`), and
-        the manifest, written last, makes it the index."""
+        the manifest, written last, makes it the index.
+
+        With several processes (``jax.distributed``) every process calls it, on a folder they
+        all see: each writes the exact engine's rows its devices hold (and the size and SHA-256
+        of its files, in ``digests-<process>.json``), process 0 the rest and, after every
+        process has written, the manifest."""
         directory = fileio.absolute(directory)
+        process, main = jax.process_index(), jax.process_index() == 0
         if fileio.exists(directory) and not fileio.isdir(directory):
             raise RetrievalError(f"{directory} exists and is not a folder.")
         if fileio.isdir(directory) and not fileio.exists(os.path.join(directory, MANIFEST)):
@@ -735,41 +771,56 @@ class Index:
             if foreign:
                 raise RetrievalError(f"{directory} holds files that are not a retrieval index "
                                      f"({sorted(foreign)[:5]}); choose an empty or new folder.")
-        fileio.makedirs(directory)
-        name = f"data-{uuid.uuid4().hex[:12]}"
+        name = f"data-{_shared_token()}"
         folder = os.path.join(directory, name)
         local = fileio.is_local(directory)
         staging = folder if local else tempfile.mkdtemp(prefix=f"geojax-{name}-")
         if local:
-            os.makedirs(folder)
+            os.makedirs(folder, exist_ok=True)
         try:
-            _save_array(os.path.join(staging, "rows.npy"), self._rows)
-            _save_array(os.path.join(staging, "lat.npy"), self.lat)
-            _save_array(os.path.join(staging, "lng.npy"), self.lng)
-            self._engine.save(staging)
-            files = {path: _digest(os.path.join(staging, path)) for path in _files(staging)}
+            written = []
+            if main:
+                for what, array in (("rows", self._rows), ("lat", self.lat), ("lng", self.lng)):
+                    written.append(f"{what}.npy")
+                    _save_array(os.path.join(staging, written[-1]), array)
+            written += self._engine.save(staging)
+            files = {path: _digest(os.path.join(staging, path)) for path in written}
             if local:
-                _fsync_tree(folder)
+                _fsync(folder, written)
             else:
                 for path in files:
                     fileio.upload_file(os.path.join(staging, path), os.path.join(folder, path))
-            manifest = {
-                "format": "geojax.retrieval", "format_version": FORMAT_VERSION,
-                "engine": self.engine, "num": self.num, "dim": self.dim,
-                "num_valid": self.num_valid, "meta": self.meta, "params": self.params,
-                "data": name, "files": files,
-            }
-            payload = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-            fileio.atomic_write(os.path.join(directory, MANIFEST), payload)
+            if jax.process_count() > 1:
+                fileio.atomic_write(os.path.join(folder, f"digests-{process}.json"),
+                                    json.dumps(files))
+                fileio.sync_processes(f"geojax retrieval save {name}")
+            if main:
+                for other in range(1, jax.process_count()):
+                    path = os.path.join(folder, f"digests-{other}.json")
+                    files.update(json.loads(fileio.read_text(path)))
+                    fileio.remove(path)
+                if jax.process_count() > 1:
+                    fileio.remove(os.path.join(folder, "digests-0.json"))
+                manifest = {
+                    "format": "geojax.retrieval", "format_version": FORMAT_VERSION,
+                    "engine": self.engine, "num": self.num, "dim": self.dim,
+                    "num_valid": self.num_valid, "meta": self.meta, "params": self.params,
+                    "data": name, "files": dict(sorted(files.items())),
+                }
+                payload = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+                fileio.atomic_write(os.path.join(directory, MANIFEST), payload)
         except BaseException:
-            _remove_tree(folder)
+            if main:
+                _remove_tree(folder)
             raise
         finally:
             if not local:
                 shutil.rmtree(staging, ignore_errors=True)
-        for old in fileio.listdir(directory):  # previous versions, and interrupted saves
-            if old.startswith("data-") and old != name:
-                _remove_tree(os.path.join(directory, old))
+        fileio.sync_processes(f"geojax retrieval saved {name}")
+        if main:
+            for old in fileio.listdir(directory):  # previous versions, and interrupted saves
+                if old.startswith("data-") and old != name:
+                    _remove_tree(os.path.join(directory, old))
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, expect: Mapping[str, Any] | None = None,
