@@ -266,7 +266,7 @@ def main(argv: list[str]) -> None:
     # JAX and the library load here, after runtime.configure_cpu() (see the __main__ block), so
     # that no thread of theirs allocates before the malloc settings.
     import jax  # pylint: disable=import-outside-toplevel
-    from geojax import experiment  # pylint: disable=import-outside-toplevel
+    from geojax import experiment, experiment_meta  # pylint: disable=import-outside-toplevel
     from geojax.data import datasets  # pylint: disable=import-outside-toplevel
     from geojax.training import checkpointing, train  # pylint: disable=import-outside-toplevel
     from geojax.training import sharding  # pylint: disable=import-outside-toplevel
@@ -288,7 +288,10 @@ def main(argv: list[str]) -> None:
             _serve(experiment, config, workdir)
         else:
             try:
-                experiment.train_and_evaluate(config, workdir)
+                if "meta" in config:  # 002's M1 → M2 → M3 (configs/delaunay_meta.py)
+                    experiment_meta.train_and_evaluate(config, workdir)
+                else:
+                    experiment.train_and_evaluate(config, workdir)
             except train.Preempted as stop:  # SIGTERM or a first Ctrl-C: a checkpoint was saved
                 raise SystemExit(f"preempted: {stop}") from None
             except checkpointing.CheckpointError as err:  # no checkpoint of a stage restores

@@ -1,0 +1,69 @@
+"""002: a Delaunay-mesh classifier (M1), its time model (M2) and user-album model (M3).
+
+M1 (002 §3.1): a classifier over the ``coarse`` Delaunay mesh of 002 Table 1, its refinement
+limit and minimum examples scaled from the 2M images the paper built that mesh from to
+GeoWorld's training size (8000 → 8000·n/2M, 1000 → 1000·n/2M; ≈ 600 cells at any size,
+against 002's 538), trained end to end. ``:fine`` uses the ``fine`` mesh (5000 / 500, scaled
+from 12.2M training images: ≈ 7,000 cells, 002: 6,565). The thresholds are computed from
+``data.train_size`` here, in ``get_config``: to change the size, pass ``:train_size=N``
+(``--config.data.train_size`` alone keeps the default size's thresholds).
+
+M2 and M3 (002 §3.2-3.3, §A) train on a GeoWorld split M1 never saw, whose users are dealt to
+training, early-stopping validation and evaluation parts; the tables (002 Tables 3, 6, 7: M1
+with cell and imagery centroids, M2, user averaging, M3, the best possible; all photos and
+outdoor only) and the paired Wilcoxon tests are computed on the evaluation users
+(``geojax.experiment_meta``). Time features use the UTC posting time (002 Fig. 1; see
+``geojax.data.metadata_features``).
+
+    python -m geojax.main --config=configs/delaunay_meta.py
+    python -m geojax.main --config=configs/delaunay_meta.py:runlocal     # seconds (the tests)
+
+Re-running the command resumes: M1 from its checkpoints, then every finished stage of
+``<workdir>/meta/`` is reused.
+"""
+
+from geojax import configlib as common
+import ml_collections
+
+# 002 Table 1 and Fig. 2: (refinement limit, minimum examples, images the mesh was built from).
+MESHES = {"coarse": (8000, 1000, 2_000_000), "fine": (5000, 500, 12_200_000)}
+
+
+def get_config(arg=None):
+    args = common.parse_arg(arg, known=("runlocal", "fine", "train_size"))
+    runlocal = bool(args.get("runlocal"))
+    mesh = "fine" if args.get("fine") else "coarse"
+    config = ml_collections.ConfigDict()
+    config.name = f"delaunay_meta_{mesh}"
+    config.data = common.data_config(runlocal=runlocal)
+    if args.get("train_size"):
+        config.data.train_size = int(args["train_size"])
+    n = int(config.data.train_size)
+    limit, minimum, paper_images = MESHES[mesh]
+    spec = dict(scheme="delaunay", grid=31,  # 002: "a 31 x 31 structured grid"
+                refinement_limit=max(1, round(limit * n / paper_images)),
+                minimum_examples=round(minimum * n / paper_images))
+    if runlocal:  # an 8 x 8 grid without refinement: ~60 cells for a seconds-long run
+        spec.update(grid=8, refinement_limit=n, minimum_examples=20)
+    config.partitions = ml_collections.ConfigDict({mesh: spec})
+    steps = 20 if runlocal else 1500
+    common.training(config, runlocal=runlocal,
+                    stages=dict(train=common.end_to_end((mesh,), runlocal=runlocal, num_steps=steps)))
+    adam = (0.005, 0.001)  # 002 §A.2
+    config.meta = ml_collections.ConfigDict(dict(
+        group=mesh,
+        split_size=2000 if runlocal else 30_000,  # photos of the metadata split
+        seed_offset=1000,  # its GeoWorld seed: data.seed + seed_offset (M1 never saw it)
+        fractions=(0.7, 0.1, 0.2),  # users: M2/M3 training, early stopping, evaluation
+        centroid="imagery",  # where a predicted class is placed (002 §3.1.2)
+        utc_offset_hours=0.0,  # the clock of the time features: UTC, as 002's posted times
+        top_k=10,  # 002 §3.2
+        m2=dict(epochs=2 if runlocal else 12, batch_size=64 if runlocal else 256,
+                learning_rates=adam, patience=3,
+                width=64 if runlocal else 0,  # 0: Table 2's 3 (N + 4)
+                dropout_rate=0.5),
+        m3=dict(epochs=2 if runlocal else 60, batch_size=16 if runlocal else 64,
+                learning_rates=adam, patience=8, album_length=24, hidden=16 if runlocal else 128,
+                dropout_rate=0.5),
+    ))
+    return config
