@@ -1,31 +1,11 @@
-"""Paper 001's k-NN kernel density (§3.2, Eq. 1) over retrieved neighbours, and its modes.
+"""The mode of 001's kernel density as the authors' released code finds it (``vo2017``).
 
-001 §3.2: the k nearest neighbours of a query in feature space, at locations ``x_i``, define
-the density
-
-    f(x) = Σ_i w_i N(x; x_i, σ² I),      w_i = s_i^m                      (001, Eq. 1)
-
-with ``s_i`` "the inverse of the distance between the query image's feature and the
-reference image's feature"; the prediction is the point of highest density (001: k = 100,
-m = 10, σ = 1, 4, 16). As k decreases, m increases or σ decreases, it becomes the nearest
-neighbour (NN). Every function here is vectorised over a batch of queries: neighbour arrays
-are ``(B, k)``, best neighbour first, latitudes and longitudes in degrees.
-
-* :func:`neighbour_weights` — index scores (inner products of L2-normalised features) →
-  Eq. 1's ``w_i = s_i^m``, computed in log space and scaled so each query's best weight is 1.
-* :func:`vo2017_mode` — the mode as the authors' released code finds it (the convention used
-  to reproduce 001's tables): σ in *grid cells* on a 1° then a 0.1° lat/lng grid, then a snap
-  to a neighbour (see the function). Fast and exact: it equals
-  :func:`vo2017_mode_reference`, the plain numpy/scipy procedure, on the same inputs.
-* :func:`spherical_mode` — geojax's default: Eq. 1 with a von Mises–Fisher kernel (or a
-  Gaussian on great-circle distance) on the sphere, σ in km, its mode found among the
-  neighbours' own locations and refined by mean-shift steps on the sphere.
-* :func:`latlng_mode` — the mode of the vo2017 convention's continuous density (a Gaussian
-  in the lat/lng plane, σ in degrees) by the same mean-shift search, without grids or snap.
-* :func:`density_vo2017`, :func:`spherical_density` — the two densities at given points.
-
-Several σ in one call: pass a sequence as ``sigma`` / ``sigma_km``; outputs get a leading
-axis of that length, ``(S, B)``.
+:func:`vo2017_mode` accumulates the neighbours' weights on a 1° lat/lng grid, filters it with a
+Gaussian of σ grid cells (so 001's σ = 1, 4, 16 are degrees), takes the arg-max, repeats on a
+0.1° grid over a ±20° window around it, then snaps to the first neighbour (in rank order)
+within :data:`SNAP_RADIUS_KM` of the mode. It answers exactly like
+:func:`vo2017_mode_reference`, the plain numpy/scipy procedure, by a branch-and-bound search
+over tiles of the fine grid instead of filtering the whole grid.
 """
 
 from __future__ import annotations
@@ -41,24 +21,8 @@ import numpy as np
 import scipy.ndimage
 
 from geojax.geo import sphere
-
-__all__ = [
-    "KM_PER_DEGREE",
-    "SNAP_RADIUS_KM",
-    "Vo2017Mode",
-    "DensityMode",
-    "neighbour_weights",
-    "density_vo2017",
-    "spherical_density",
-    "vo2017_mode",
-    "vo2017_mode_reference",
-    "spherical_mode",
-    "latlng_mode",
-]
-
-# Great-circle km per degree of arc (of latitude) on the sphere of geojax.geo: 111.195 km.
-# σ = s degrees of the vo2017 convention corresponds to σ_km ≈ s * KM_PER_DEGREE.
-KM_PER_DEGREE = sphere.EARTH_RADIUS_KM * sphere.DEG_TO_RAD
+from geojax.inference.kde.density import (chord2_xyz, in_chunks, materialise, neighbour_arrays,
+                                          sigma_values, unit_xyz)
 
 # vo2017_mode snaps its grid mode to the first neighbour (in rank order) within this radius.
 SNAP_RADIUS_KM = 100.0
@@ -83,213 +47,6 @@ class Vo2017Mode(NamedTuple):
     grid_lat: jax.Array  # centre of the arg-max cell of the 0.1° grid
     grid_lng: jax.Array
 
-
-class DensityMode(NamedTuple):
-    """:func:`spherical_mode`'s and :func:`latlng_mode`'s answer, each ``(B,)`` (``(S, B)``
-    for several σ)."""
-
-    lat: jax.Array
-    lng: jax.Array
-    density: jax.Array  # the density at (lat, lng) with kernels of peak 1: Σ_i w_i K_i
-
-
-# ----------------------------------------------------------------------------------
-# Weights and densities
-# ----------------------------------------------------------------------------------
-
-
-def _neighbour_arrays(lat: Any, lng: Any, w: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(B, k)`` float arrays of the neighbours, or a ValueError saying what is wrong."""
-    dtype = jnp.result_type(float)
-    lat, lng, w = (jnp.asarray(a, dtype) for a in (lat, lng, w))
-    if lat.ndim != 2 or lat.shape != lng.shape or lat.shape != w.shape or lat.shape[1] < 1:
-        raise ValueError(
-            "neighbour lat, lng and weights must be arrays of the same shape (B, k) with "
-            f"k >= 1 (one row per query, best neighbour first); got {lat.shape}, "
-            f"{lng.shape}, {w.shape}")
-    return lat, lng, w
-
-
-def _sigmas(sigma: Any, what: str) -> tuple[tuple[float, ...], bool]:
-    """``(σ values, several)`` from a number or a sequence of positive numbers."""
-    several = isinstance(sigma, (Sequence, np.ndarray)) and not isinstance(sigma, str)
-    values = tuple(float(s) for s in (np.ravel(sigma) if several else [sigma]))
-    if not values or not all(math.isfinite(s) and s >= 0.0 for s in values):
-        raise ValueError(f"{what} must be a non-negative number or a non-empty sequence of "
-                         f"them, got {sigma!r}")
-    return values, several
-
-
-def neighbour_weights(scores: Any, m: Any, *, min_distance: float | None = None) -> jax.Array:
-    """Eq. 1's neighbour weights ``w_i = s_i^m`` from the index's scores; jittable.
-
-    ``scores`` are the inner products (cosines) of L2-normalised features that the index
-    returns, ``(B, k)``. 001 defines ``s_i = 1 / d_i`` with ``d_i`` the distance between the
-    query's and the neighbour's features, here the L2 distance of unit vectors
-    ``d_i = sqrt(max(2 - 2 cos_i, 0))``, so ``w_i = d_i^(-m)``.
-
-    Computed as ``exp(-m (log d_i - min_j log d_j))``: every query's weights are scaled so
-    that its best neighbour weighs exactly 1 (the density's scale does not move its mode),
-    which never overflows or underflows the best weight whatever ``m`` (``m = 10`` or
-    ``m = 1e4``); far weaker neighbours underflow to 0, as they would count for nothing.
-
-    ``d = 0`` (a database copy of the query, or a cosine rounded to 1) would weigh
-    infinitely: distances are floored at ``min_distance``, by default
-    ``sqrt(eps)`` of the working dtype (3.5e-4 in float32), which is the smallest
-    non-zero distance ``2 - 2 cos`` can express there. So a copy weighs the same as a
-    neighbour at the resolution limit of the scores, not infinitely more (geojax's choice;
-    001 does not say). Non-finite scores (padding for missing neighbours) get weight 0.
-
-    Args:
-      scores: ``(B, k)`` cosines, best first (any order works).
-      m: the exponent (001: 10), a non-negative number.
-      min_distance: floor of ``d``; default ``sqrt(eps)`` of the dtype.
-    Returns:
-      ``(B, k)`` non-negative weights, each row's maximum 1 (rows with no finite score: 0).
-    """
-    scores = jnp.asarray(scores, jnp.result_type(float))
-    if scores.ndim != 2:
-        raise ValueError(f"scores must have shape (B, k), got {scores.shape}")
-    if isinstance(m, (int, float)) and not m >= 0:
-        raise ValueError(f"m must be a non-negative number (001 uses 10), got {m!r}")
-    eps = float(jnp.finfo(scores.dtype).eps)
-    floor = math.sqrt(eps) if min_distance is None else float(min_distance)
-    finite = jnp.isfinite(scores)
-    d2 = jnp.maximum(2.0 - 2.0 * jnp.where(finite, scores, -1.0), floor * floor)
-    log_d = 0.5 * jnp.log(d2)
-    log_d = jnp.where(finite, log_d, jnp.inf)
-    best = jnp.min(log_d, axis=-1, keepdims=True)
-    log_w = -m * (log_d - jnp.where(jnp.isfinite(best), best, 0.0))
-    return jnp.where(finite, jnp.exp(log_w), 0.0)
-
-
-def density_vo2017(lat_q: Any, lng_q: Any, lat: Any, lng: Any, w: Any, sigma: Any) -> jax.Array:
-    """Eq. 1 under the vo2017 convention at query points; jittable.
-
-    ``f(x) = Σ_i w_i exp(-(Δlat_i² + Δlng_i²) / (2σ²)) / (2π σ²)``: an isotropic Gaussian in
-    the lat/lng plane, everything in degrees, ``Δlng`` wrapped to [-180, 180) (no image
-    beyond the poles). This is the continuous density whose 1° grid samples
-    :func:`vo2017_mode` filters (up to binning); geojax uses it to compare modes.
-
-    Args:
-      lat_q, lng_q: query points, shape ``(..., B)``: the points of query ``b`` are
-        ``lat_q[..., b]`` (e.g. ``(B,)`` one point each, ``(S, B)`` one per σ).
-      lat, lng, w: the neighbours, ``(B, k)``.
-      sigma: degrees, a number or an array broadcastable with ``lat_q`` (e.g. shape
-        ``(S, 1)`` next to ``lat_q`` of shape ``(S, B)``).
-    Returns:
-      The density (per square degree), shape ``broadcast(lat_q, sigma)``.
-    """
-    lat, lng, w = _neighbour_arrays(lat, lng, w)
-    lat_q = jnp.asarray(lat_q, lat.dtype)[..., None]
-    lng_q = jnp.asarray(lng_q, lat.dtype)[..., None]
-    sigma = jnp.asarray(sigma, lat.dtype)[..., None]
-    dlat = lat_q - lat
-    dlng = jnp.remainder(lng_q - lng + 180.0, 360.0) - 180.0
-    z = jnp.exp(-(dlat * dlat + dlng * dlng) / (2.0 * sigma * sigma))
-    return jnp.sum(w * z, axis=-1) / (2.0 * jnp.pi * sigma[..., 0] ** 2)
-
-
-def _in_chunks(fn, arrays: tuple[jax.Array, ...], chunk: int):
-    """``fn(*arrays)`` on consecutive chunks of ``chunk`` queries (``jax.lax.map``; the
-    batch is padded with zeros): each chunk's temporaries stay in the CPU caches, ~4× faster
-    than one pass over a batch of 1024 (benchmarks/README.md)."""
-    batch = arrays[0].shape[0]
-    if batch <= chunk:
-        return fn(*arrays)
-    n = -(-batch // chunk)
-    padded = [jnp.pad(a, [(0, n * chunk - batch)] + [(0, 0)] * (a.ndim - 1)) for a in arrays]
-    out = jax.lax.map(lambda xs: fn(*xs), [a.reshape((n, chunk) + a.shape[1:]) for a in padded])
-    return jax.tree.map(lambda a: a.reshape((n * chunk,) + a.shape[2:])[:batch], out)
-
-
-def _materialise(*arrays: jax.Array) -> list[jax.Array]:
-    """The arrays, computed once before their consumers: passed through a product with the
-    identity matrix, which XLA cannot fuse into a loop. Without it XLA:CPU fuses cheap
-    producers (sin and cos of the coordinates, cell indices) into the k × k or tile loops
-    that read them, recomputing them for every pair: 8× slower (benchmarks/README.md).
-    Integer arrays (below 2^24 in magnitude) go through float32 exactly."""
-    stacked = jnp.stack([a.astype(jnp.float32) for a in arrays])
-    eye = jnp.eye(len(arrays), dtype=jnp.float32)
-    out = jnp.einsum("n...,nm->m...", stacked, eye, precision=jax.lax.Precision.HIGHEST)
-    return [o.astype(a.dtype) for o, a in zip(out, arrays)]
-
-
-def _unit_xyz(lat, lng):
-    """Unit vectors as three arrays (pairwise differences of components are faster on
-    XLA:CPU than reductions over a size-3 axis)."""
-    return sphere.latlng_to_xyz_components(lat, lng, xp=jnp)
-
-
-def _chord2_xyz(a, b):
-    """Squared chord between points given as component triples (broadcasting), from their
-    differences: full relative precision down to metres in float32, unlike ``2 - 2 a·b``."""
-    return sum((u - v) * (u - v) for u, v in zip(a, b))
-
-
-# θ² = 4 asin²(c / 2) = Σ_{n ≥ 1} 2 c^(2n) / (n² C(2n, n)) for a chord c (c² = 2 - 2 cos θ).
-_ANGLE2_SERIES = tuple(2.0 / (n * n * math.comb(2 * n, n)) for n in range(1, 10))
-
-
-def _angle2(chord2: jax.Array) -> jax.Array:
-    """Squared great-circle angle θ² (rad²) from the squared chord of unit vectors.
-
-    Without arcsin (about 50 ns per element on XLA:CPU, 15× an exp; benchmarks/README.md):
-    two half-angle steps ``c²(θ/2) = c² / (2 + sqrt(4 - c²))`` bring the angle to θ/4 ≤ 45°,
-    where nine terms of the series of ``4 asin²(c / 2)`` reach float32 precision; then
-    ``θ² = 16 θ_4²``. Full relative precision from coincident points to antipodes.
-    """
-    c2 = jnp.clip(chord2, 0.0, 4.0)
-    for _ in range(2):
-        c2 = c2 / (2.0 + jnp.sqrt(4.0 - c2))
-    acc = jnp.full_like(c2, _ANGLE2_SERIES[-1])
-    for a in reversed(_ANGLE2_SERIES[:-1]):
-        acc = acc * c2 + a
-    return 16.0 * c2 * acc
-
-
-def _kernel_d2_km(chord2: jax.Array, kernel: str) -> jax.Array:
-    """The squared "distance" in km² of each kernel, from the squared chord of unit vectors:
-    Gaussian: (R θ)², θ the great-circle angle; vMF: R² chord² = 2 R² (1 - cos θ)."""
-    r2 = sphere.EARTH_RADIUS_KM**2
-    return r2 * (chord2 if kernel == "vmf" else _angle2(chord2))
-
-
-def _check_kernel(kernel: str) -> None:
-    if kernel not in ("gaussian", "vmf"):
-        raise ValueError(f"kernel must be 'gaussian' or 'vmf', got {kernel!r}")
-
-
-def spherical_density(lat_q: Any, lng_q: Any, lat: Any, lng: Any, w: Any, sigma_km: Any, *,
-                      kernel: str = "vmf") -> jax.Array:
-    """Eq. 1 on the sphere (geojax's convention) at query points; jittable.
-
-    ``f(x) = Σ_i w_i K(x, x_i)`` with, for ``kernel="gaussian"``,
-    ``K = exp(-(R θ_i)² / (2 σ²))`` (θ_i the great-circle angle, ``R θ_i`` the distance in
-    km) and for ``"vmf"`` the von Mises–Fisher kernel ``K = exp(κ (cos θ_i - 1))`` with
-    ``κ = (R / σ)²`` (a Gaussian in the chord distance; the same as the first for θ ≪ 1).
-    Both peak at 1: the kernels' normalising constants are left out (equal for every point
-    at one σ, so modes and comparisons at one σ are unaffected).
-
-    Args:
-      lat_q, lng_q: query points, shape ``(..., B)`` (as in :func:`density_vo2017`).
-      lat, lng, w: the neighbours, ``(B, k)``.
-      sigma_km: km, a number or an array broadcastable with ``lat_q``.
-    Returns:
-      Shape ``broadcast(lat_q, sigma_km)``.
-    """
-    _check_kernel(kernel)
-    lat, lng, w = _neighbour_arrays(lat, lng, w)
-    q = _unit_xyz(jnp.asarray(lat_q, lat.dtype)[..., None],
-                  jnp.asarray(lng_q, lat.dtype)[..., None])
-    d2 = _kernel_d2_km(_chord2_xyz(q, _unit_xyz(lat, lng)), kernel)
-    sigma = jnp.asarray(sigma_km, lat.dtype)[..., None]
-    return jnp.sum(w * jnp.exp(-d2 / (2.0 * sigma * sigma)), axis=-1)
-
-
-# ----------------------------------------------------------------------------------
-# vo2017: the authors' grid search
-# ----------------------------------------------------------------------------------
 
 
 def _fine_index(v: jax.Array) -> jax.Array:
@@ -549,7 +306,7 @@ def _grid_argmax(rows, cols, w, tables_r, tables_c, capacity: int, candidates: i
 def _vo2017_one_sigma(lat, lng, w, tables, capacity: int, candidates: int, chunk: int):
     search = functools.partial(_vo2017_search, tables=tables, capacity=capacity,
                                candidates=candidates)
-    return _in_chunks(search, (lat, lng, w), chunk)
+    return in_chunks(search, (lat, lng, w), chunk)
 
 
 def _vo2017_search(lat, lng, w, tables, capacity: int, candidates: int):
@@ -579,7 +336,7 @@ def _vo2017_search(lat, lng, w, tables, capacity: int, candidates: int):
         rows = jnp.where(first, coarse_r, jnp.where(inside, rows, 0))
         cols = jnp.where(first, coarse_c, jnp.where(inside, cols, 0))
         weights = jnp.where(first | inside, w, 0.0)
-        rows, cols, weights = _materialise(rows, cols, weights)
+        rows, cols, weights = materialise(rows, cols, weights)
         size = tables.shape[-1]  # of one axis's tables
         radius = (size - _LEVEL_OFFSETS[-1]) // _GRID // 2 - 1
         flat = tables.reshape(-1)
@@ -602,8 +359,8 @@ def _vo2017_search(lat, lng, w, tables, capacity: int, candidates: int):
     grid_lng = (grid_col + 0.5).astype(lat.dtype) / _FINE_PER_DEGREE - 180.0
     # Snap to the first neighbour in rank order within SNAP_RADIUS_KM of the grid mode.
     snap_chord = 2.0 * math.sin(0.5 * SNAP_RADIUS_KM / sphere.EARTH_RADIUS_KM)
-    mode_xyz = _unit_xyz(grid_lat[:, None], grid_lng[:, None])
-    near = _chord2_xyz(mode_xyz, _unit_xyz(lat, lng)) <= snap_chord**2
+    mode_xyz = unit_xyz(grid_lat[:, None], grid_lng[:, None])
+    near = chord2_xyz(mode_xyz, unit_xyz(lat, lng)) <= snap_chord**2
     first = jnp.argmax(near, axis=-1)
     found = jnp.any(near, axis=-1)
     pick = lambda a: jnp.take_along_axis(a, first[:, None], axis=-1)[:, 0]  # noqa: E731
@@ -665,8 +422,8 @@ def vo2017_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
     Returns:
       A :class:`Vo2017Mode` of ``(B,)`` arrays, or ``(S, B)`` for a sequence of S σ.
     """
-    lat, lng, w = _neighbour_arrays(lat, lng, w)
-    sigmas, several = _sigmas(sigma, "sigma (grid cells)")
+    lat, lng, w = neighbour_arrays(lat, lng, w)
+    sigmas, several = sigma_values(sigma, "sigma (grid cells)")
     for name, value in (("capacity", capacity or 1), ("candidates", candidates),
                         ("chunk", chunk)):
         if not isinstance(value, int) or value < 1:
@@ -689,7 +446,7 @@ def vo2017_mode_reference(lat: Any, lng: Any, w: Any,
     if lat.ndim != 2 or lat.shape != lng.shape or lat.shape != w.shape:
         raise ValueError(f"lat, lng, w must have the same shape (B, k), got {lat.shape}, "
                          f"{lng.shape}, {w.shape}")
-    sigmas, several = _sigmas(sigma, "sigma (grid cells)")
+    sigmas, several = sigma_values(sigma, "sigma (grid cells)")
     fine = _FINE_PER_DEGREE
     rows1 = np.clip(np.floor(lat).astype(np.int64) + 90, 0, _COARSE_ROWS - 1)
     cols1 = np.remainder(np.floor(lng).astype(np.int64) + 180, _COARSE_COLS)
@@ -722,210 +479,3 @@ def vo2017_mode_reference(lat: Any, lng: Any, w: Any,
                             ) + (grid_lat, grid_lng)
     mode = Vo2017Mode(out[0], out[1], out[2].astype(np.int32), out[3], out[4])
     return mode if several else Vo2017Mode(*(a[0] for a in mode))
-
-
-# ----------------------------------------------------------------------------------
-# Mean-shift modes: spherical (geojax's default) and on the lat/lng plane
-# ----------------------------------------------------------------------------------
-
-
-def _ascent_space(lat, lng, w, kernel: str):
-    """The geometry of a mean-shift search with weights ``w``: ``(points, dist2, shift,
-    to_latlng)``.
-
-    ``points``: the neighbours in the search's coordinates, a list of ``(B, k)`` arrays
-    (unit-vector components on the sphere; latitude and longitude on the lat/lng plane).
-    ``dist2(y)``: for points ``y`` (a list of ``(B, C)`` arrays) the squared distances to
-    every neighbour in the kernel's unit (km² on the sphere, degrees² on the plane),
-    ``(B, C, k)``, and what ``shift`` needs besides. ``shift(aux, kern, y)``: one mean-shift
-    step from ``y`` given the kernel values ``kern`` ``(B, C, k)``.
-    """
-    if kernel == "latlng":  # density_vo2017: a Gaussian in the lat/lng plane, degrees
-        points = _materialise(lat, lng)
-
-        def dist2(y):
-            dlat = y[0][:, :, None] - points[0][:, None, :]
-            dlng = y[1][:, :, None] - points[1][:, None, :]  # in (-360, 360)
-            turn = jnp.where(dlng >= 180.0, 360.0, jnp.where(dlng < -180.0, -360.0, 0.0))
-            dlng = dlng - turn  # wrapped to [-180, 180)
-            return dlat * dlat + dlng * dlng, turn
-
-        def shift(turn, kern, y):
-            """The weighted mean of the neighbours, each taken on the side of the
-            antimeridian nearest ``y`` (longitude ``+ turn``): the fixed-point step of a
-            Gaussian density. Sums as dot products (faster on XLA:CPU than reductions)."""
-            weight = kern * w[:, None, :]
-            total = jnp.einsum("bck,bk->bc", kern, w)
-            ok = total > 0
-            safe = jnp.where(ok, total, 1.0)
-            new_lat = jnp.einsum("bck,bk->bc", weight, points[0]) / safe
-            new_lng = (jnp.einsum("bck,bk->bc", weight, points[1])
-                       + jnp.sum(weight * turn, -1)) / safe
-            new_lat = jnp.clip(new_lat, -90.0, 90.0)
-            new_lng = sphere.wrap_lng(new_lng, xp=jnp)
-            return [jnp.where(ok, new_lat, y[0]), jnp.where(ok, new_lng, y[1])]
-
-        def to_latlng(y):
-            return y[0], sphere.wrap_lng(y[1], xp=jnp)
-    else:
-        points = _materialise(*_unit_xyz(lat, lng))  # three (B, k)
-
-        def dist2(y):
-            chord2 = _chord2_xyz([a[:, :, None] for a in y], [a[:, None, :] for a in points])
-            return _kernel_d2_km(chord2, kernel), chord2
-
-        def shift(chord2, kern, y):
-            """The kernel-weighted mean of the neighbours in 3D, renormalised (where it is
-            defined; else ``y``). vMF: weights w_i K_i (the fixed point of the density's
-            gradient on the sphere); Gaussian on θ: w_i K_i θ_i / sin θ_i (its gradient on
-            the sphere)."""
-            weight = kern * w[:, None, :]
-            if kernel == "gaussian":
-                sin_theta2 = chord2 * (1.0 - 0.25 * chord2)  # sin² θ = c² (1 - c² / 4)
-                ratio = jnp.sqrt(_angle2(chord2) / jnp.maximum(sin_theta2, 1e-12))
-                weight = weight * jnp.where(sin_theta2 > 1e-12, ratio, 1.0)
-            m = [jnp.einsum("bck,bk->bc", weight, a) for a in points]
-            norm = jnp.sqrt(sum(v * v for v in m))
-            ok = norm > 0
-            return [jnp.where(ok, v / jnp.where(ok, norm, 1.0), a) for v, a in zip(m, y)]
-
-        def to_latlng(y):
-            mode_lat, mode_lng = sphere.xyz_to_latlng(jnp.stack(y, axis=-1), xp=jnp)
-            return mode_lat, sphere.wrap_lng(mode_lng, xp=jnp)
-
-    return points, dist2, shift, to_latlng
-
-
-def _ascent_search(lat, lng, w, sigmas, kernel: str, steps: int, starts: int):
-    """:func:`spherical_mode` / :func:`latlng_mode` on one chunk of queries; outputs
-    ``(S, B)``."""
-    points, dist2, shift, to_latlng = _ascent_space(lat, lng, w, kernel)
-    pair, _ = dist2(points)  # (B, k, k)
-    n_starts = min(starts, lat.shape[1])
-
-    def at(y, inv):
-        """What shift needs, kernel values (B, C, k), densities (B, C) at y."""
-        d2, aux = dist2(y)
-        kern = jnp.exp(-(d2 * inv))
-        return aux, kern, jnp.einsum("bck,bk->bc", kern, w)
-
-    def one_sigma(sigma):
-        # 1 / (2 σ²), finite even where σ² underflows (a zero distance keeps its kernel 1).
-        inv = jnp.minimum(0.5 / (sigma * sigma), jnp.finfo(sigma.dtype).max)
-        dens = jnp.einsum("bjk,bk->bj", jnp.exp(-(pair * inv)), w)  # at each neighbour
-        best = []
-        for _ in range(n_starts):  # the densest neighbours, lowest rank first on ties
-            j = jnp.argmax(dens, axis=-1)
-            best.append(j)
-            dens = jnp.where(jnp.arange(dens.shape[1]) == j[:, None], -jnp.inf, dens)
-        cand = jnp.stack(best, axis=-1)  # (B, C)
-        y = [jnp.take_along_axis(a, cand, axis=-1) for a in points]
-
-        def step(_, carry):
-            """Evaluate the density at the iterate, keep the best point visited, shift."""
-            y, best_y, best_f = carry
-            aux, kern, f = at(y, inv)
-            better = f > best_f
-            best_y = [jnp.where(better, a, b) for a, b in zip(y, best_y)]
-            return shift(aux, kern, y), best_y, jnp.where(better, f, best_f)
-
-        start_f = jnp.full(cand.shape, -jnp.inf, w.dtype)
-        y, best_y, best_f = jax.lax.fori_loop(0, steps, step, (y, y, start_f))
-        _, _, f = at(y, inv)  # the last iterate
-        better = f > best_f
-        y = [jnp.where(better, a, b) for a, b in zip(y, best_y)]
-        f = jnp.where(better, f, best_f)
-        top = jnp.argmax(f, axis=-1)[:, None]
-        y = [jnp.take_along_axis(a, top, axis=-1)[:, 0] for a in y]
-        mode_lat, mode_lng = to_latlng(y)
-        return mode_lat, mode_lng, jnp.max(f, axis=-1)
-
-    return jax.lax.map(one_sigma, sigmas)
-
-
-@functools.partial(jax.jit, static_argnames=("kernel", "steps", "starts", "chunk"))
-def _ascent_mode(lat, lng, w, sigmas, kernel: str, steps: int, starts: int, chunk: int):
-    search = lambda la, ln, ww: [a.T for a in _ascent_search(  # noqa: E731
-        la, ln, ww, sigmas, kernel, steps, starts)]  # per chunk: (B, S)
-    return [a.T for a in _in_chunks(search, (lat, lng, w), chunk)]
-
-
-def _ascent(lat, lng, w, sigma, what: str, kernel: str, steps: int, starts: int,
-            chunk: int) -> DensityMode:
-    """The checks and the call shared by :func:`spherical_mode` and :func:`latlng_mode`."""
-    lat, lng, w = _neighbour_arrays(lat, lng, w)
-    sigmas, several = _sigmas(sigma, what)
-    if any(s <= 0.0 for s in sigmas):
-        raise ValueError(f"{what} must be positive, got {sigma!r}")
-    for name, value, low in (("steps", steps, 0), ("starts", starts, 1), ("chunk", chunk, 1)):
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    out = _ascent_mode(lat, lng, w, jnp.asarray(sigmas, lat.dtype), kernel, steps, starts,
-                       chunk)
-    return DensityMode(*out) if several else DensityMode(*(a[0] for a in out))
-
-
-def spherical_mode(lat: Any, lng: Any, w: Any, sigma_km: float | Sequence[float], *,
-                   kernel: str = "vmf", steps: int = 20, starts: int = 4,
-                   chunk: int = 128) -> DensityMode:
-    """Eq. 1's mode on the sphere, σ in km (geojax's default); jittable.
-
-    The density is :func:`spherical_density` — a von Mises–Fisher kernel ``exp(κ (cos θ -
-    1))`` with ``κ = (R / σ)²`` (the default), or a Gaussian on great-circle distance
-    ``exp(-(R θ)² / (2 σ²))``: geojax's choice, where the authors' code used σ in degrees on
-    a lat/lng grid (:func:`vo2017_mode`). The two kernels differ by a factor
-    ``exp(-R² (θ² - c²) / (2 σ²))`` (c the chord), i.e. ``θ² / 12`` relative in the
-    exponent: 0.02 % at 3 σ for σ = 111 km. The vMF kernel is the default because it needs
-    no arc length (twice as fast on CPU, benchmarks/README.md).
-
-    Its mode is searched as 001 §3.2 suggests, from the neighbours' own locations: the
-    density at each of the k neighbours (a k × k kernel matrix), then ``steps`` mean-shift
-    steps on the sphere from each of the ``starts`` neighbours of highest density (the
-    kernel-weighted mean of the neighbours in 3D, renormalised; for the Gaussian each weight
-    also carries ``θ / sin θ``, so the step follows the density's gradient on the sphere).
-    The answer is the point of highest density among all points visited, so never below the
-    best neighbour. As σ → 0 or m → ∞ it is the NN (001 §3.2). Batches are processed in
-    chunks of ``chunk`` queries.
-
-    Args:
-      lat, lng: ``(B, k)`` neighbour locations in degrees, best neighbour first.
-      w: ``(B, k)`` non-negative weights (:func:`neighbour_weights`).
-      sigma_km: the kernel's σ in km, or a sequence of them (computed in one pass: the
-        neighbours' pairwise distances are shared).
-      kernel: ``"vmf"`` or ``"gaussian"``.
-      steps: mean-shift steps (0: the densest neighbour).
-      starts: how many of the densest neighbours start an ascent.
-      chunk: queries per chunk (a tuning knob).
-    Returns:
-      A :class:`DensityMode` of ``(B,)`` arrays (``(S, B)`` for a sequence of S σ); the
-      longitude in [-180, 180).
-    """
-    _check_kernel(kernel)
-    return _ascent(lat, lng, w, sigma_km, "sigma_km", kernel, steps, starts, chunk)
-
-
-def latlng_mode(lat: Any, lng: Any, w: Any, sigma: float | Sequence[float], *,
-                steps: int = 20, starts: int = 4, chunk: int = 128) -> DensityMode:
-    """The mode of :func:`density_vo2017` — Eq. 1 under the authors' convention, an isotropic
-    Gaussian in the lat/lng plane with σ in degrees — by mean shift; jittable.
-
-    The continuous density whose 1° and 0.1° grid samples :func:`vo2017_mode` filters,
-    maximised directly: the density at each of the k neighbours, then ``steps`` mean-shift
-    steps from each of the ``starts`` densest (for a Gaussian the fixed-point step
-    ``x ← Σ w_i K_i x_i / Σ w_i K_i`` climbs the density; each neighbour's longitude is
-    taken on the side of the antimeridian nearest ``x``, latitude is clipped to ±90°). The
-    answer is the point of highest density among all points visited, so at least the
-    density of the best neighbour — in particular of the neighbour :func:`vo2017_mode`
-    snaps to. No grid, no snap: the answer is the density's local maximum, not a neighbour's
-    location. As σ → 0 or m → ∞ it is the NN.
-
-    Args:
-      lat, lng: ``(B, k)`` neighbour locations in degrees, best neighbour first.
-      w: ``(B, k)`` non-negative weights (:func:`neighbour_weights`).
-      sigma: the Gaussian's σ in degrees, or a sequence of them.
-      steps, starts, chunk: as :func:`spherical_mode`.
-    Returns:
-      A :class:`DensityMode` of ``(B,)`` arrays (``(S, B)`` for several σ); its ``density``
-      is :func:`density_vo2017` times ``2π σ²`` (the kernel's peak is 1).
-    """
-    return _ascent(lat, lng, w, sigma, "sigma", "latlng", steps, starts, chunk)
