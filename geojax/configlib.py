@@ -37,6 +37,9 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
     ``source="places"``: the bare location samplers of ``geojax.data.places``
     (coordinates only, for ``--mode=partition``).
 
+    ``sampler``: the training stream, ``"uniform"`` or ``"staged_balanced"`` (002 A.1's staged
+    class-balanced sampling, :mod:`geojax.data.balanced`, settings in ``balanced``).
+
     ``max_bad_fraction``: the share of bad rows (bad coordinates, missing images, duplicate ids)
     a metadata reader accepts, and of bad records (undecodable images) the input pipeline
     accepts in training and evaluation, before it refuses the data; the published Im2GPS3k
@@ -62,6 +65,13 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
         train_dir="",  # source="array_record": converted datasets
         eval_dir="",
         max_bad_fraction=0.01,  # most bad rows / records accepted (readers and pipeline)
+        # The training stream: "uniform" (every record once per epoch, reshuffled) or
+        # "staged_balanced" (002 A.1, geojax.data.balanced: epochs of examples_per_class x
+        # classes growing by `growth` per epoch, class bias biases[c] in cycle c of
+        # cycle_epochs epochs; head "": the stage's first head).
+        sampler="uniform",
+        balanced=dict(head="", examples_per_class=200, growth=0.06, cycle_epochs=5,
+                      biases=(1.0, 0.5, 0.0)),
     ))
 
 

@@ -92,7 +92,8 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
                  max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION, bad_check_after: int = 100,
                  augment: augment_lib.TrainAugment | None = None, resize: int | None = None,
                  read_options: grain.ReadOptions | None = None,
-                 read_chunk_size: int | None = None) -> grain.IterDataset:
+                 read_chunk_size: int | None = None,
+                 sampler: grain.MapDataset | None = None) -> grain.IterDataset:
     """The input pipeline of one process; ``iter()`` of the result is a :class:`PipelineIterator`.
 
     The stages::
@@ -211,6 +212,12 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
       read_chunk_size: most records per batched read (``source._getitems``); 0 reads record by
         record; default :data:`DEFAULT_READ_CHUNK_SIZE` when the source has ``_getitems``,
         else 0.  Batches are the same either way.
+      sampler: the global stream itself instead of the shuffled, repeated range — an
+        endless ``grain.MapDataset`` from stream position to source index with
+        ``num_records`` and ``describe()`` (kept in the iterator state), e.g.
+        :class:`geojax.data.balanced.StagedBalancedSampler` (002 A.1); ``shuffle`` is then
+        the sampler's business and ``num_epochs`` must be None.  Process shares, resume and
+        augmentation work on its positions as above.
 
     Returns:
       a grain ``IterDataset``; ``iter()`` of it is a :class:`PipelineIterator`.
@@ -248,10 +255,19 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
 
     prepare = Prepare(train=train, augment=augment, image_size=image_size, resize=resize,
                       crops=crops)
-    stream = grain.MapDataset.range(num_records)  # the global stream: layout-independent
-    if shuffle:
-        stream = stream.shuffle(seed=_derived_seed(seed, 0))
-    stream = stream.repeat(num_epochs)
+    if sampler is not None:
+        if num_epochs is not None:
+            raise PipelineError(f"a sampler's stream is endless; num_epochs must be None, got "
+                                f"{num_epochs}.")
+        if sampler.num_records != num_records:
+            raise PipelineError(f"the sampler draws from {sampler.num_records} records but the "
+                                f"source has {num_records}.")
+        stream = sampler
+    else:
+        stream = grain.MapDataset.range(num_records)  # the global stream: layout-independent
+        if shuffle:
+            stream = stream.shuffle(seed=_derived_seed(seed, 0))
+        stream = stream.repeat(num_epochs)
     ds = LocalBatches(stream, source, prepare, seed=seed, process_index=process_index,
                       local_batch=local_batch, global_batch=global_batch_size,
                       read_chunk_size=read_chunk_size)
@@ -279,6 +295,8 @@ def make_dataset(source: Any, *, partitions: Mapping[str, Any] | None = None, tr
                   image_size=image_size, seed=int(seed), num_epochs=num_epochs, shuffle=shuffle,
                   train=train, crops=crops, worker_count=worker_count,
                   partitions=sorted(partitions))
+    if sampler is not None:
+        config["sampler"] = sampler.describe()
     num_batches = batches_per_process(num_records, process_count=process_count,
                                       num_epochs=num_epochs, local_batch_size=local_batch,
                                       drop_remainder=drop_remainder)

@@ -64,7 +64,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from geojax import fileio, progress
-from geojax.data import augment, datasets, pipeline, records
+from geojax.data import augment, balanced, datasets, pipeline, records
 from geojax.models import geodecoder as geodecoder_lib
 from geojax.models import heads as heads_lib
 from geojax.models import registry
@@ -154,6 +154,10 @@ def check_config(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]
             raise ConfigError(f"config.partitions.{group}.features_from={source!r} must name a "
                               f"stage that runs before the first stage training {group!r} "
                               f"(stages: {order}).")
+    try:
+        balanced.check_config(config.data)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if config.model.backbone not in registry.backbone_names():
         raise ConfigError(f"config.model.backbone={config.model.backbone!r}; available: "
                           f"{registry.backbone_names()}.")
@@ -345,11 +349,13 @@ def run_stage(ctx: RunContext, stages: Mapping[str, dict[str, Any]], name: str,
     if sharded:
         ctx.log(f"[{name}] {sharded} of {len(jax.tree.leaves(state_sh.params))} parameter arrays "
                 "sharded over the fsdp axis")
+    seed = int(config.seed) + 1000 * list(config.stage_order).index(name)
     dataset = pipeline.make_dataset(
         ctx.train_source, partitions=trained, train=True, global_batch_size=int(cfg["batch_size"]),
-        image_size=image_size, seed=int(config.seed) + 1000 * list(config.stage_order).index(name),
+        image_size=image_size, seed=seed,
         worker_count=int(config.data.get("worker_count", 0)), augment=train_augment(config.data),
-        max_bad_fraction=datasets.max_bad_fraction(config.data))
+        max_bad_fraction=datasets.max_bad_fraction(config.data),
+        sampler=balanced.sampler_for_stage(config.data, trained, ctx.train_coords, seed=seed))
     iterator = iter(dataset)
     ckpt = checkpointing.Checkpointer(os.path.join(ctx.workdir, "checkpoints", name),
                                       keep=int(cfg["keep_checkpoints"]))
