@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from geojax import experiment
+from test_launch import python3_on_path
 from test_train import REPO, TINY, final_weights, load_config, quiet
 
 STEPS = ["--config.stages.train.num_steps=6", "--config.stages.train.batch_size=16",
@@ -75,14 +76,16 @@ def _free_port() -> int:
 
 
 def test_two_processes_equal_one_process(reference, tmp_path):
+    """Through launch/local_multiprocess.sh: 2 processes of the same command on localhost."""
     ref_dir, ref_results = reference
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    _run([_command(str(tmp_path), f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                   f"--process_id={i}") for i in range(2)], env)
-    _assert_close(final_weights(ref_dir, "train"), final_weights(str(tmp_path), "train"))
+    env["GEOJAX_COORDINATOR_PORT"] = str(_free_port())
+    env["PATH"] = f"{python3_on_path(tmp_path)}{os.pathsep}{env['PATH']}"
+    workdir = str(tmp_path / "run")
+    _run([["bash", "launch/local_multiprocess.sh", "2", *_command(workdir)[3:]]], env)
+    _assert_close(final_weights(ref_dir, "train"), final_weights(workdir, "train"))
     from geojax.evaluation import report  # pylint: disable=import-outside-toplevel
-    got = report.read_results(os.path.join(tmp_path, "results.json"))
+    got = report.read_results(os.path.join(workdir, "results.json"))
     for method, row in ref_results["im2gps3k"].items():
         assert got[f"im2gps3k/{method}"]["n"] == row["n"]
         assert abs(got[f"im2gps3k/{method}"]["acc@2500km"] - row["acc@2500km"]) <= 1 / row["n"] + 1e-9
