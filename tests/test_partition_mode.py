@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from geojax import experiment
 from geojax.data import datasets, sources
@@ -42,7 +43,10 @@ def test_planet_job_builds_reuses_and_reports(tmp_path):
     constant = rows["constant (densest cell)"]
     # The oracle of a fine partition beats always predicting one place.
     assert oracle_row["acc@2500km"] > constant["acc@2500km"]
-    assert os.path.getsize(tmp_path / "partitions.png") > 10_000
+    with Image.open(tmp_path / "partitions.png") as png:  # one 8 × 4.2 in map at 110 dpi
+        assert png.format == "PNG" and png.size == (880, 462)
+        colours = png.convert("RGB").getcolors(1 << 20)
+    assert colours is not None and len(colours) > 50  # the classes' colours, not a blank image
     saved = report.read_results(tmp_path / "partition_oracle.json")
     assert saved[f"im2gps3k/{next(iter(k for k in rows if k.startswith('planet')))}"] == oracle_row
     # Second run: same spec and data → reused, not rebuilt, bit-identical.
