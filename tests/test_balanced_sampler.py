@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 
+import grain
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from geojax import configlib
@@ -113,6 +116,22 @@ def test_pipeline_reads_the_sampler_stream_and_resumes_exactly(tmp_path):
         pipeline.restore_iterator_state(iter(_dataset(_sampler(growth=0.25))), tmp_path)
 
 
+def test_resume_through_the_trainers_orbax_checkpoint(tmp_path):
+    """The trainer saves the iterator with grain's Orbax handler next to the model."""
+    it = iter(_dataset(_sampler()))
+    for _ in range(5):
+        next(it)
+    manager = ocp.CheckpointManager(tmp_path / "ckpt", item_names=("data",),
+                                    item_handlers={"data": grain.checkpoint.CheckpointHandler()})
+    manager.save(5, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    manager.wait_until_finished()
+    expected = _ids([next(it) for _ in range(6)])
+    restored = iter(_dataset(_sampler()))
+    manager.restore(5, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
+    assert _ids([next(restored) for _ in range(6)]) == expected
+    manager.close()
+
+
 def test_processes_read_their_share_of_every_global_batch():
     one = iter(_dataset(_sampler()))
     shares = [iter(_dataset(_sampler(), process_index=p, process_count=2)) for p in range(2)]
@@ -120,13 +139,13 @@ def test_processes_read_their_share_of_every_global_batch():
         assert list(next(one)["id"]) == [i for it in shares for i in next(it)["id"]]
 
 
-def test_worker_processes_yield_the_same_batches():
-    plain = iter(_dataset(_sampler()))
-    workers = iter(_dataset(_sampler(), worker_count=2))
-    try:
-        assert _ids([next(workers) for _ in range(6)]) == _ids([next(plain) for _ in range(6)])
-    finally:
-        workers.close()
+def test_sampler_pickles_for_worker_processes():
+    """grain's mp_prefetch workers receive the dataset pickled: the copy (no lock, no cache)
+    streams the same indices."""
+    sampler = _sampler()
+    _ = sampler[20]  # a cached epoch and a lock, which the copy must not carry
+    copy = pickle.loads(pickle.dumps(sampler))
+    assert [copy[g] for g in range(45)] == [sampler[g] for g in range(45)]
 
 
 def test_sampler_errors_are_clear():
