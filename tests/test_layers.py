@@ -27,6 +27,7 @@ RANKS = {
     "geojax.evaluation": 6,
     "geojax.experiment": 7,
     "geojax.main": 8,
+    "geojax.results": 8,  # runs the CLI's commands, reads their results
 }
 LAYERS = list(RANKS)
 
