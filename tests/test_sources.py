@@ -482,7 +482,7 @@ def test_array_record_kill_9_mid_conversion(tmp_path):
 def test_command_line_converts_csv_dataset(tmp_path):
     csv_path, image_dir, truth = _write_csv_dataset(tmp_path)
     cmd = [sys.executable, "-m", "geojax.data.sources", "convert", "--format=csv", f"--csv={csv_path}",
-           f"--images={image_dir}", f"--out={tmp_path / 'ar'}", "--max-bad-fraction=0.5", "--num-shards=2"]
+           f"--images={image_dir}", f"--out={tmp_path / 'ar'}", "--max-bad-fraction=0.5", "--output-shards=2"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "swapped.jpg" in out.stdout and "dead_flickr_id.jpg" in out.stdout and "wrote 7 records" in out.stdout

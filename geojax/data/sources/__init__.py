@@ -22,7 +22,9 @@ Formats:
 * :class:`Osv5mSource` — OSV-5M: ``{train,test}.csv`` and zipped (or extracted) JPEGs.
 * :func:`convert_to_array_record` / :class:`ArrayRecordSource` — any source into
   ArrayRecord shards (msgpack records, no pickle, no TensorFlow) and back, for fast
-  random access. Command line: ``python -m geojax.data.sources convert --format=csv ...``.
+  random access, over processes (``workers``) and hosts (``share_index`` / ``num_shares``;
+  :func:`finalize_array_record`). Command line: ``python -m geojax.data.sources convert
+  --format=csv ... [--workers=W] [--shard_index=I --num_shards=N]``.
 
 Bad input is never fatal alone and never silent. At construction, rows with missing,
 non-numeric, non-finite or out-of-range coordinates (|LAT| > 90 — some published Im2GPS
@@ -41,7 +43,8 @@ Memory: the per-record index lives in numpy arrays (strings in one UTF-8 buffer)
 millions of Python objects, so forked grain workers share it copy-on-write.
 """
 
-from geojax.data.sources.array_record import ArrayRecordSource, convert_to_array_record
+from geojax.data.sources.array_record import (ArrayRecordSource, convert_to_array_record,
+                                              finalize_array_record)
 from geojax.data.sources.cli import main
 from geojax.data.sources.common import (DEFAULT_MAX_BAD_FRACTION, ImageDecodeError, ReadReport,
                                         SwappedCoordinatesError, bad_fraction_fix,
@@ -65,6 +68,7 @@ __all__ = [
     "convert_to_array_record",
     "decode_image",
     "encode_image",
+    "finalize_array_record",
     "main",
     "read_coordinates_csv",
 ]

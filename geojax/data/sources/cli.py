@@ -1,4 +1,10 @@
-"""The command line: ``python -m geojax.data.sources convert|info ...``."""
+"""The command line: ``python -m geojax.data.sources convert|finalize|info ...``.
+
+``convert --workers=W`` writes the output shards with W processes; ``convert --shard_index=I
+--num_shards=N`` (the same command on N hosts, I = 0 ... N-1, one shared ``--out``) writes share
+I of the output shards, and the last share to finish writes ``metadata.json``; ``finalize
+--out=DIR`` writes it for a folder whose last share died after its shards were written.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ import sys
 from typing import Sequence
 
 
-from geojax.data.sources.array_record import ArrayRecordSource, convert_to_array_record
+from geojax.data.sources.array_record import (ArrayRecordSource, convert_to_array_record,
+                                              finalize_array_record)
 from geojax.data.sources.csv_folder import CsvImageFolderSource
 from geojax.data.sources.mp16 import Mp16MsgpackSource
 from geojax.data.sources.osv5m import Osv5mSource
@@ -21,7 +28,8 @@ from geojax.data.sources.osv5m import Osv5mSource
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m geojax.data.sources",
-                                     description="Convert geolocation datasets to ArrayRecord.")
+                                     description="Convert geolocation datasets to ArrayRecord.",
+                                     allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
     conv = commands.add_parser("convert", help="read a dataset, print its report, write ArrayRecord")
     conv.add_argument("--format", required=True, choices=("csv", "mp16", "osv5m"))
@@ -34,7 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--split", default="train", choices=("train", "test"), help="osv5m: split")
     conv.add_argument("--max-bad-fraction", type=float, default=0.01)
     conv.add_argument("--partial", action="store_true", help="mp16/osv5m: only some shards/zips present")
-    conv.add_argument("--num-shards", type=int, default=None)
+    conv.add_argument("--output-shards", type=int, default=None,
+                      help="output ArrayRecord files (default: one per 10,000 records, at least "
+                           "--num_shards)")
+    conv.add_argument("--workers", type=int, default=1, help="processes writing shards on this host")
+    conv.add_argument("--shard_index", type=int, default=0,
+                      help="this host's share of a conversion over --num_shards hosts (0-based)")
+    conv.add_argument("--num_shards", type=int, default=1,
+                      help="hosts converting into the same --out, each with its --shard_index")
     conv.add_argument("--name", default="geojax")
     conv.add_argument("--image-format", default="png", choices=("png", "jpeg"),
                       help="encoding of decoded images (GeoWorld); encoded bytes are copied as they are")
@@ -42,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="decode every image and drop (and count) the undecodable ones "
                            "(default); --no-check-images stores the bytes unchecked")
     conv.add_argument("--overwrite", action="store_true")
+    fin = commands.add_parser("finalize", help="write metadata.json of a conversion over hosts whose "
+                                               "shares are all finished")
+    fin.add_argument("--out", required=True)
     info = commands.add_parser("info", help="print the metadata of a converted dataset")
     info.add_argument("dir")
     return parser
@@ -64,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             print(json.dumps(ArrayRecordSource(args.dir).metadata, indent=1))
             return 0
+        if args.command == "finalize":
+            finalize_array_record(args.out)
+            return 0
         if args.format == "csv":
             _require(args, "csv", "images")
             source = CsvImageFolderSource(args.csv, args.images, max_bad_fraction=args.max_bad_fraction)
@@ -75,9 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _require(args, "root")
             source = Osv5mSource(args.root, args.split, max_bad_fraction=args.max_bad_fraction,
                                  partial=args.partial)
-        convert_to_array_record(source, args.out, num_shards=args.num_shards, name=args.name,
+        convert_to_array_record(source, args.out, num_shards=args.output_shards, name=args.name,
                                 overwrite=args.overwrite, image_format=args.image_format,
-                                check_images=args.check_images)
+                                check_images=args.check_images, workers=args.workers,
+                                share_index=args.shard_index, num_shares=args.num_shards)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
