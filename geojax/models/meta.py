@@ -121,8 +121,8 @@ class AlbumModel(nn.Module):
         lengths = jnp.asarray(lengths, jnp.int32)
         real = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
         x = jnp.where(real[..., None], x, 0.0)  # 002: "albums are 0 padded and masking is utilized"
-        lstm = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
-                                nn.RNN(nn.OptimizedLSTMCell(self.hidden)))
+        lstm = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.hidden, name="forward_lstm")),
+                                nn.RNN(nn.OptimizedLSTMCell(self.hidden, name="backward_lstm")))
         h = lstm(x, seq_lengths=lengths)
         h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.he_normal())(h)
