@@ -34,6 +34,10 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
     metadata files with their image folders ``train_images`` / ``eval_images``
     (without a folder: coordinates only, for ``--mode=partition``).
     ``source="array_record"``: ``train_dir`` / ``eval_dir`` converted datasets.
+    ``source="tfds"``: the TFDS ArrayRecord dataset in ``tfds_dir`` (its version folder),
+    split ``tfds_train_split`` for training and ``tfds_eval_splits`` for evaluation, its
+    image and latitude / longitude (and optional id) features named by ``tfds_features``
+    (``geojax.data.sources.tfds_format``; the ``tfds`` extra).
     ``source="places"``: the bare location samplers of ``geojax.data.places``
     (coordinates only, for ``--mode=partition``).
 
@@ -64,6 +68,10 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
         eval_images="",
         train_dir="",  # source="array_record": converted datasets
         eval_dir="",
+        tfds_dir="",  # source="tfds": a TFDS ArrayRecord dataset's <data_dir>/<name>/<version>
+        tfds_train_split="train",
+        tfds_eval_splits=("test",),
+        tfds_features=dict(image="image", lat="latitude", lng="longitude", id=""),  # id "": "id" if any
         max_bad_fraction=0.01,  # most bad rows / records accepted (readers and pipeline)
         # The training stream: "uniform" (every record once per epoch, reshuffled) or
         # "staged_balanced" (002 A.1, geojax.data.balanced: epochs of examples_per_class x

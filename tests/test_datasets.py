@@ -112,7 +112,7 @@ def test_missing_paths_and_unknown_sources_are_named():
                                                        r"config.data.train_images"):
         datasets.train_source(planet_config(source="csv").data)
     with pytest.raises(datasets.DataConfigError, match=r"use one of \('geoworld'"):
-        datasets.train_coordinates(planet_config(source="tfds").data)
+        datasets.train_coordinates(planet_config(source="tfrecord").data)
 
 
 def test_eval_seeds_follow_one_rule():

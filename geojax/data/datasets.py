@@ -13,6 +13,9 @@ Every mode goes through here — training and evaluation read :func:`train_sourc
 ``"csv"``          ``train_csv`` + ``train_images`` (metadata   ``eval_csv`` + ``eval_images``
                    CSV and image folder)                       as split ``"eval"``
 ``"array_record"`` ``train_dir`` from ``convert_to_array_record``  ``eval_dir`` as ``"eval"``
+``"tfds"``         split ``tfds_train_split`` of the TFDS     splits ``tfds_eval_splits``
+                   ArrayRecord dataset in ``tfds_dir``        of the same dataset
+                   (features named by ``tfds_features``)
 ``"places"``       coordinates only: ``places.sample_mp16_like``  the ``sample_*_like``
                                                                samplers (no images: partition
                                                                mode only)
@@ -35,9 +38,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from geojax.data import geoworld, places, sources
+from geojax.data.sources import tfds_format
 
-SOURCES = ("geoworld", "csv", "array_record", "places")
-IMAGE_SOURCES = ("geoworld", "csv", "array_record")
+SOURCES = ("geoworld", "csv", "array_record", "tfds", "places")
+IMAGE_SOURCES = ("geoworld", "csv", "array_record", "tfds")
 
 Coordinates = tuple[np.ndarray, np.ndarray]
 
@@ -107,6 +111,11 @@ def _csv_coordinates(data_config: Any, csv_path: str) -> Coordinates:
     return sources.read_coordinates_csv(csv_path, max_bad_fraction=max_bad_fraction(data_config))
 
 
+def _tfds(data_config: Any, split: str) -> tfds_format.TfdsSource:
+    _need(data_config, "tfds_dir")
+    return tfds_format.TfdsSource(data_config.tfds_dir, split, dict(data_config.tfds_features))
+
+
 def _geoworld(data_config: Any, split: str, size: int, seed: int) -> geoworld.GeoWorld:
     return geoworld.GeoWorld(split, size or None, seed, image_size=int(data_config.image_size))
 
@@ -119,6 +128,8 @@ def train_source(data_config: Any) -> Any:
     if source == "csv":
         _need(data_config, "train_csv", "train_images")
         return _csv_source(data_config, data_config.train_csv, data_config.train_images)
+    if source == "tfds":
+        return _tfds(data_config, data_config.tfds_train_split)
     _need(data_config, "train_dir")
     return sources.ArrayRecordSource(data_config.train_dir)
 
@@ -135,6 +146,8 @@ def eval_sources(data_config: Any) -> dict[str, Any]:
             return {}
         _need(data_config, "eval_images")
         return {"eval": _csv_source(data_config, data_config.eval_csv, data_config.eval_images)}
+    if source == "tfds":
+        return {split: _tfds(data_config, split) for split in data_config.tfds_eval_splits}
     if not data_config.get("eval_dir"):
         return {}
     return {"eval": sources.ArrayRecordSource(data_config.eval_dir)}

@@ -1,0 +1,281 @@
+"""TFDS interoperability (``geojax.data.sources.tfds_format``, ``config.data.source="tfds"``).
+
+Datasets are written here: GeoWorld splits through :func:`convert_to_tfds`, and a TFDS
+dataset with other feature names written by a TFDS ``GeneratorBasedBuilder`` the way a
+TFDS user would. TFDS opens the first (``builder_from_directory``, ``data_source``), geojax
+reads both, and a config trains and evaluates on one. Tests that need TFDS skip when the
+``tfds`` extra is not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geojax import experiment
+from geojax.data import datasets, geoworld, sources
+from geojax.data.records import InMemorySource
+from geojax.data.sources import tfds_format
+from geojax.partitions import base
+from test_datasets import EVAL, TRAIN, planet_config
+
+NO_TFDS = "the tfds extra is not installed (pip install '.[tfds]'): no module tensorflow_datasets"
+
+
+def _tfds():
+    try:
+        import tensorflow_datasets  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        pytest.skip(NO_TFDS)
+    return tensorflow_datasets
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def _png(value: int, size: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------- writing
+def test_converted_geoworld_opens_in_tfds_and_reads_like_array_record(tmp_path):
+    tfds = _tfds()
+    train = geoworld.GeoWorld("train", 30, 0, image_size=16)
+    test = geoworld.GeoWorld("im2gps3k", 7, 1, image_size=16)
+    path = tfds_format.convert_to_tfds({"train": train, "im2gps3k": test}, tmp_path / "tfds",
+                                       name="geoworld_tiny", num_shards={"train": 3}, log=quiet)
+    assert path == str(tmp_path / "tfds" / "geoworld_tiny" / "1.0.0")
+    assert sorted(os.listdir(path)) == [
+        "dataset_info.json", "features.json", "geojax_coordinates-im2gps3k.npy",
+        "geojax_coordinates-train.npy",
+        "geoworld_tiny-im2gps3k.array_record-00000-of-00001",
+        "geoworld_tiny-train.array_record-00000-of-00003",
+        "geoworld_tiny-train.array_record-00001-of-00003",
+        "geoworld_tiny-train.array_record-00002-of-00003", "metadata.json"]
+
+    # TFDS's own readers, without geojax: shards, order, exact pixels and coordinates.
+    builder = tfds.builder_from_directory(path)
+    assert builder.info.file_format.value == "array_record"
+    assert {s: builder.info.splits[s].shard_lengths for s in ("train", "im2gps3k")} == {
+        "train": [10, 10, 10], "im2gps3k": [7]}
+    assert set(builder.info.features) == {"image", "latitude", "longitude", "id", "user",
+                                          "timestamp", "scene", "scene3", "country", "place"}
+    ds = tfds.data_source("geoworld_tiny", data_dir=tmp_path / "tfds", split="train")
+    for i in (0, 11, 29):
+        example = ds[i]
+        np.testing.assert_array_equal(example["image"], train[i]["image"])
+        assert example["latitude"] == train.lat[i] and example["longitude"] == train.lng[i]
+        assert example["id"] == train[i]["id"].encode() and example["user"] == train[i]["user"]
+    assert builder.as_data_source("im2gps3k")[6]["id"] == test[6]["id"].encode()
+
+    # geojax reads the same records as from its own ArrayRecord folder of the same split.
+    sources.convert_to_array_record(train, tmp_path / "ar", log=quiet)
+    reference = sources.ArrayRecordSource(tmp_path / "ar")
+    got = tfds_format.TfdsSource(path, "train")
+    assert len(got) == 30 and got.keys["id"] == "id"
+    for i, j in [(0, 0), (29, 29), (13, 13)]:
+        a, b = reference[i], got[j]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == b[key] and type(a[key]) is type(b[key]), key
+    assert [r["id"] for r in got.__getitems__([5, 2, 29])] == [train[i]["id"] for i in (5, 2, 29)]
+    np.testing.assert_array_equal(got.lat, train.lat)
+    np.testing.assert_array_equal(got.lng, train.lng)
+    np.testing.assert_array_equal(got.read_coordinates(), np.c_[train.lat, train.lng])
+    copy = pickle.loads(pickle.dumps(got))  # what grain's worker processes receive
+    assert copy[7]["image_bytes"] == got[7]["image_bytes"]
+
+
+def test_undecodable_images_are_dropped_and_counted(tmp_path):
+    tfds = _tfds()
+    records = [{"image_bytes": _png(10 * i), "lat": float(i), "lng": -float(i), "id": f"p{i}",
+                "user": f"u{i % 2}"} for i in range(6)]
+    records[2]["image_bytes"] = b"not an image"
+    path = tfds_format.convert_to_tfds({"train": InMemorySource(records)}, tmp_path, name="bad",
+                                       num_shards=2, log=quiet)
+    builder = tfds.builder_from_directory(path)
+    assert builder.info.splits["train"].shard_lengths == [2, 3]  # records 0-2 less 2, 3-5
+    got = tfds_format.TfdsSource(path, "train")
+    assert [r["id"] for r in got] == ["p0", "p1", "p3", "p4", "p5"]
+    assert [r["user"] for r in got] == ["u0", "u1", "u1", "u0", "u1"]
+    np.testing.assert_array_equal(got.lat, [0.0, 1.0, 3.0, 4.0, 5.0])
+    summary = json.loads((tmp_path / "bad" / "1.0.0" / "metadata.json").read_text())["summaries"]
+    assert "5 of 6 rows read; skipped 1 undecodable images (e.g. p2)" in summary["train"]
+
+
+class _Failing:
+    """A source whose record ``fail_at`` raises (a crash in the middle of a conversion)."""
+
+    def __init__(self, n: int, fail_at: int = -1):
+        self.n, self.fail_at = n, fail_at
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        if i == self.fail_at:
+            raise RuntimeError("simulated crash")
+        return {"image_bytes": _png(i), "lat": 1.0, "lng": 2.0, "id": str(i)}
+
+
+def test_conversion_is_all_or_nothing(tmp_path):
+    _tfds()
+    folder = tmp_path / "ds"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tfds_format.convert_to_tfds({"train": _Failing(9, fail_at=6)}, tmp_path, name="ds",
+                                    num_shards=3, log=quiet)
+    assert os.listdir(folder) == []  # no version folder, no leftovers
+    path = tfds_format.convert_to_tfds({"train": _Failing(9)}, tmp_path, name="ds", log=quiet)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        tfds_format.convert_to_tfds({"train": _Failing(4)}, tmp_path, name="ds", log=quiet)
+    with pytest.raises(RuntimeError):  # a failed overwrite keeps the old dataset
+        tfds_format.convert_to_tfds({"train": _Failing(4, fail_at=3)}, tmp_path, name="ds",
+                                    overwrite=True, log=quiet)
+    assert len(tfds_format.TfdsSource(path, "train")) == 9
+    tfds_format.convert_to_tfds({"train": _Failing(4)}, tmp_path, name="ds", overwrite=True,
+                                log=quiet)
+    assert len(tfds_format.TfdsSource(path, "train")) == 4 and os.listdir(folder) == ["1.0.0"]
+
+
+def test_conversion_refuses_bad_input_with_its_reason(tmp_path):
+    _tfds()
+    one = InMemorySource([{"image_bytes": _png(1), "lat": 1.0, "lng": 2.0, "id": "a"}])
+    with pytest.raises(ValueError, match="not a TFDS dataset name"):
+        tfds_format.convert_to_tfds({"train": one}, tmp_path, name="My-Data", log=quiet)
+    with pytest.raises(ValueError, match=r"split names \['Train'\]"):
+        tfds_format.convert_to_tfds({"Train": one}, tmp_path, log=quiet)
+    mixed = InMemorySource([{"image_bytes": _png(1), "lat": 1.0, "lng": 2.0, "id": "a"},
+                            {"image_bytes": _png(2), "lat": 1.0, "lng": 2.0, "id": "b", "user": "u"}])
+    with pytest.raises(ValueError, match=r"record 'b' has fields \['user'\], the first record \[\]"):
+        tfds_format.convert_to_tfds({"train": mixed}, tmp_path, log=quiet)
+    far = InMemorySource([{"image_bytes": _png(1), "lat": 91.0, "lng": 2.0, "id": "x"}])
+    with pytest.raises(ValueError, match="record 'x'"):
+        tfds_format.convert_to_tfds({"train": far}, tmp_path, log=quiet)
+    assert not (tmp_path / "geojax" / "1.0.0").exists()
+
+
+def test_missing_extra_is_named(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'geojax\[tfds\]'"):
+        tfds_format.convert_to_tfds({"train": InMemorySource([])}, tmp_path)
+    with pytest.raises(ImportError, match="tensorflow-datasets"):
+        tfds_format.TfdsSource(tmp_path, "train")
+
+
+# --------------------------------------------------------------- a TFDS dataset geojax did not write
+def _write_foreign(tfds, data_dir) -> str:
+    """A TFDS dataset built by a ``GeneratorBasedBuilder``: photo, nested float32 gps, a
+    ClassLabel, no id feature."""
+
+    class Landmarks(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("2.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "photo": tfds.features.Image(encoding_format="png"),
+                "gps": {"lat": tfds.features.Scalar(np.float32),
+                        "lon": tfds.features.Scalar(np.float32)},
+                "label": tfds.features.ClassLabel(names=["a", "b", "c"]),
+                "caption": tfds.features.Text(),
+            }), disable_shuffling=True)
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(12), "validation": self._generate_examples(5)}
+
+        def _generate_examples(self, n):
+            for i in range(n):
+                yield i, {"photo": _png(20 * i, 6), "gps": {"lat": 10.25 + i, "lon": -70.5 + 2 * i},
+                          "label": i % 3, "caption": f"photo {i}"}
+
+    builder = Landmarks(data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    return os.fspath(builder.data_dir)
+
+
+def test_foreign_tfds_dataset_with_named_features(tmp_path):
+    tfds = _tfds()
+    path = _write_foreign(tfds, tmp_path)
+    features = {"image": "photo", "lat": "gps/lat", "lng": "gps/lon"}
+    src = tfds_format.TfdsSource(path, "train", features)
+    assert len(src) == 12 and src.fields == ["label", "caption"]
+    record = src[4]
+    assert record["id"] == "train:4" and record["caption"] == "photo 4"
+    assert record["label"] == 1 and type(record["label"]) is np.int64
+    assert record["lat"] == 14.25 and record["lng"] == -62.5 and type(record["lat"]) is np.float64
+    np.testing.assert_array_equal(sources.decode_image(record["image_bytes"]),
+                                  np.full((6, 6, 3), 80, np.uint8))
+    lat = 10.25 + np.arange(12.0)
+    np.testing.assert_array_equal(src.lat, lat)  # read from the records: no side file
+    assert not os.path.exists(tfds_format.coordinates_path(path, "train"))
+    written = tfds_format.write_coordinates(path, "train", features)
+    np.testing.assert_array_equal(np.load(written), np.c_[lat, -70.5 + 2 * np.arange(12.0)])
+    again = tfds_format.TfdsSource(path, "train", features)
+    again.read_coordinates = None  # the side file answers; reading the records would fail
+    np.testing.assert_array_equal(again.lat, lat)
+    sliced = tfds_format.TfdsSource(path, "validation[2:]", features)
+    assert [r["caption"] for r in sliced] == ["photo 2", "photo 3", "photo 4"]
+    np.testing.assert_array_equal(sliced.lng, -70.5 + 2 * np.arange(2.0, 5.0))
+
+
+def test_foreign_tfds_dataset_errors_name_the_fix(tmp_path):
+    tfds = _tfds()
+    path = _write_foreign(tfds, tmp_path)
+    with pytest.raises(ValueError, match=r"no feature 'image' for the image; features: "
+                                         r"\['caption', 'gps/lat', 'gps/lon', 'label', 'photo'\]"
+                                         r".*tfds_features.image"):
+        tfds_format.TfdsSource(path, "train")
+    with pytest.raises(ValueError, match="'caption' is a Text, not a tfds.features.Image"):
+        tfds_format.TfdsSource(path, "train", {"image": "caption"})
+    with pytest.raises(ValueError, match="'label' .lat. is .* it must be a scalar float"):
+        tfds_format.TfdsSource(path, "train", {"image": "photo", "lat": "label", "lng": "gps/lon"})
+    named = {"image": "photo", "lat": "gps/lat", "lng": "gps/lon"}
+    with pytest.raises(ValueError, match=r"no split 'test'; splits: \['train', 'validation'\]"):
+        tfds_format.TfdsSource(path, "test", named)
+    with pytest.raises(ValueError, match=r"no feature 'img_id' for the ids"):
+        tfds_format.TfdsSource(path, "train", dict(named, id="img_id"))
+    with pytest.raises(ValueError, match=r"unknown feature roles \['latitude'\]"):
+        tfds_format.TfdsSource(path, "train", {"latitude": "gps/lat"})
+    with pytest.raises(FileNotFoundError, match="no dataset_info.json"):
+        tfds_format.TfdsSource(tmp_path, "train")
+
+
+# ---------------------------------------------------------------------------------- config
+def test_config_source_tfds_in_every_mode(tmp_path):
+    """``--config.data.source=tfds``: partition mode from the coordinates, training and
+    evaluation from the records, on the same photos as the GeoWorld config."""
+    _tfds()
+    reference = planet_config()
+    train = datasets.train_source(reference.data)
+    [evaluation] = datasets.eval_sources(reference.data).values()
+    path = tfds_format.convert_to_tfds({"train": train, "test": evaluation}, tmp_path / "data",
+                                       name="planet_tiny", log=quiet)
+    config = planet_config(source="tfds", tfds_dir=path)
+    lat, lng = datasets.train_coordinates(config.data)
+    np.testing.assert_array_equal(lat, train.lat)
+    np.testing.assert_array_equal(lng, train.lng)
+    assert list(datasets.eval_coordinates(config.data)) == ["test"]
+
+    oracle = experiment.partition_report(config, str(tmp_path / "partition"), log=quiet)
+    assert list(oracle) == ["test"] and all(r["n"] == EVAL for r in oracle["test"].values())
+    part = base.Partition.load(tmp_path / "partition" / "partitions" / "planet")
+    assert part.num_input_points == TRAIN
+
+    results = experiment.train_and_evaluate(config, str(tmp_path / "run"), log=quiet)
+    rows = results["test"]
+    assert list(rows)[:2] == ["constant (densest cell)", f"planet ({part.num_classes} cl.)"]
+    assert all(r["n"] == EVAL and r["n_missing"] == 0 for r in rows.values())
+
+
+def test_config_source_tfds_needs_its_folder():
+    with pytest.raises(datasets.DataConfigError, match=r"needs config.data.tfds_dir"):
+        datasets.train_source(planet_config(source="tfds").data)
