@@ -113,6 +113,32 @@ def test_undecodable_images_are_dropped_and_counted(tmp_path):
     assert "5 of 6 rows read; skipped 1 undecodable images (e.g. p2)" in summary["train"]
 
 
+def test_worker_processes_write_the_same_dataset(tmp_path):
+    _tfds()
+    records = [{"image_bytes": _png(7 * i), "lat": i / 3, "lng": -i / 7, "id": f"p{i}"}
+               for i in range(9)]
+    records[4]["image_bytes"] = b"\xff\xd8\xff truncated"
+    # A geojax ArrayRecord folder as the source: what a worker unpickles imports no JAX.
+    sources.convert_to_array_record(InMemorySource(records), tmp_path / "ar", check_images=False,
+                                    log=quiet)
+    source = sources.ArrayRecordSource(tmp_path / "ar")
+    one = tfds_format.convert_to_tfds({"train": source, "test": source}, tmp_path / "one",
+                                      name="w", num_shards=3, log=quiet)
+    two = tfds_format.convert_to_tfds({"train": source, "test": source}, tmp_path / "two",
+                                      name="w", num_shards=3, workers=2, log=quiet)
+    names = sorted(os.listdir(one))
+    assert names == sorted(os.listdir(two)) and len(names) == 11
+    for name in ("features.json", "geojax_coordinates-train.npy", "geojax_coordinates-test.npy"):
+        assert (tmp_path / "one/w/1.0.0" / name).read_bytes() == (
+            tmp_path / "two/w/1.0.0" / name).read_bytes(), name
+    for split in ("train", "test"):
+        a, b = tfds_format.TfdsSource(one, split), tfds_format.TfdsSource(two, split)
+        assert [r["id"] for r in b] == [f"p{i}" for i in range(9) if i != 4]
+        assert [(r["image_bytes"], r["lat"]) for r in a] == [(r["image_bytes"], r["lat"]) for r in b]
+    summary = json.loads((tmp_path / "two/w/1.0.0/metadata.json").read_text())["summaries"]
+    assert "8 of 9 rows read; skipped 1 undecodable images (e.g. p4)" in summary["test"]
+
+
 class _Failing:
     """A source whose record ``fail_at`` raises (a crash in the middle of a conversion)."""
 
@@ -207,7 +233,7 @@ def test_foreign_tfds_dataset_with_named_features(tmp_path):
     path = _write_foreign(tfds, tmp_path)
     features = {"image": "photo", "lat": "gps/lat", "lng": "gps/lon"}
     src = tfds_format.TfdsSource(path, "train", features)
-    assert len(src) == 12 and src.fields == ["label", "caption"]
+    assert len(src) == 12 and src.fields == ["caption", "label"]
     record = src[4]
     assert record["id"] == "train:4" and record["caption"] == "photo 4"
     assert record["label"] == 1 and type(record["label"]) is np.int64

@@ -33,7 +33,9 @@ are built without reading the records; TFDS ignores it.
 from __future__ import annotations
 
 import io
+import concurrent.futures
 import math
+import multiprocessing
 import os
 import re
 import shutil
@@ -135,66 +137,126 @@ def _example(record: Mapping[str, Any], image: bytes, fields: Sequence[str]) -> 
     return example
 
 
-def _write_split(tfds: Any, source: Any, split: str, folder: str, name: str, num_shards: int,
-                 state: dict[str, Any], image_format: str, check_images: bool,
-                 log: Callable[[str], None]) -> tuple[Any, ReadReport, np.ndarray]:
-    """Writes the shards of one split; ``state`` carries the features (from the first good
-    record of the first split) and their serializer across splits."""
-    n = len(source)
-    report = ReadReport(f"conversion of {source!r}")
-    template = tfds.core.ShardedFileTemplate(data_dir=tfds.core.Path(folder),
-                                             template=FILENAME_TEMPLATE, dataset_name=name,
-                                             split=split, filetype_suffix="array_record")
-    lengths, coords, t0 = [], [], time.perf_counter()
-    for s in range(num_shards):
-        path = os.fspath(template.sharded_filepath(shard_index=s, num_shards=num_shards))
-        writer = ArrayRecordWriter(path, _WRITER_OPTIONS)
-        count = 0
+def _checked_image(record: Mapping[str, Any], image_format: str, check_images: bool,
+                   report: ReadReport) -> bytes | None:
+    """The record's encoded image, or None (counted in ``report``) when it does not decode."""
+    image = _image_bytes(record, image_format)
+    if check_images:
         try:
-            for i in range(s * n // num_shards, (s + 1) * n // num_shards):
-                record = source[i]
-                report.rows += 1
-                record_id = str(record.get("id"))
-                image = _image_bytes(record, image_format)
-                if check_images:
-                    try:
-                        decode_image(image, record_id=record_id)
-                    except ImageDecodeError:
-                        report.skip("undecodable images", record_id)
-                        continue
-                if "features" not in state:
-                    state["features"] = _features(tfds, record, _image_format_of(image))
-                    state["fields"] = [f for f in state["features"].keys()
-                                       if f not in ("image", "latitude", "longitude", "id")]
-                    state["serializer"] = tfds.core.example_serializer.ExampleSerializer(
-                        state["features"].get_serialized_info())
-                example = _example(record, image, state["fields"])
-                writer.write(state["serializer"].serialize_example(
-                    state["features"].encode_example(example)))
-                coords.append((example["latitude"], example["longitude"]))
-                count += 1
-        finally:
-            writer.close()
-        lengths.append(count)
+            decode_image(image, record_id=str(record.get("id")))
+        except ImageDecodeError:
+            report.skip("undecodable images", str(record.get("id")))
+            return None
+    return image
+
+
+def _first_features(tfds: Any, splits: Mapping[str, Any], image_format: str,
+                    check_images: bool) -> Any:
+    """The features of the first record of the first split whose image decodes."""
+    report = ReadReport("first records")
+    for source in splits.values():
+        for i in range(len(source)):
+            record = source[i]
+            image = _checked_image(record, image_format, check_images, report)
+            if image is not None:
+                return _features(tfds, record, _image_format_of(image))
+    raise ValueError(f"no record to convert: every image is undecodable ({report.summary()}).")
+
+
+def _write_shard(source: Any, path: str, start: int, stop: int, features: Any,
+                 image_format: str, check_images: bool) -> dict[str, Any]:
+    """Writes records ``[start, stop)`` of ``source`` into the ArrayRecord file ``path``;
+    returns the rows read, the ids dropped and the ``(lat, lng)`` of the records written."""
+    tfds = import_tfds()
+    serializer = tfds.core.example_serializer.ExampleSerializer(features.get_serialized_info())
+    fields = [f for f in features.keys() if f not in ("image", "latitude", "longitude", "id")]
+    report = ReadReport(os.path.basename(path))
+    coords = []
+    writer = ArrayRecordWriter(path, _WRITER_OPTIONS)
+    try:
+        for i in range(start, stop):
+            record = source[i]
+            report.rows += 1
+            image = _checked_image(record, image_format, check_images, report)
+            if image is None:
+                continue
+            example = _example(record, image, fields)
+            writer.write(serializer.serialize_example(features.encode_example(example)))
+            coords.append((example["latitude"], example["longitude"]))
+    finally:
+        writer.close()
+    _fsync(path)
+    return {"rows": report.rows, "skipped": report.skipped,
+            "coords": np.asarray(coords, np.float64).reshape(-1, 2)}
+
+
+_WORKER_SPLITS: Mapping[str, Any] = {}  # the sources of a conversion worker process
+
+
+def _init_worker(splits: Mapping[str, Any]) -> None:
+    global _WORKER_SPLITS  # pylint: disable=global-statement
+    _WORKER_SPLITS = splits
+
+
+def _write_shard_in_worker(split: str, *args: Any) -> dict[str, Any]:
+    return _write_shard(_WORKER_SPLITS[split], *args)
+
+
+def _write_shards(splits: Mapping[str, Any], tasks: Sequence[tuple], workers: int,
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Runs the shard ``tasks`` (``(split, path, start, stop, features, image_format,
+    check_images)``) in this process or in ``workers`` processes (``spawn``: no fork of a
+    process that may hold threads; each receives the sources once, pickled). Returns the
+    shards' results in task order; a failure cancels the shards not yet started."""
+    results: list[dict[str, Any] | None] = [None] * len(tasks)
+    step = max(1, len(tasks) // 20)
+    if workers <= 1 or len(tasks) <= 1:
+        for k, (split, *args) in enumerate(tasks):
+            results[k] = _write_shard(splits[split], *args)
+            if len(tasks) > 1 and ((k + 1) % step == 0 or k + 1 == len(tasks)):
+                log(f"{k + 1} of {len(tasks)} shards written")
+        return results
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker, initargs=(dict(splits),))
+    try:
+        futures = {pool.submit(_write_shard_in_worker, *task): k for k, task in enumerate(tasks)}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            if done % step == 0 or done == len(tasks):
+                log(f"{done} of {len(tasks)} shards written")
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _split_info(tfds: Any, split: str, source: Any, template: Any,
+                results: Sequence[dict[str, Any]]) -> tuple[Any, ReadReport, np.ndarray]:
+    """TFDS's SplitInfo of a written split, its conversion report and coordinates."""
+    report = ReadReport(f"conversion of {source!r}", rows=sum(r["rows"] for r in results))
+    for r in results:
+        for reason, ids in r["skipped"].items():
+            report.skipped.setdefault(reason, []).extend(ids)
+    lengths = [len(r["coords"]) for r in results]
     report.kept = sum(lengths)
     if report.kept == 0:
         raise ValueError(f"split {split!r}: no record left to write: {report.summary()}")
-    num_bytes = sum(os.path.getsize(os.fspath(template.sharded_filepath(shard_index=s,
-                                                                        num_shards=num_shards)))
-                    for s in range(num_shards))
-    info = tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes,
+    paths = [template.sharded_filepath(shard_index=s, num_shards=len(results))
+             for s in range(len(results))]
+    info = tfds.core.SplitInfo(name=split, shard_lengths=lengths,
+                               num_bytes=sum(os.path.getsize(os.fspath(p)) for p in paths),
                                filename_template=template)
-    rate = report.rows / max(time.perf_counter() - t0, 1e-9)
-    log(f"split {split!r}: {report.kept} records in {num_shards} shard(s), "
-        f"{rate:.0f} records/s. {report.summary()}")
-    return info, report, np.asarray(coords, np.float64).reshape(-1, 2)
+    return info, report, np.concatenate([r["coords"] for r in results])
 
 
 def convert_to_tfds(splits: Mapping[str, Any], data_dir: str | os.PathLike, *,
                     name: str = "geojax", version: str = "1.0.0",
                     num_shards: int | Mapping[str, int] | None = None,
-                    image_format: str = "png", check_images: bool = True, overwrite: bool = False,
-                    description: str = "", log: Callable[[str], None] = print) -> str:
+                    image_format: str = "png", check_images: bool = True, workers: int = 0,
+                    overwrite: bool = False, description: str = "",
+                    log: Callable[[str], None] = print) -> str:
     """Writes the sources of ``splits`` (split name → source) as a TFDS ArrayRecord dataset.
 
     The dataset is ``<data_dir>/<name>/<version>/`` (the returned path): what
@@ -222,6 +284,9 @@ def convert_to_tfds(splits: Mapping[str, Any], data_dir: str | os.PathLike, *,
       version: ``MAJOR.MINOR.PATCH``.
       image_format: how a decoded ``image`` (a GeoWorld split) is encoded: ``"png"`` (exact
         pixels) or ``"jpeg"`` (quality 95); encoded ``image_bytes`` are stored as they are.
+      workers: shards written by this many processes (``spawn``ed; each receives the sources
+        pickled, as every geojax reader allows); 0 or 1: in this process. The output does not
+        depend on it.
     """
     tfds = import_tfds()
     if not splits:
@@ -249,8 +314,8 @@ def convert_to_tfds(splits: Mapping[str, Any], data_dir: str | os.PathLike, *,
     else:
         tmp = tempfile.mkdtemp(prefix=f"geojax-{name}-{version}.tmp-")
     try:
-        state: dict[str, Any] = {}
-        infos, summaries = [], {}
+        features = _first_features(tfds, splits, image_format, check_images)
+        tasks, templates = [], {}
         for split, source in splits.items():
             n = len(source)
             if n == 0:
@@ -259,17 +324,33 @@ def convert_to_tfds(splits: Mapping[str, Any], data_dir: str | os.PathLike, *,
             shards = max(1, math.ceil(n / 10_000)) if shards is None else int(shards)
             if shards < 1:
                 raise ValueError(f"num_shards must be >= 1, got {shards} for split {split!r}.")
-            info, report, coords = _write_split(tfds, source, split, tmp, name, min(shards, n),
-                                                state, image_format, check_images, log)
+            shards = min(shards, n)
+            templates[split] = tfds.core.ShardedFileTemplate(
+                data_dir=tfds.core.Path(tmp), template=FILENAME_TEMPLATE, dataset_name=name,
+                split=split, filetype_suffix="array_record")
+            tasks += [(split, os.fspath(templates[split].sharded_filepath(shard_index=s,
+                                                                           num_shards=shards)),
+                       s * n // shards, (s + 1) * n // shards, features, image_format,
+                       check_images) for s in range(shards)]
+        t0 = time.perf_counter()
+        results = _write_shards(splits, tasks, workers, log)
+        rows = sum(r["rows"] for r in results)
+        log(f"read {rows} records, {rows / max(time.perf_counter() - t0, 1e-9):.0f} records/s")
+        infos, summaries = [], {}
+        for split, source in splits.items():
+            mine = [r for task, r in zip(tasks, results) if task[0] == split]
+            info, report, coords = _split_info(tfds, split, source, templates[split], mine)
             infos.append(info)
             summaries[split] = report.summary()
+            log(f"split {split!r}: {report.kept} records in {len(mine)} shard(s). "
+                f"{summaries[split]}")
             with open(os.path.join(tmp, COORDINATES_FILE.format(split=split)), "wb") as f:
                 np.save(f, coords)
         metadata = tfds.core.MetadataDict(format=GEOJAX_FORMAT, version=GEOJAX_VERSION,
                                           summaries=summaries, checked_images=bool(check_images),
                                           sources={s: repr(src) for s, src in splits.items()})
         tfds.folder_dataset.write_metadata(
-            data_dir=tmp, features=state["features"], split_infos=infos, version=version,
+            data_dir=tmp, features=features, split_infos=infos, version=version,
             filename_template=infos[0].filename_template.replace(split=None), check_data=False,
             description=description or f"geojax Example records ({', '.join(splits)}).",
             metadata=metadata, disable_shuffling=True)
@@ -378,9 +459,9 @@ class TfdsSource:
                              f"{sorted(flat)}.")
         self.keys = keys
         used = {keys["image"], keys["lat"], keys["lng"], keys["id"]}
-        self.fields = [k for k, f in flat.items()
-                       if "/" not in k and k not in used and k not in _CORE_FIELDS
-                       and not k.startswith("label_") and _is_scalar(f)]
+        self.fields = sorted(k for k, f in flat.items()
+                             if "/" not in k and k not in used and k not in _CORE_FIELDS
+                             and not k.startswith("label_") and _is_scalar(f))
         try:
             self._len = len(builder.as_data_source(self.split))
         except (KeyError, ValueError) as e:
