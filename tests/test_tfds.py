@@ -199,9 +199,18 @@ def test_missing_extra_is_named(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------- a TFDS dataset geojax did not write
-def _write_foreign(tfds, data_dir) -> str:
-    """A TFDS dataset built by a ``GeneratorBasedBuilder``: photo, nested float32 gps, a
-    ClassLabel, no id feature."""
+def _landmark(i: int) -> dict:
+    return {"photo": _png(20 * i, 6), "gps": {"lat": 10.25 + i, "lon": -70.5 + 2 * i},
+            "label": i % 3, "caption": f"photo {i}"}
+
+
+def _write_foreign(tfds, data_dir, splits=None) -> str:
+    """A TFDS dataset built by a ``GeneratorBasedBuilder``, as a TFDS user writes one: a
+    ``photo``, nested float32 ``gps/lat`` and ``gps/lon``, a ClassLabel, a caption, no id
+    feature. ``splits``: split name → its examples (default: 12 train and 5 validation
+    landmarks)."""
+    splits = splits or {"train": [_landmark(i) for i in range(12)],
+                        "validation": [_landmark(i) for i in range(5)]}
 
     class Landmarks(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         VERSION = tfds.core.Version("2.0.0")
@@ -216,12 +225,10 @@ def _write_foreign(tfds, data_dir) -> str:
             }), disable_shuffling=True)
 
         def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(12), "validation": self._generate_examples(5)}
+            return {name: self._generate_examples(examples) for name, examples in splits.items()}
 
-        def _generate_examples(self, n):
-            for i in range(n):
-                yield i, {"photo": _png(20 * i, 6), "gps": {"lat": 10.25 + i, "lon": -70.5 + 2 * i},
-                          "label": i % 3, "caption": f"photo {i}"}
+        def _generate_examples(self, examples):
+            yield from enumerate(examples)
 
     builder = Landmarks(data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
@@ -277,27 +284,37 @@ def test_foreign_tfds_dataset_errors_name_the_fix(tmp_path):
 
 # ---------------------------------------------------------------------------------- config
 def test_config_source_tfds_in_every_mode(tmp_path):
-    """``--config.data.source=tfds``: partition mode from the coordinates, training and
-    evaluation from the records, on the same photos as the GeoWorld config."""
-    _tfds()
+    """``--config.data.source=tfds`` on a dataset written by a TFDS builder, its features named
+    by the config: partition mode from the coordinates (read from the records), training and
+    evaluation from the records, on the photos of the GeoWorld config."""
+    tfds = _tfds()
     reference = planet_config()
     train = datasets.train_source(reference.data)
     [evaluation] = datasets.eval_sources(reference.data).values()
-    path = tfds_format.convert_to_tfds({"train": train, "test": evaluation}, tmp_path / "data",
-                                       name="planet_tiny", log=quiet)
-    config = planet_config(source="tfds", tfds_dir=path)
+
+    def examples(world):
+        return [{"photo": sources.encode_image(world[i]["image"]),
+                 "gps": {"lat": world.lat[i], "lon": world.lng[i]}, "label": 0,
+                 "caption": world[i]["id"]} for i in range(len(world))]
+
+    path = _write_foreign(tfds, tmp_path / "data", {"train": examples(train),
+                                                    "validation": examples(evaluation)})
+    config = planet_config(source="tfds", tfds_dir=path, tfds_eval_splits=("validation",))
+    with config.unlocked():
+        config.data.tfds_features.update(image="photo", lat="gps/lat", lng="gps/lon")
     lat, lng = datasets.train_coordinates(config.data)
-    np.testing.assert_array_equal(lat, train.lat)
-    np.testing.assert_array_equal(lng, train.lng)
-    assert list(datasets.eval_coordinates(config.data)) == ["test"]
+    np.testing.assert_array_equal(lat, train.lat.astype(np.float32))  # float32 features
+    np.testing.assert_array_equal(lng, train.lng.astype(np.float32))
+    assert list(datasets.eval_coordinates(config.data)) == ["validation"]
 
     oracle = experiment.partition_report(config, str(tmp_path / "partition"), log=quiet)
-    assert list(oracle) == ["test"] and all(r["n"] == EVAL for r in oracle["test"].values())
+    assert list(oracle) == ["validation"]
+    assert all(r["n"] == EVAL for r in oracle["validation"].values())
     part = base.Partition.load(tmp_path / "partition" / "partitions" / "planet")
     assert part.num_input_points == TRAIN
 
     results = experiment.train_and_evaluate(config, str(tmp_path / "run"), log=quiet)
-    rows = results["test"]
+    rows = results["validation"]
     assert list(rows)[:2] == ["constant (densest cell)", f"planet ({part.num_classes} cl.)"]
     assert all(r["n"] == EVAL and r["n_missing"] == 0 for r in rows.values())
 
