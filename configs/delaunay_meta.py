@@ -58,7 +58,7 @@ def get_config(arg=None):
         centroid="imagery",  # where a predicted class is placed (002 §3.1.2)
         utc_offset_hours=0.0,  # the clock of the time features: UTC, as 002's posted times
         top_k=10,  # 002 §3.2
-        m2=dict(epochs=2 if runlocal else 12, batch_size=64 if runlocal else 256,
+        m2=dict(epochs=2 if runlocal else 8, batch_size=64 if runlocal else 256,
                 learning_rates=adam, patience=3,
                 width=64 if runlocal else 0,  # 0: Table 2's 3 (N + 4)
                 dropout_rate=0.5),
