@@ -4,10 +4,12 @@
     python benchmarks/tfds_format.py --images 500 --width 320 --height 240
 
 Needs the ``tfds`` extra. On the same synthetic JPEG records (``data_throughput``'s photos,
-held in memory) it prints, side by side for ``convert_to_array_record`` + ``ArrayRecordSource``
-and ``convert_to_tfds`` + ``TfdsSource``:
+read from a geojax ArrayRecord folder, as a conversion from an on-disk reader reads) it prints,
+side by side for ``convert_to_array_record`` + ``ArrayRecordSource`` and ``convert_to_tfds`` +
+``TfdsSource``:
 
-* conversion records/s, with the image check (one full decode per record) and without;
+* conversion records/s, with the image check (one full decode per record) and without, in
+  one process and in ``--workers`` worker processes (8 shards);
 * random-access reads, records/s, in batched reads of 128 shuffled indices;
 * the coordinates of a split: from the side file both converters write, and (TFDS only) by
   reading every record, the path of a TFDS dataset that geojax did not write;
@@ -63,19 +65,26 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     n = args.images
-    source = InMemorySource(_records(n, args.width, args.height))
     quiet = lambda _: None  # noqa: E731
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for check in (True, False):
-            ar_s, _ = _timed(convert_to_array_record, source, f"{d}/ar{check}", check_images=check,
-                             log=quiet)
-            tf_s, path = _timed(tfds_format.convert_to_tfds, {"train": source}, f"{d}/tfds{check}",
-                                name="bench", check_images=check, log=quiet)
-            rows.append((f"convert, check_images={check}", n / ar_s, n / tf_s, "records/s"))
-        ar, tf = ArrayRecordSource(f"{d}/arTrue"), tfds_format.TfdsSource(path, "train")
+        records = InMemorySource(_records(n, args.width, args.height))
+        convert_to_array_record(records, f"{d}/input", check_images=False, log=quiet)
+        source = ArrayRecordSource(f"{d}/input")
+        for check, workers in ((True, 1), (False, 1), (True, args.workers)):
+            tag = f"{check}{workers}"
+            ar_s, _ = _timed(convert_to_array_record, source, f"{d}/ar{tag}", num_shards=8,
+                             check_images=check, workers=workers, log=quiet)
+            tf_s, path = _timed(tfds_format.convert_to_tfds, {"train": source}, f"{d}/tfds{tag}",
+                                name="bench", num_shards=8, check_images=check, workers=workers,
+                                log=quiet)
+            rows.append((f"convert, check_images={check}, workers={workers}", n / ar_s, n / tf_s,
+                         "records/s"))
+        ar = ArrayRecordSource(f"{d}/arTrue1")
+        tf = tfds_format.TfdsSource(f"{d}/tfdsTrue1/bench/1.0.0", "train")
         rows.append(("random reads, batches of 128", _read_rate(ar, n), _read_rate(tf, n),
                      "records/s"))
         ar_s, _ = _timed(ar.coordinates)
@@ -84,8 +93,8 @@ def main() -> None:
         read_s, coords = _timed(tf.read_coordinates)
         assert np.array_equal(coords, np.c_[source.lat, source.lng])
         rows.append(("coordinates by reading every record", float("nan"), n / read_s, "records/s"))
-        rows.append(("bytes on disk / record", _size(f"{d}/arTrue") / n,
-                     _size(os.path.dirname(os.path.dirname(path))) / n, "bytes"))
+        rows.append(("bytes on disk / record", _size(f"{d}/arTrue1") / n,
+                     _size(f"{d}/tfdsTrue1") / n, "bytes"))
     imports = []
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); "
@@ -93,12 +102,11 @@ def main() -> None:
                              capture_output=True, text=True, check=True)
         imports.append(float(out.stdout.split()[-1]))
     print(f"{n} JPEG records of {args.width}x{args.height} "
-          f"({np.mean([len(r['image_bytes']) for r in source._records]) / 1e3:.0f} kB each), "  # pylint: disable=protected-access
-          f"one process:")
-    print(f"| {'':38s} | geojax ArrayRecord | TFDS ArrayRecord | unit |")
-    print(f"|{'-' * 40}|-------------------:|-----------------:|------|")
+          f"({rows[-1][1] / 1e3:.0f} kB each):")
+    print(f"| {'':44s} | geojax ArrayRecord | TFDS ArrayRecord | unit |")
+    print(f"|{'-' * 46}|-------------------:|-----------------:|------|")
     for name, a, b, unit in rows:
-        print(f"| {name:38s} | {a:18,.0f} | {b:16,.0f} | {unit} |")
+        print(f"| {name:44s} | {a:18,.0f} | {b:16,.0f} | {unit} |")
     print(f"import tensorflow_datasets: {min(imports):.2f} s (best of 3, fresh interpreter); "
           f"TensorFlow imported: never")
 

@@ -280,6 +280,14 @@ def test_foreign_tfds_dataset_errors_name_the_fix(tmp_path):
         tfds_format.TfdsSource(path, "train", {"latitude": "gps/lat"})
     with pytest.raises(FileNotFoundError, match="no dataset_info.json"):
         tfds_format.TfdsSource(tmp_path, "train")
+    info = json.loads((tmp_path / "landmarks/2.0.0/dataset_info.json").read_text())
+    (tmp_path / "tfrecord").mkdir()
+    (tmp_path / "tfrecord/dataset_info.json").write_text(json.dumps(dict(info, fileFormat="tfrecord")))
+    (tmp_path / "tfrecord/features.json").write_text(
+        (tmp_path / "landmarks/2.0.0/features.json").read_text())
+    with pytest.raises(ValueError, match=r"stored as tfrecord; .*tfds convert_format "
+                                         r"--dataset_version_dir=.*--out_file_format=array_record"):
+        tfds_format.TfdsSource(tmp_path / "tfrecord", "train", named)
 
 
 # ---------------------------------------------------------------------------------- config

@@ -32,8 +32,8 @@ are built without reading the records; TFDS ignores it.
 
 from __future__ import annotations
 
-import io
 import concurrent.futures
+import io
 import math
 import multiprocessing
 import os
@@ -48,6 +48,7 @@ import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from geojax import fileio
+from geojax.data.sources.array_record import _conversion_summary
 from geojax.data.sources.common import (ImageDecodeError, ReadReport, _check_index, decode_image,
                                         encode_image)
 from geojax.geo import sphere
@@ -65,7 +66,7 @@ _INSTALL = "pip install 'geojax[tfds]' (tensorflow-datasets; TensorFlow is not n
 
 
 def import_tfds() -> Any:
-    """``tensorflow_datasets``, imported on first use (about 1.5 s), or an ImportError that
+    """``tensorflow_datasets``, imported on first use (about 1 s), or an ImportError that
     says how to install it."""
     try:
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
@@ -341,7 +342,9 @@ def convert_to_tfds(splits: Mapping[str, Any], data_dir: str | os.PathLike, *,
             mine = [r for task, r in zip(tasks, results) if task[0] == split]
             info, report, coords = _split_info(tfds, split, source, templates[split], mine)
             infos.append(info)
-            summaries[split] = report.summary()
+            source_report = getattr(source, "report", None)
+            summaries[split] = _conversion_summary(
+                source_report if isinstance(source_report, ReadReport) else None, report)
             log(f"split {split!r}: {report.kept} records in {len(mine)} shard(s). "
                 f"{summaries[split]}")
             with open(os.path.join(tmp, COORDINATES_FILE.format(split=split)), "wb") as f:
@@ -417,9 +420,10 @@ class TfdsSource:
     ``as_data_source`` (no TensorFlow); the image feature is read with
     ``tfds.decode.SkipDecoding``.
 
-    ``lat`` / ``lng`` come from ``geojax_coordinates-<split>.npy`` when
-    :func:`convert_to_tfds` wrote the dataset, otherwise from reading every record once
-    (the first access; the ids, images and other features are not decoded).
+    ``lat`` / ``lng`` come from the side file ``geojax_coordinates-<split>.npy`` when the
+    folder has one (:func:`convert_to_tfds` writes it; :func:`write_coordinates` adds it to
+    a dataset geojax did not write), otherwise from reading every record of the split
+    once, on first access (:meth:`read_coordinates`).
 
     Args:
       tfds_dir: the dataset's version folder (``<data_dir>/<name>/<version>``, the folder
@@ -440,8 +444,9 @@ class TfdsSource:
             fmt = info.file_format.value if info.file_format else "unknown"
             raise ValueError(f"{self.tfds_dir}: TFDS dataset stored as {fmt}; geojax reads TFDS "
                              "datasets in the array_record format (random access). Convert it "
-                             "with `tfds convert_format --dataset_dir=... "
-                             "--out_file_format=array_record`.")
+                             f"once with `tfds convert_format --dataset_version_dir={self.tfds_dir}"
+                             " --out_file_format=array_record --out_dir=<new folder>` (reading "
+                             "TFRecord files needs TensorFlow; the result does not).")
         keys = dict(DEFAULT_FEATURES, id="")
         unknown = sorted(set(features or {}) - set(keys))
         if unknown:
@@ -539,8 +544,8 @@ class TfdsSource:
         return self._coords
 
     def read_coordinates(self, chunk: int = 1024) -> np.ndarray:
-        """``(len, 2)`` float64 (lat, lng) read from every record (a full pass over the
-        split: about 3,500 records/s for 70 kB JPEGs on one loaded core)."""
+        """``(len, 2)`` float64 (lat, lng) read from every record: a full pass over the split
+        (records/s: ``benchmarks/tfds_format.py``)."""
         data, n = self._reader(), len(self)
         out = np.empty((n, 2), np.float64)
         lat, lng = self.keys["lat"], self.keys["lng"]
