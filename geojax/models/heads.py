@@ -127,8 +127,14 @@ class HierarchyHeads(MultiPartitionHeads):
 
     GeoDecoder (003 §3.5) sends each hierarchy's query to that hierarchy's classifier: the
     input is ``(B, H, D)``, row ``h`` for the ``h``-th partition of ``num_classes``.
-    Attributes as :class:`MultiPartitionHeads`; parameters under ``<name>/`` likewise.
+    Attributes as :class:`MultiPartitionHeads`; parameters under ``<name>/`` likewise, except
+    that ``zero_init`` defaults to ``True``: the inputs are LayerNorm'd queries that share one
+    LayerNorm scale, and random kernels (logits of std ≈ 1 over up to 22,601 classes) make
+    shrinking that scale the fastest way down for every hierarchy's cross-entropy at once,
+    which cuts the location gradient to the decoder (``geojax.models.geodecoder``).
     """
+
+    zero_init: bool = True
 
     @nn.compact
     def __call__(self, features: jax.Array, train: bool) -> dict[str, jax.Array]:
