@@ -326,7 +326,7 @@ def _write(tables: dict[str, dict[str, dict[str, Any]]], tests: dict[str, dict[s
                 "averaging, M3 (albums) and the best possible, on the metadata split's "
                 "evaluation users\n\nAccuracy (%) within each distance; KL divergence and "
                 "entropies (nats) of the predicted vs true class frequencies (+1 smoothing, "
-                "002 Table 7); country accuracy (fraction).\n"]
+                "002 Table 7); in country: the predicted point in the true country (%).\n"]
     for name, rows in tables.items():
         n = next(iter(rows.values()))["n"]
         log("\n" + report.format_table(rows, extra_columns=EXTRA_COLUMNS, digits=2,
