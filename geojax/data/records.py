@@ -117,27 +117,31 @@ class Prepare:
         if abs(lat) > 90 or abs(lng) > 180:
             return Bad(record_id,
                        "records with out-of-range coordinates (|lat| > 90 or |lng| > 180)")
-        image = record.get("image")
+        image, view = record.get("image"), None
         if image is None:
             image_bytes = record.get("image_bytes")
             if image_bytes is None:
                 return Bad(record_id, "records without image or image_bytes")
             try:
-                image = decode_image(image_bytes, record_id=record_id)
+                if self._train:  # the view, from a JPEG decoded at reduced scale where it allows
+                    view = self._augment.decode_and_augment(image_bytes, rng, record_id=record_id)
+                else:
+                    image = decode_image(image_bytes, record_id=record_id)
             except (ValueError, OSError, SyntaxError, EOFError,
                     Image.DecompressionBombError):  # what PIL raises on bad bytes
                 return Bad(record_id, "records with undecodable image_bytes")
-        try:
-            image = augment_lib.as_rgb_uint8(image)
-        except ValueError:
-            return Bad(record_id, "records with an invalid image array")
-        if self._train:
-            image = self._augment(image, rng)
-        else:
-            image = augment_lib.eval_crops(image, image_size=self._image_size, resize=self._resize,
-                                           crops=self._crops)
+        if view is None:
+            try:
+                image = augment_lib.as_rgb_uint8(image)
+            except ValueError:
+                return Bad(record_id, "records with an invalid image array")
+            if self._train:
+                view = self._augment(image, rng)
+            else:
+                view = augment_lib.eval_crops(image, image_size=self._image_size,
+                                              resize=self._resize, crops=self._crops)
         example = {k: v for k, v in record.items() if k not in _IMAGE_KEYS}
-        example.update(image=image, lat=lat, lng=lng, id=record_id)
+        example.update(image=view, lat=lat, lng=lng, id=record_id)
         return example
 
 

@@ -124,17 +124,52 @@ def decode_image(image_bytes: bytes, *, record_id: str | None = None) -> np.ndar
       ImageDecodeError: the bytes are empty, not an image, truncated or corrupt; the
         message names ``record_id`` and PIL's reason.
     """
+    return np.array(decode_pil(image_bytes, record_id=record_id)[0], dtype=np.uint8)
+
+
+DCT_FACTORS = (8, 4, 2, 1)  # the JPEG downscaling factors PIL's draft mode asks libjpeg for
+
+
+def decode_pil(image_bytes: bytes, *, record_id: str | None = None,
+               reduce: Callable[[int, int], int] | None = None) -> tuple[Image.Image, int]:
+    """Decodes bytes into an RGB PIL image, optionally downscaled while decoding.
+
+    ``reduce(width, height)``, called once with the full size read from the header before
+    any pixel is decoded, returns the factor ``f`` in :data:`DCT_FACTORS` by which the image
+    may come out smaller: a JPEG is then decoded by libjpeg's DCT scaling (PIL's
+    ``Image.draft``) into ``(ceil(width / f), ceil(height / f))`` pixels, several times faster
+    than the full decode, each output pixel close to the mean of the ``f x f`` block it
+    covers. Other formats, and ``f = 1``, are decoded in full, with exactly the pixels of
+    :func:`decode_image`. Errors as :func:`decode_image`.
+
+    Returns:
+      The image (mode RGB) and the factor actually applied (1 or ``f``): original pixel
+      coordinates ``x`` are ``x / factor`` in the returned image.
+    """
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     what = f"image {record_id!r}" if record_id is not None else "image"
     if not image_bytes:
         raise ImageDecodeError(f"{what}: no bytes (empty file or record).")
+    errors = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
     try:
-        with Image.open(io.BytesIO(image_bytes)) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        img = Image.open(io.BytesIO(image_bytes))  # reads the header only
+    except errors as e:
         raise ImageDecodeError(f"{what} ({len(image_bytes)} bytes) cannot be decoded: {e}") from e
-    return np.array(rgb, dtype=np.uint8)
+    wanted = 1 if reduce is None else int(reduce(*img.size))
+    if wanted not in DCT_FACTORS:
+        raise ValueError(f"reduce returned {wanted}; the factor must be one of {DCT_FACTORS}.")
+    factor = 1
+    try:
+        if wanted > 1 and img.format == "JPEG":
+            width, height = img.size
+            drafted = img.draft("RGB", (width // wanted, height // wanted))
+            if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
+                factor = round(width / drafted[1][2])
+        img.load()
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+    except errors as e:
+        raise ImageDecodeError(f"{what} ({len(image_bytes)} bytes) cannot be decoded: {e}") from e
+    return rgb, factor
 
 
 def encode_image(image: np.ndarray, image_format: str = "png") -> bytes:

@@ -1,0 +1,134 @@
+"""JPEG decode + train augmentation, images/s per core: geojax against torchvision.
+
+    python benchmarks/decode_throughput.py [--num-images 300] [--sizes 500x375,1024x768]
+        [--repeats 5] [--torch-path DIR]
+
+One run writes ``--num-images`` photo-like JPEGs per size (GeoWorld renders at 512 px, resized
+to the size, with a fine noise texture as camera noise; quality 90) and runs, on the same bytes
+and on one core each (``torch.set_num_threads(1)``; PIL decodes and resizes on the calling
+thread):
+
+* ``geojax, full decode``: ``decode_image`` then ``TrainAugment(crop="random_resized")`` with
+  only the crop and the flip (003's RandomResizedCrop to 224 + horizontal flip);
+* ``geojax, training decode``: the same augmentation through
+  ``TrainAugment.decode_and_augment``, which the pipeline uses for encoded images: DCT-scaled
+  JPEG decoding (PIL draft mode) where the crop is at least twice the output size;
+* ``torchvision``: ``torchvision.io.decode_jpeg`` then ``transforms.v2.RandomResizedCrop(224,
+  antialias=True)`` and ``RandomHorizontalFlip()`` on the uint8 tensor;
+* the same three for 003's full recipe (``configs``' default ``paper_003``: resize 256, random
+  rotation 1-15 degrees, random 224 crop, flip, colour jitter), against torchvision's
+  ``Resize(256)``, ``RandomRotation(15)``, ``RandomCrop(224)``, ``RandomHorizontalFlip()``,
+  ``ColorJitter(0.4, 0.4, 0.4, 0.1)``.
+
+The pipelines are timed in turns (each repeat runs every pipeline once over all images), and
+the best repeat of each is printed, so that other load on the machine slows all of them alike.
+torch and torchvision are benchmark-only dependencies: ``--torch-path`` puts a folder holding
+them (e.g. ``pip install --target DIR torch torchvision``) first on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+
+def make_photos(num: int, width: int, height: int, quality: int = 90, seed: int = 0) -> list[bytes]:
+    """``num`` photo-like JPEGs of ``width x height``: GeoWorld renders (512 px) resized, plus
+    Gaussian noise of σ = 6 grey levels as a sensor texture."""
+    from geojax.data import geoworld  # pylint: disable=import-outside-toplevel
+
+    world = geoworld.GeoWorld("train", num, seed, image_size=512)
+    rng = np.random.default_rng(seed)
+    photos = []
+    for i in range(num):
+        img = Image.fromarray(world[i]["image"]).resize((width, height), Image.Resampling.BICUBIC)
+        noisy = np.asarray(img, np.float32) + rng.normal(0.0, 6.0, (height, width, 3))
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+        photos.append(buf.getvalue())
+    return photos
+
+
+def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
+    from geojax.data import augment  # pylint: disable=import-outside-toplevel
+    from geojax.data.sources.common import decode_image  # pylint: disable=import-outside-toplevel
+
+    crop_flip = augment.TrainAugment(crop="random_resized", rotate=None, brightness=0.0,
+                                     contrast=0.0, saturation=0.0, hue=0.0)
+    paper = augment.TrainAugment()  # 003 §8.4.2: resize 256, rotate, crop 224, flip, jitter
+    return {
+        "crop+flip / geojax, full decode": lambda b, i: crop_flip(decode_image(b), np.random.default_rng(i)),
+        "crop+flip / geojax, training decode": lambda b, i: crop_flip.decode_and_augment(b, np.random.default_rng(i)),
+        "003 recipe / geojax, full decode": lambda b, i: paper(decode_image(b), np.random.default_rng(i)),
+        "003 recipe / geojax, training decode": lambda b, i: paper.decode_and_augment(b, np.random.default_rng(i)),
+    }
+
+
+def torchvision_pipelines() -> dict[str, Callable[[bytes, int], object]]:
+    import torch  # pylint: disable=import-outside-toplevel
+    from torchvision.io import decode_jpeg  # pylint: disable=import-outside-toplevel
+    from torchvision.transforms import v2  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(1)
+    crop_flip = v2.Compose([v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip()])
+    paper = v2.Compose([v2.Resize(256, antialias=True), v2.RandomRotation(15), v2.RandomCrop(224),
+                        v2.RandomHorizontalFlip(), v2.ColorJitter(0.4, 0.4, 0.4, 0.1)])
+
+    def decode(b: bytes):
+        return decode_jpeg(torch.frombuffer(bytearray(b), dtype=torch.uint8))
+
+    return {"crop+flip / torchvision": lambda b, i: crop_flip(decode(b)),
+            "003 recipe / torchvision": lambda b, i: paper(decode(b))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-images", type=int, default=300)
+    parser.add_argument("--sizes", default="500x375,1024x768")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--torch-path", default=None,
+                        help="folder holding torch and torchvision, put first on sys.path")
+    args = parser.parse_args(argv)
+    if args.torch_path:
+        sys.path.insert(0, os.path.abspath(args.torch_path))
+    pipelines = geojax_pipelines()
+    try:
+        pipelines.update(torchvision_pipelines())
+        import torch, torchvision  # pylint: disable=import-outside-toplevel,multiple-imports
+        versions = f"torch {torch.__version__}, torchvision {torchvision.__version__}"
+    except ImportError as e:
+        versions = f"torchvision unavailable ({e}); geojax rows only"
+    import PIL  # pylint: disable=import-outside-toplevel
+
+    print(f"one core per pipeline; Pillow {PIL.__version__}, {versions}; "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
+    for size in args.sizes.split(","):
+        width, height = (int(v) for v in size.split("x"))
+        photos = make_photos(args.num_images, width, height)
+        kb = np.mean([len(p) for p in photos]) / 1024
+        best = {name: 0.0 for name in pipelines}
+        for _ in range(args.repeats):
+            for name, run in pipelines.items():
+                start = time.perf_counter()
+                for i, photo in enumerate(photos):
+                    run(photo, i)
+                best[name] = max(best[name], len(photos) / (time.perf_counter() - start))
+        print(f"\n{args.num_images} JPEGs of {width}x{height}, quality 90, {kb:.0f} KB on average; "
+              f"best of {args.repeats} (load average {os.getloadavg()[0]:.1f} at the end)")
+        for recipe in ("crop+flip", "003 recipe"):
+            reference = best.get(f"{recipe} / torchvision")
+            for name, rate in best.items():
+                if name.startswith(recipe):
+                    ratio = f"  {rate / reference:.2f}x torchvision" if reference else ""
+                    print(f"  {name:40s} {rate:7.1f} images/s{ratio}")
+
+
+if __name__ == "__main__":
+    main()
