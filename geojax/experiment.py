@@ -13,6 +13,11 @@
   and write their oracle accuracy (002 Table 6) next to the constant baseline
   (``partition_oracle.json``, ``.md``, ``partitions.png``).
 
+For notebooks (``colabs/``) and scripts: :func:`load_config` (a config file as ``--config``
+gives it, with overrides), :func:`write_eval_images` (evaluation photos as files, for
+:func:`predict_images`), :func:`retrieval_database` (a finished run's feature store and
+index) and :func:`progressive_refinement` (004 Fig. 4 for one evaluation image).
+
 All three evaluate through ``geojax.evaluation.evaluators`` and write through
 ``geojax.evaluation.report.write``; only process 0 writes.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import re
 import time
@@ -32,7 +38,8 @@ import ml_collections
 import numpy as np
 
 from geojax import fileio
-from geojax.data import datasets
+from geojax.data import augment, datasets
+from geojax.data.sources.common import encode_image
 from geojax.evaluation import evaluators, maps, report
 from geojax.geo import gazetteer, sphere
 from geojax.inference import export as export_lib
@@ -42,7 +49,7 @@ from geojax.models import heads as heads_lib
 from geojax.partitions import base, build, combinatorial
 from geojax.training import train as train_lib
 from geojax.training.context import RunContext
-from geojax.training.steps import TrainState
+from geojax.training.steps import TrainState, normalize_images
 
 Tables = dict[str, dict[str, dict[str, Any]]]  # split → method → figures
 
@@ -407,3 +414,133 @@ def export_workdir(config: ml_collections.ConfigDict, workdir: str,
     ctx.log(f"[export] {chosen!r}, top-{manifest['top_k']}, for {manifest['platforms']} in {path} "
             f"({time.perf_counter() - t0:.1f}s); load it with geojax.serving.load({path!r})")
     return path
+
+
+# ---------------------------------------------------------------------------- notebooks
+# The repository's configs/ folder, beside the geojax package (an editable install or a clone).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load_config(spec: str, overrides: Any = None) -> ml_collections.ConfigDict:
+    """The config that ``--config=spec`` gives the CLI, for notebooks and scripts, locked.
+
+    ``spec``: a config file's path, or its name in the repository's ``configs/`` folder
+    (:data:`CONFIGS_DIR`), with an optional ``:arg`` — ``"cplanet.py:runlocal"``.
+    ``overrides``: dotted field names → values, as ``--config.a.b=value`` would set them
+    (``{"data.train_size": 3000, "stages.pretrain.num_steps": 50}``); a name that is not a
+    field of the config raises ``KeyError`` naming it, a value of another type
+    ``TypeError``."""
+    path, _, arg = spec.partition(":")
+    tried = [path] if os.path.isabs(path) else [path, os.path.join(CONFIGS_DIR, path)]
+    found = next((p for p in tried if os.path.isfile(p)), None)
+    if found is None:
+        raise FileNotFoundError(f"no config file {path!r} (tried {tried}); name a file of "
+                                f"{CONFIGS_DIR} or give its path.")
+    module_spec = importlib.util.spec_from_file_location(
+        "geojax_config_" + re.sub(r"\W", "_", os.path.basename(found)[:-3]), found)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    for key, value in dict(overrides or {}).items():
+        parent, _, leaf = key.rpartition(".")
+        node = config
+        for part in filter(None, parent.split(".")):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                raise KeyError(f"override {key!r}: the config has no field {part!r} there.")
+            node = node[part]
+        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+            raise KeyError(f"override {key!r}: the config has no field {leaf!r} there "
+                           f"(fields: {sorted(node) if isinstance(node, ml_collections.ConfigDict) else []}).")
+        setattr(node, leaf, value)
+    config.lock()
+    return config
+
+
+def write_eval_images(config: ml_collections.ConfigDict, directory: str, *,
+                      split: str | None = None, indices: Sequence[int] = range(4),
+                      image_format: str = "png") -> list[str]:
+    """Writes the images of records ``indices`` of evaluation split ``split`` (default: the
+    config's first) as files into ``directory`` (each atomically; named after the record's
+    ``id``, characters other than letters, digits, ``.``, ``-`` and ``_`` replaced by ``_``)
+    and returns their paths, in order: photos for :func:`predict_images`."""
+    sources = datasets.eval_sources(config.data)
+    split = split or next(iter(sources), "")
+    if split not in sources:
+        raise ValueError(f"split {split!r} is not one of the config's evaluation splits {list(sources)}.")
+    fileio.makedirs(directory)
+    suffix = "jpg" if image_format == "jpeg" else image_format
+    paths = []
+    for i in indices:
+        record = sources[split][int(i)]
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", str(record.get("id", i)))
+        path = os.path.join(directory, f"{name}.{suffix}")
+        fileio.atomic_write(path, encode_image(np.asarray(record["image"]), image_format))
+        paths.append(path)
+    return paths
+
+
+def retrieval_database(config: ml_collections.ConfigDict, workdir: str, *,
+                       log: Callable[[str], None] = print
+                       ) -> tuple[features.FeatureStore, retrieval.Index]:
+    """The finished run's database of ``config.retrieval``: the feature store of the training
+    images (L2-normalised backbone features) and its index, as the evaluation uses them
+    (:func:`retrieval_index`: reused when they match the weights, else built)."""
+    if "retrieval" not in config:
+        raise train_lib.ConfigError(f"config {config.get('name', '')!r} has no retrieval section "
+                                    "(configs/knn_kde.py has one).")
+    _check(config)
+    ctx, _, state = _finished_model(config, workdir, log)
+    index = retrieval_index(ctx, state)
+    store = features.open_store(os.path.join(_retrieval_root(workdir, state), "features"),
+                                verify=False)
+    return store, index
+
+
+def progressive_refinement(config: ml_collections.ConfigDict, workdir: str, *,
+                           split: str | None = None, index: int = 0, group: str | None = None,
+                           normalized: bool = True, path: str | None = None,
+                           log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """004 Fig. 4 for evaluation image ``index`` of ``split`` (default: the first split) and
+    the finished run in ``workdir``: the arg-max region of combinatorial partitioning as the
+    geoclass sets of ``group`` (default: the first of ``config.combinatorial.groups``) are
+    added one by one (``combinatorial.progressive_argmax`` on the run's class probabilities
+    of the image's evaluation view; NormalizedSum, or SimpleSum with ``normalized=False``).
+
+    Returns one record per number of sets ``n``: ``{"sets", "fine_partitions", "cells",
+    "lat", "lng", "error_km"}`` — the region's size in fine partitions and in base S2 cells,
+    its Eq. 4 prediction and that prediction's distance to the truth. With ``path``, also
+    the maps (``maps.plot_progressive_refinement``)."""
+    _check(config)
+    groups = tuple(config.get("combinatorial", {}).get("groups", ()))
+    group = group or (groups[0] if groups else "")
+    if group not in groups:
+        raise train_lib.ConfigError(f"combinatorial group {group!r} is not one of "
+                                    f"config.combinatorial.groups {list(groups)}.")
+    ctx, model, state = _finished_model(config, workdir, log)
+    parts = ctx.groups[group]
+    idx = build.combinatorial_index(parts, ctx.train_coords, _combinatorial_dir(workdir, group),
+                                    base_level=int(config.combinatorial.base_level),
+                                    write=ctx.is_main, log=ctx.log)
+    sources = datasets.eval_sources(config.data)
+    split = split or next(iter(sources), "")
+    if split not in sources:
+        raise ValueError(f"split {split!r} is not one of the config's evaluation splits {list(sources)}.")
+    example = sources[split][int(index)]
+    size = int(config.data.image_size)
+    view = augment.eval_crops(example["image"], image_size=size,
+                              resize=export_lib.eval_resize(size))
+    variables = export_lib.variables_of(state.params, state.batch_stats)
+    logits = jax.device_get(model.apply(variables, normalize_images(view[None]), train=False)["logits"])
+    probs = [np.asarray(jax.nn.softmax(np.asarray(logits[p.name][0], np.float64))) for p in parts]
+    regions = combinatorial.progressive_argmax(probs, idx, normalized=normalized)
+    true_lat, true_lng = float(example["lat"]), float(example["lng"])
+    records = []
+    for n, region in enumerate(regions, start=1):
+        lat, lng = combinatorial.region_prediction(idx, region)
+        records.append({"sets": n, "fine_partitions": int(region.sum()),
+                        "cells": int(region[idx.cell_fine].sum()), "lat": lat, "lng": lng,
+                        "error_km": float(sphere.distance_km(lat, lng, true_lat, true_lng))})
+    if path and ctx.is_main:
+        maps.plot_progressive_refinement(parts, idx, regions, path, truth=(true_lat, true_lng))
+        ctx.log(f"[refinement] {split} image {index}: {path}")
+    return records

@@ -158,3 +158,68 @@ def test_fine_partitions_view(setup, rng):
     seen = {tuple(t) for t in index.fine_classes}
     if tuple(unseen[0]) not in seen:
         assert index.assign_tuples(unseen)[0] == -1
+
+
+# ---------------------------------------------------------------------------- 004 Fig. 4
+def _brute_force_regions(index, probs, normalized):
+    """Per number of sets n: the fine partitions holding an arg-max cell of Eq. 3 summed over
+    the first n sets, cell by cell (the denominators over cells, as Eq. 3 writes them)."""
+    out = []
+    for n in range(1, len(probs) + 1):
+        cell = _brute_force_cell_scores(index, [p[None] for p in probs[:n]], normalized)[0]
+        out.append(np.isin(np.arange(index.num_fine_partitions),
+                           index.cell_fine[cell == cell.max()]))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+def test_progressive_argmax_against_brute_force(setup, rng, normalized):
+    lat, lng, parts = setup
+    index = combinatorial.CombinatorialIndex.build(parts, lat, lng, base_level=10)
+    for _ in range(3):
+        probs = [rng.dirichlet(np.full(p.num_classes, 0.3)) for p in parts]
+        regions = combinatorial.progressive_argmax(probs, index, normalized=normalized)
+        assert regions.shape == (3, index.num_fine_partitions) and regions.dtype == bool
+        np.testing.assert_array_equal(regions, _brute_force_regions(index, probs, normalized))
+        # One set: that set's arg-max class (every class of set 1 holds training images).
+        np.testing.assert_array_equal(regions[0], index.fine_classes[:, 0] == np.argmax(probs[0]))
+        # Every set: the arg-max fine partitions of the combinatorial prediction.
+        scores = combinatorial.fine_scores([p[None] for p in probs], index.arrays(),
+                                           normalized=normalized)[0]
+        np.testing.assert_array_equal(regions[-1], scores == scores.max())
+        # Eq. 4 over the last region is combinatorial_predict's answer.
+        want = combinatorial.combinatorial_predict([p[None] for p in probs], index.arrays(),
+                                                   normalized=normalized)
+        np.testing.assert_allclose(combinatorial.region_prediction(index, regions[-1]),
+                                   [want[0][0], want[1][0]], atol=1e-9)
+
+
+def test_region_members_and_prediction_by_brute_force(setup, rng):
+    lat, lng, parts = setup
+    index = combinatorial.CombinatorialIndex.build(parts, lat, lng, base_level=10)
+    mask = rng.random(index.num_fine_partitions) < 0.2
+    q_lat, q_lng = rng.uniform(-60, 70, 3000), rng.uniform(-180, 180, 3000)
+    tuples = combinatorial.class_tuples(parts, q_lat, q_lng)
+    np.testing.assert_array_equal(tuples, np.stack([p.assign(q_lat, q_lng) for p in parts], 1))
+    for n in (1, 2, 3):
+        prefixes = {tuple(t) for t in index.fine_classes[mask, :n]}
+        want = np.array([tuple(t[:n]) in prefixes for t in tuples])
+        np.testing.assert_array_equal(combinatorial.region_members(tuples, index, mask, n), want)
+    # Eq. 4 of a region: the spherical mean of the training points in its fine partitions.
+    fine = combinatorial.FinePartitions(parts, index).assign(lat, lng)
+    np.testing.assert_allclose(combinatorial.region_prediction(index, mask),
+                               sphere.spherical_mean(lat[mask[fine]], lng[mask[fine]]), atol=1e-9)
+
+
+def test_progressive_errors(setup):
+    lat, lng, parts = setup
+    index = combinatorial.CombinatorialIndex.build(parts, lat, lng, base_level=10)
+    with pytest.raises(ValueError, match="one per set"):
+        combinatorial.progressive_argmax([np.ones(parts[0].num_classes)], index)
+    with pytest.raises(ValueError, match=r"probs\[1\] has 3 entries"):
+        combinatorial.progressive_argmax([np.ones(p.num_classes) for p in parts[:1]] + [np.ones(3)] * 2,
+                                         index)
+    with pytest.raises(ValueError, match="n must be in"):
+        combinatorial.region_members(np.zeros((2, 3), int), index, np.ones(index.num_fine_partitions, bool), 4)
+    with pytest.raises(ValueError, match="selects no fine partition"):
+        combinatorial.region_prediction(index, np.zeros(index.num_fine_partitions, bool))

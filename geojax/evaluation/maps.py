@@ -1,21 +1,30 @@
-"""Maps drawn offline with matplotlib: partitions and predictions on an equirectangular grid.
+"""Maps and figures drawn offline with matplotlib: partitions, predictions, answers of
+``--mode=predict``, 004 Fig. 4's progressive refinement, and accuracy curves.
 
 No basemap is downloaded: partitions are rasterised by assigning a
 longitude/latitude grid to classes (works for every scheme, handles the
 antimeridian, and stays fast for classes made of millions of cells), and a
 light scatter of the given points shows where the land and the data are.
+Every function writes one PNG atomically, of a fixed size in pixels (its figure size in
+inches × 110 dpi), and returns its path; the CLI's outputs and the notebooks in ``colabs/``
+draw through these same functions.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from geojax import fileio
+from geojax.evaluation import metrics
+from geojax.geo import s2
+from geojax.geo.gazetteer import Gazetteer
+from geojax.inference import predictors as predictors_lib
+from geojax.partitions import combinatorial
 
 
 def _pyplot():
@@ -149,3 +158,202 @@ def plot_locations(lat: Any, lng: Any, path: str | os.PathLike, *, labels: Seque
     ax.legend(loc="lower left", markerscale=1.5, fontsize=8)
     ax.set_title(title)
     return _save(plt, fig, path)
+
+
+def plot_images(images: Any, path: str | os.PathLike, *, titles: Sequence[str] = (), cols: int = 6,
+                title: str = "") -> str:
+    """Writes a PNG grid of uint8 images ``(n, H, W, 3)``, ``cols`` a row (``2·cols × 2.2·rows``
+    inches), each titled with ``titles[i]`` when given."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty (n, H, W, 3) array, got shape {images.shape}.")
+    plt = _pyplot()
+    n = images.shape[0]
+    cols = max(1, min(cols, n))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.2 * rows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(images[k], interpolation="nearest")
+            if k < len(titles):
+                ax.set_title(str(titles[k]), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(plt, fig, path)
+
+
+def accuracy_percent(rows: Sequence[Any], thresholds_km: Sequence[Any] = metrics.PAPER_THRESHOLDS_KM
+                     ) -> np.ndarray:
+    """``(len(rows), len(thresholds_km))``: the ``acc@<r>km`` figures of each row, in % (what
+    :func:`plot_accuracy_by_threshold` and :func:`plot_accuracy_sweep` draw)."""
+    keys = [metrics.accuracy_key(t) for t in metrics.normalize_thresholds(thresholds_km)]
+    out = np.empty((len(rows), len(keys)))
+    for i, figures in enumerate(rows):
+        missing = [k for k in keys if k not in figures]
+        if missing:
+            raise ValueError(f"row {i} has no {missing} (it has {sorted(figures)}); evaluate it at "
+                             "those thresholds or pass thresholds_km it has.")
+        out[i] = [100.0 * float(figures[k]) for k in keys]
+    return out
+
+
+def _accuracy_axes(plt: Any, title: str) -> tuple[Any, Any]:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return fig, ax
+
+
+def plot_accuracy_by_threshold(rows: Mapping[str, Any], path: str | os.PathLike, *,
+                               thresholds_km: Sequence[Any] = metrics.PAPER_THRESHOLDS_KM,
+                               title: str = "") -> str:
+    """Writes a PNG (880 × 495 pixels) of accuracy (%) against the distance threshold (log
+    scale), one line per row of a results table (``{method: figures}``, e.g. the oracle rows
+    of ``--mode=partition``)."""
+    names = list(rows)
+    if not names:
+        raise ValueError("rows is empty: give at least one {method: figures} row.")
+    thresholds = [float(t) for t in metrics.normalize_thresholds(thresholds_km)]
+    acc = accuracy_percent([rows[n] for n in names], thresholds)
+    plt = _pyplot()
+    fig, ax = _accuracy_axes(plt, title)
+    for name, y in zip(names, acc):
+        ax.plot(thresholds, y, marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(thresholds, [metrics.format_km(t) + " km" for t in thresholds])
+    ax.set_xlabel("distance threshold")
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(plt, fig, path)
+
+
+def plot_accuracy_sweep(values: Sequence[float], rows: Sequence[Any], path: str | os.PathLike, *,
+                        xlabel: str, thresholds_km: Sequence[Any] = metrics.PAPER_THRESHOLDS_KM,
+                        log_x: bool = True, title: str = "") -> str:
+    """Writes a PNG (880 × 495 pixels) of accuracy (%) at each threshold (one line each)
+    against a swept parameter: ``rows[i]`` are the figures at ``values[i]`` (e.g. 001's kernel
+    density at each σ: fine thresholds peak at small σ, coarse ones at large σ)."""
+    if len(values) != len(rows) or not rows:
+        raise ValueError(f"values ({len(values)}) and rows ({len(rows)}) must be non-empty and "
+                         "of the same length.")
+    thresholds = metrics.normalize_thresholds(thresholds_km)
+    acc = accuracy_percent(rows, thresholds)
+    x = np.asarray(values, np.float64)
+    order = np.argsort(x, kind="stable")
+    plt = _pyplot()
+    fig, ax = _accuracy_axes(plt, title)
+    for j, t in enumerate(thresholds):
+        ax.plot(x[order], acc[order, j], marker="o", label=f"{metrics.format_km(t)} km")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8, title="within", title_fontsize=8, loc="upper left")
+    return _save(plt, fig, path)
+
+
+def _region_extent(lat: np.ndarray, lng: np.ndarray, pad_deg: float) -> tuple[float, float, float, float]:
+    """(lng0, lng1, lat0, lat1) around the points, padded; the whole world when they spread
+    over more than half the longitudes (or cross the antimeridian)."""
+    lat0, lat1 = max(-90.0, lat.min() - pad_deg), min(90.0, lat.max() + pad_deg)
+    lng0, lng1 = lng.min() - pad_deg, lng.max() + pad_deg
+    if lng1 - lng0 > 180 or lng0 < -180 or lng1 > 180:
+        lng0, lng1 = -180.0, 180.0
+    if lat1 - lat0 < 1e-6 or lng1 - lng0 < 1e-6:
+        lat0, lat1, lng0, lng1 = -90.0, 90.0, -180.0, 180.0
+    return lng0, lng1, lat0, lat1
+
+
+def plot_progressive_refinement(partitions: Sequence[Any], index: Any, regions: Any,
+                                path: str | os.PathLike, *, truth: tuple[float, float] | None = None,
+                                width: int = 480, height: int = 240, pad_deg: float = 8.0,
+                                seed: int = 0) -> str:
+    """Writes 004 Fig. 4 for one image: one map per number of geoclass sets ``n = 1 … N``
+    (``3 cols``, ``5.2 × 3.2`` inches each), the classes of set ``n`` in light colours and the
+    arg-max region of :func:`geojax.partitions.combinatorial.progressive_argmax` (row
+    ``n − 1`` of ``regions``) in red, with its Eq. 4 prediction (black cross) and ``truth``
+    (blue star). All panels share one extent: every region's base cells, the predictions and
+    the truth, padded by ``pad_deg`` (the whole world when they spread over more than half
+    the longitudes); ``width × height`` grid points are classified once.
+    """
+    regions = np.asarray(regions, bool)
+    n_sets = len(partitions)
+    if regions.shape != (n_sets, index.num_fine_partitions):
+        raise ValueError(f"regions must be ({n_sets}, {index.num_fine_partitions}) "
+                         f"(progressive_argmax), got {regions.shape}.")
+    predictions = np.array([combinatorial.region_prediction(index, r) for r in regions])
+    c_lat, c_lng = s2.cell_center_latlng(index.cell_ids[regions.any(axis=0)[index.cell_fine]])
+    c_lat, c_lng = np.append(c_lat, predictions[:, 0]), np.append(c_lng, predictions[:, 1])
+    if truth is not None:
+        c_lat, c_lng = np.append(c_lat, truth[0]), np.append(c_lng, truth[1])
+    lng0, lng1, lat0, lat1 = _region_extent(c_lat, c_lng, pad_deg)
+    g_lng = lng0 + (np.arange(width) + 0.5) * ((lng1 - lng0) / width)
+    g_lat = lat1 - (np.arange(height) + 0.5) * ((lat1 - lat0) / height)
+    glat, glng = np.meshgrid(g_lat, g_lng, indexing="ij")
+    tuples = combinatorial.class_tuples(partitions, glat.ravel(), glng.ravel())
+    plt = _pyplot()
+    cols = min(3, n_sets)
+    rows = (n_sets + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.2 * rows), squeeze=False)
+    for n, ax in zip(range(1, n_sets + 1), axes.ravel()):
+        img = 0.55 + 0.45 * _colour_image(tuples[:, n - 1].reshape(height, width), seed + n)
+        inside = combinatorial.region_members(tuples, index, regions[n - 1], n).reshape(height, width)
+        img[inside] = (0.85, 0.1, 0.1)
+        ax.imshow(img, extent=(lng0, lng1, lat0, lat1), interpolation="nearest", origin="upper",
+                  aspect="auto")
+        p_lat, p_lng = predictions[n - 1]
+        ax.plot([p_lng], [p_lat], "kx", ms=8, mew=2, label="Eq. 4")
+        if truth is not None:
+            ax.plot([truth[1]], [truth[0]], "*", c="tab:blue", ms=11, label="truth")
+        cells = int(regions[n - 1][index.cell_fine].sum())
+        ax.set_title(f"{n} set{'s' if n > 1 else ''}: {int(regions[n - 1].sum())} fine "
+                     f"partition(s), {cells} cells", fontsize=9)
+        ax.set_xlim(lng0, lng1)
+        ax.set_ylim(lat0, lat1)
+        ax.legend(loc="lower left", fontsize=7)
+    for ax in axes.ravel()[n_sets:]:
+        ax.axis("off")
+    return _save(plt, fig, path)
+
+
+def plot_kde_sweep(table: Mapping[str, Any], retrieval_config: Mapping[str, Any],
+                   path: str | os.PathLike, *, mode: str = "latlng",
+                   thresholds_km: Sequence[Any] = metrics.PAPER_THRESHOLDS_KM, title: str = "") -> str:
+    """:func:`plot_accuracy_sweep` of 001's kernel density against σ: the kNN rows of mode
+    ``mode`` (``"vo2017"``, ``"latlng"``: σ in degrees; ``"spherical"``: σ in km) that
+    ``retrieval_config`` (``config.retrieval``) gives, read from ``table`` (one split of a
+    results table, ``{row name: figures}``)."""
+    picks = [(sigma, name) for name, sigma, m in predictors_lib.knn_rows(retrieval_config)
+             if m == mode]
+    if not picks:
+        raise ValueError(f"config.retrieval gives no kNN rows of mode {mode!r}; set its "
+                         f"{'sigmas_km' if mode == 'spherical' else mode + '_sigmas'}.")
+    missing = [name for _, name in picks if name not in table]
+    if missing:
+        raise ValueError(f"the table has no rows {missing}; it has {list(table)}. Evaluate with "
+                         "the same config.retrieval.")
+    unit = "km" if mode == "spherical" else "degrees"
+    return plot_accuracy_sweep([s for s, _ in picks], [table[n] for _, n in picks], path,
+                               xlabel=f"kernel width σ ({unit})", thresholds_km=thresholds_km,
+                               title=title or f"kNN kernel density ({mode}): accuracy against σ")
+
+
+def plot_examples(source: Any, path: str | os.PathLike, *, indices: Sequence[int] = range(12),
+                  cols: int = 6, places: Any = None, title: str = "") -> str:
+    """:func:`plot_images` of the records ``indices`` of an image source (``source[i]``: a
+    dict with ``image``, ``lat``, ``lng``, e.g. a GeoWorld split), each titled with its
+    coordinates and nearest GeoNames place (``places``: a loaded
+    ``geojax.geo.gazetteer.Gazetteer``; loaded when not given)."""
+    records = [source[int(i)] for i in indices]
+    if not records:
+        raise ValueError("indices is empty: give at least one record index.")
+    places = places if places is not None else Gazetteer.load()
+    lat = np.array([float(r["lat"]) for r in records])
+    lng = np.array([float(r["lng"]) for r in records])
+    nearest = places.nearest_place(lat, lng)
+    titles = [f"{a:.2f}, {b:.2f}\n{places.name(int(p))}, "
+              f"{places.country_codes[int(places.country[p])]}"
+              for a, b, p in zip(lat, lng, nearest)]
+    return plot_images(np.stack([np.asarray(r["image"]) for r in records]), path, titles=titles,
+                       cols=cols, title=title)

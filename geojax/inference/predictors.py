@@ -451,17 +451,24 @@ def _knn(inputs: BuildInputs) -> list[Predictor]:
     if found is None:
         return []
     index, cfg = found
-    prefix, k, m = cfg.get("name_prefix", ""), int(cfg.k), float(cfg.m)
-    rows: list[Predictor] = [
-        KernelDensity(f"{prefix}kNN σ={float(s):g}° (vo2017)", index, float(s), "vo2017", k, m)
-        for s in cfg.get("vo2017_sigmas", ())]
-    rows += [KernelDensity(f"{prefix}kNN σ={float(s):g}° (lat/lng mean shift)", index,
-                           float(s), "latlng", k, m)
+    k, m, kernel = int(cfg.k), float(cfg.m), cfg.get("kernel", "gaussian")
+    return [KernelDensity(name, index, sigma, mode, k, m,
+                          kernel if mode == "spherical" else "gaussian")
+            for name, sigma, mode in knn_rows(cfg)]
+
+
+def knn_rows(retrieval_config: Mapping[str, Any]) -> list[tuple[str, float, str]]:
+    """``(row name, σ, mode)`` of each kNN row that ``config.retrieval`` gives, in row order:
+    ``vo2017_sigmas`` (degrees, mode ``"vo2017"``), ``latlng_sigmas`` (degrees, ``"latlng"``),
+    ``sigmas_km`` (km, ``"spherical"``)."""
+    cfg = retrieval_config
+    prefix, kernel = cfg.get("name_prefix", ""), cfg.get("kernel", "gaussian")
+    rows = [(f"{prefix}kNN σ={float(s):g}° (vo2017)", float(s), "vo2017")
+            for s in cfg.get("vo2017_sigmas", ())]
+    rows += [(f"{prefix}kNN σ={float(s):g}° (lat/lng mean shift)", float(s), "latlng")
              for s in cfg.get("latlng_sigmas", ())]
-    kernel = cfg.get("kernel", "gaussian")
-    rows += [KernelDensity(f"{prefix}kNN σ={float(s):g} km ({'vMF' if kernel == 'vmf' else 'spherical'})",
-                           index, float(s), "spherical", k, m, kernel)
-             for s in cfg.get("sigmas_km", ())]
+    rows += [(f"{prefix}kNN σ={float(s):g} km ({'vMF' if kernel == 'vmf' else 'spherical'})",
+              float(s), "spherical") for s in cfg.get("sigmas_km", ())]
     return rows
 
 

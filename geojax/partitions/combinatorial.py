@@ -225,6 +225,15 @@ class CombinatorialIndex:
                                       f"not the arrays of a combinatorial index ({e})") from e
 
 
+def class_tuples(partitions: Sequence[base.Partition], lat: Any, lng: Any) -> np.ndarray:
+    """``(n, N)`` int32: the class of each point in each partition (−1 outside every class)."""
+    lat, lng = sphere.validate_latlng(lat, lng)
+    lat, lng = np.ravel(lat), np.ravel(lng)
+    leaf = s2.cell_id_from_latlng(lat, lng)
+    return np.stack([p.assign_leaves(leaf) if isinstance(p, S2CellPartition) else p.assign(lat, lng)
+                     for p in partitions], axis=1).astype(np.int32)
+
+
 class FinePartitions:
     """The fine partitions of an index seen as a partition (for oracle accuracy and maps).
 
@@ -242,12 +251,7 @@ class FinePartitions:
         self.imagery_latlng = index.fine_latlng
 
     def assign(self, lat: Any, lng: Any) -> np.ndarray:
-        lat, lng = sphere.validate_latlng(lat, lng)
-        lat, lng = np.ravel(lat), np.ravel(lng)
-        leaf = s2.cell_id_from_latlng(lat, lng)
-        tuples = np.stack([p.assign_leaves(leaf) if isinstance(p, S2CellPartition) else p.assign(lat, lng)
-                           for p in self.partitions], axis=1)
-        return self.index.assign_tuples(tuples)
+        return self.index.assign_tuples(class_tuples(self.partitions, lat, lng))
 
     def centroids(self, kind: str = "imagery") -> np.ndarray:
         if kind != "imagery":
@@ -292,3 +296,70 @@ def predict_from_scores(scores: Any, fine_xyz_sum: Any):
 def combinatorial_predict(probs: Sequence[Any], arrays: dict[str, Any], *, normalized: bool = True):
     """Scores (Eq. 3) then location (Eq. 4) for a batch; jittable. Returns ``(lat, lng, score)``."""
     return predict_from_scores(fine_scores(probs, arrays, normalized=normalized), arrays["fine_xyz_sum"])
+
+
+# ---------------------------------------------------------------------------- 004 Fig. 4
+def progressive_argmax(probs: Sequence[Any], index: CombinatorialIndex, *,
+                       normalized: bool = True) -> np.ndarray:
+    """004 Fig. 4's progressive refinement for one image: ``(N, F)`` bool, row ``n − 1`` marking
+    the fine partitions of the arg-max region of Eq. 3 summed over the first ``n`` geoclass
+    sets only (:func:`fine_scores` with ``probs[:n]``; every tie kept, as Eq. 4 does).
+
+    The score of a fine partition over the first ``n`` sets depends on its first ``n`` classes
+    only, so row ``n − 1`` is a union of whole classes of the intersection of those sets: row
+    0 is the arg-max class of set 1 (restricted to fine partitions, i.e. where training images
+    are), row ``N − 1`` the fine partitions whose mean location Eq. 4 predicts. Adding a set
+    usually shrinks the region, but a sum's arg-max need not lie inside an earlier one.
+
+    Args:
+      probs: per geoclass set, ``(C_i,)`` class probabilities of one image, in index order.
+      index: the :class:`CombinatorialIndex` of those sets.
+      normalized: NormalizedSum (Eq. 3) if True, else SimpleSum.
+    """
+    n_sets = len(index.partition_names)
+    probs = [np.asarray(p, np.float64).ravel() for p in probs]
+    if len(probs) != n_sets:
+        raise ValueError(f"got {len(probs)} probability vectors for an index of {n_sets} geoclass "
+                         f"sets {index.partition_names}; give one per set, in that order.")
+    for i, p in enumerate(probs):
+        if p.size != int(index.num_classes[i]):
+            raise ValueError(f"probs[{i}] has {p.size} entries; geoclass set "
+                             f"{index.partition_names[i]!r} has {int(index.num_classes[i])} classes.")
+    arrays = index.arrays()
+    out = np.zeros((n_sets, index.num_fine_partitions), bool)
+    for n in range(1, n_sets + 1):
+        scores = fine_scores([p[None] for p in probs[:n]], arrays, normalized=normalized)[0]
+        out[n - 1] = scores >= scores.max()
+    return out
+
+
+def region_members(tuples: Any, index: CombinatorialIndex, fine_mask: Any, n: int) -> np.ndarray:
+    """``(P,)`` bool: the points (their :func:`class_tuples`, ``(P, N)``) whose first ``n``
+    classes are those of a fine partition in ``fine_mask`` — the points of the region that
+    row ``n − 1`` of :func:`progressive_argmax` marks, including places without training
+    images that lie in the same intersection of the first ``n`` sets' classes."""
+    tuples = np.asarray(tuples, np.int64)
+    n_sets = len(index.partition_names)
+    if tuples.ndim != 2 or tuples.shape[1] != n_sets:
+        raise ValueError(f"tuples must be (P, {n_sets}) class tuples (class_tuples), got shape "
+                         f"{tuples.shape}.")
+    if not 1 <= n <= n_sets:
+        raise ValueError(f"n must be in [1, {n_sets}], got {n}.")
+    fine_mask = np.asarray(fine_mask, bool)
+    prefixes = np.unique(index.fine_classes[fine_mask, :n].astype(np.int64), axis=0)
+    both = np.concatenate([prefixes, tuples[:, :n]], axis=0)
+    _, inverse = np.unique(both, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    hit = np.zeros(inverse.max() + 1, bool)
+    hit[inverse[:prefixes.shape[0]]] = True
+    return hit[inverse[prefixes.shape[0]:]] & (tuples[:, :n] >= 0).all(axis=1)
+
+
+def region_prediction(index: CombinatorialIndex, fine_mask: Any) -> tuple[float, float]:
+    """Eq. 4 for a region: the mean location, in 3D, of the training images of the fine
+    partitions in ``fine_mask`` (:func:`predict_from_scores` with the mask as scores)."""
+    mask = np.asarray(fine_mask, np.float64)[None]
+    if not mask.any():
+        raise ValueError("fine_mask selects no fine partition.")
+    lat, lng, _ = predict_from_scores(mask, index.fine_xyz_sum)
+    return float(lat[0]), float(lng[0])
