@@ -287,3 +287,39 @@ def test_shares_over_hosts_into_a_bucket(bucket, single, csv_dataset, mp16_datas
                 sources.ArrayRecordSource("gs://bucket/ds")
     assert_same_dataset(bucket / "ds", single["csv"])
     assert FakeBucket.copies == 0
+
+
+def _main(*args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "geojax.main", *args], cwd=REPO, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out
+
+
+def test_real_data_path_end_to_end(single, csv_dataset, tmp_path):
+    """The README's "Real data, step by step" on the miniature fixtures: MP-16 shards converted
+    over two hosts (``test_command_line_over_two_hosts_with_two_workers_each`` runs that command;
+    here the converted folder of the reference), the CSV + folder as the evaluation set, then
+    the commands every host runs (``launch/`` wraps them, ``tests/test_launch.py``): train from
+    the ArrayRecord folders, export, predict."""
+    eval_dir = tmp_path / "eval_ar"
+    assert sources.main(["convert", *_cli_args("csv", csv_dataset, None), f"--out={eval_dir}",
+                         "--workers=2"]) == 0
+    workdir = tmp_path / "run"
+    config = [f"--config={REPO}/configs/planet.py:runlocal", f"--workdir={workdir}",
+              "--config.data.source=array_record", f"--config.data.train_dir={single['mp16']}",
+              f"--config.data.eval_dir={eval_dir}", "--config.data.image_size=32",
+              "--config.data.max_bad_fraction=0.1", "--config.stages.train.num_steps=2",
+              "--config.stages.train.batch_size=8", "--config.eval.batch_size=8",
+              "--config.eval.evaluators=('baseline','predictors')"]
+    _main(*config)
+    rows = json.loads((workdir / "results.json").read_text())["rows"]
+    assert [name.split(" (")[0] for name in rows] == ["eval/constant", "eval/planet"]
+    assert all(row["n"] == N_IMAGES - 1 and row["n_missing"] == 0 for row in rows.values())
+    export_dir = tmp_path / "export"
+    _main(*config, "--mode=export", f"--export_dir={export_dir}")
+    assert (export_dir / "manifest.json").is_file() and (export_dir / "serving.jaxexport").is_file()
+    photo = next(p for p in sorted(csv_dataset[1].iterdir()) if p.read_bytes() != _image_bytes(17))
+    answers = _main(*config, "--mode=predict", f"--image={photo}").stdout.splitlines()
+    [answer] = [json.loads(line) for line in answers]
+    assert answer["file"] == str(photo) and -90 <= answer["lat"] <= 90 and -180 <= answer["lng"] <= 180
