@@ -273,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "M1 (cell centroid)": (m1_class, "cell"),
         "M1 (imagery centroid)": (m1_class, "imagery"),
         "M2 time inputs": (m2_probs.argmax(1), None),
-        "user averaging": (user_average_classes(m2_probs, split.user[ev]), None),
+        "user averaging (M2)": (user_average_classes(m2_probs, split.user[ev]), None),
         "M3 user albums": (m3_probs.argmax(1), None),
     }
     outdoor = mf.outdoor_mask(scene3=split.scene3[ev])

@@ -18,7 +18,7 @@ from geojax import experiment_meta
 from geojax.evaluation import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ROWS = ("M1 (cell centroid)", "M1 (imagery centroid)", "M2 time inputs", "user averaging",
+ROWS = ("M1 (cell centroid)", "M1 (imagery centroid)", "M2 time inputs", "user averaging (M2)",
         "M3 user albums", "best possible (cell centroid)", "best possible (imagery centroid)")
 
 
