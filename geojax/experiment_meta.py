@@ -32,7 +32,6 @@ made from something else, is recomputed with a log line). Predictions place a cl
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
