@@ -15,6 +15,7 @@ thread):
   JPEG decoding (PIL draft mode) where the crop is at least twice the output size;
 * ``torchvision``: ``torchvision.io.decode_jpeg`` then ``transforms.v2.RandomResizedCrop(224,
   antialias=True)`` and ``RandomHorizontalFlip()`` on the uint8 tensor;
+* ``decode only``: PIL's decode into an RGB image (``decode_pil``) against ``decode_jpeg``;
 * the same three for 003's full recipe (``configs``' default ``paper_003``: resize 256, random
   rotation 1-15 degrees, random 224 crop, flip, colour jitter), against torchvision's
   ``Resize(256)``, ``RandomRotation(15)``, ``RandomCrop(224)``, ``RandomHorizontalFlip()``,
@@ -58,12 +59,13 @@ def make_photos(num: int, width: int, height: int, quality: int = 90, seed: int 
 
 def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
     from geojax.data import augment  # pylint: disable=import-outside-toplevel
-    from geojax.data.sources.common import decode_image  # pylint: disable=import-outside-toplevel
+    from geojax.data.sources.common import decode_image, decode_pil  # pylint: disable=import-outside-toplevel
 
     crop_flip = augment.TrainAugment(crop="random_resized", rotate=None, brightness=0.0,
                                      contrast=0.0, saturation=0.0, hue=0.0)
     paper = augment.TrainAugment()  # 003 §8.4.2: resize 256, rotate, crop 224, flip, jitter
     return {
+        "decode only / geojax (PIL)": lambda b, i: decode_pil(b),
         "crop+flip / geojax, full decode": lambda b, i: crop_flip(decode_image(b), np.random.default_rng(i)),
         "crop+flip / geojax, training decode": lambda b, i: crop_flip.decode_and_augment(b, np.random.default_rng(i)),
         "003 recipe / geojax, full decode": lambda b, i: paper(decode_image(b), np.random.default_rng(i)),
@@ -84,7 +86,8 @@ def torchvision_pipelines() -> dict[str, Callable[[bytes, int], object]]:
     def decode(b: bytes):
         return decode_jpeg(torch.frombuffer(bytearray(b), dtype=torch.uint8))
 
-    return {"crop+flip / torchvision": lambda b, i: crop_flip(decode(b)),
+    return {"decode only / torchvision": lambda b, i: decode(b),
+            "crop+flip / torchvision": lambda b, i: crop_flip(decode(b)),
             "003 recipe / torchvision": lambda b, i: paper(decode(b))}
 
 
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                 best[name] = max(best[name], len(photos) / (time.perf_counter() - start))
         print(f"\n{args.num_images} JPEGs of {width}x{height}, quality 90, {kb:.0f} KB on average; "
               f"best of {args.repeats} (load average {os.getloadavg()[0]:.1f} at the end)")
-        for recipe in ("crop+flip", "003 recipe"):
+        for recipe in ("decode only", "crop+flip", "003 recipe"):
             reference = best.get(f"{recipe} / torchvision")
             for name, rate in best.items():
                 if name.startswith(recipe):

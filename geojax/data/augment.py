@@ -40,6 +40,15 @@ paper 003 §8.4.2):
   (torchvision's ``RandomResizedCrop`` algorithm), cropped and resized in one
   PIL call.
 
+From encoded bytes (what the pipeline reads from disk),
+:meth:`TrainAugment.decode_and_augment` draws the view's geometry from the header's image
+size first, then decodes a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, PIL's draft
+mode) when the region that becomes the view is at least that factor times the view's size in
+both directions (:func:`dct_factor`); otherwise, and for other formats, it gives exactly
+``TrainAugment(...)(decode_image(bytes), rng)``.  On 1024x768 photos it decodes 70 % of
+RandomResizedCrop views (scale (0.08, 1) to 224) and every 003 view (shorter side to 256) at
+half scale; on 500x375 photos none (``benchmarks/decode_throughput.py`` measures both).
+
 For speed the geometric steps run first and the colour steps on the small
 crop: resize → rotate + crop → flip → jitter, where rotate + crop is one PIL
 affine transform that computes only the S×S output pixels (the same sampling
