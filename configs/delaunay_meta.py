@@ -1,12 +1,11 @@
 """002: a Delaunay-mesh classifier (M1), its time model (M2) and user-album model (M3).
 
-M1 (002 §3.1): a classifier over the ``coarse`` Delaunay mesh of 002 Table 1, its refinement
-limit and minimum examples scaled from the 2M images the paper built that mesh from to
-GeoWorld's training size (8000 → 8000·n/2M, 1000 → 1000·n/2M; ≈ 600 cells at any size,
-against 002's 538), trained end to end. ``:fine`` uses the ``fine`` mesh (5000 / 500, scaled
-from 12.2M training images: ≈ 7,000 cells, 002: 6,565). The thresholds are computed from
-``data.train_size`` here, in ``get_config``: to change the size, pass ``:train_size=N``
-(``--config.data.train_size`` alone keeps the default size's thresholds).
+M1 (002 §3.1): a classifier over the ``coarse`` Delaunay mesh of 002 Table 1, trained end to
+end; its refinement limit and minimum examples are scaled from the 2M images the paper built
+that mesh from to GeoWorld's training size (8000 → 8000·n/2M, 1000 → 1000·n/2M; ≈ 600 cells
+at any size, against 002's 538). ``:fine`` and ``:fineP`` use the other meshes of Table 1,
+scaled from the 14M images they were built from (≈ 7,000 and ≈ 4,800 cells; 002: 6,565 and
+4,771).
 
 M2 and M3 (002 §3.2-3.3, §A) train on a GeoWorld split M1 never saw, whose users are dealt to
 training, early-stopping validation and evaluation parts; the tables (002 Tables 3, 6, 7: M1
@@ -22,29 +21,24 @@ Re-running the command resumes: M1 from its checkpoints, then every finished sta
 ``<workdir>/meta/`` is reused.
 """
 
-from geojax import configlib as common
 import ml_collections
 
-# 002 Table 1 and Fig. 2: (refinement limit, minimum examples, images the mesh was built from).
-MESHES = {"coarse": (8000, 1000, 2_000_000), "fine": (5000, 500, 12_200_000)}
+from geojax import configlib as common
 
 
 def get_config(arg=None):
-    args = common.parse_arg(arg, known=("runlocal", "fine", "train_size"))
+    args = common.parse_arg(arg, known=("runlocal", "fine", "fineP"))
     runlocal = bool(args.get("runlocal"))
-    mesh = "fine" if args.get("fine") else "coarse"
+    mesh = "fineP" if args.get("fineP") else "fine" if args.get("fine") else "coarse"
     config = ml_collections.ConfigDict()
     config.name = f"delaunay_meta_{mesh}"
     config.data = common.data_config(runlocal=runlocal)
-    if args.get("train_size"):
-        config.data.train_size = int(args["train_size"])
-    n = int(config.data.train_size)
-    limit, minimum, paper_images = MESHES[mesh]
-    spec = dict(scheme="delaunay", grid=31,  # 002: "a 31 x 31 structured grid"
-                refinement_limit=max(1, round(limit * n / paper_images)),
-                minimum_examples=round(minimum * n / paper_images))
+    # 002 Table 1's mesh, scaled from the images the paper built it from to the training size.
+    spec = dict(scheme="delaunay", preset=mesh, scale_to_data=True,
+                grid=31)  # 002: "a 31 x 31 structured grid"
     if runlocal:  # an 8 x 8 grid without refinement: ~60 cells for a seconds-long run
-        spec.update(grid=8, refinement_limit=n, minimum_examples=20)
+        spec = dict(scheme="delaunay", grid=8, refinement_limit=10**9,  # never refined
+                    minimum_examples=20)
     config.partitions = ml_collections.ConfigDict({mesh: spec})
     steps = 20 if runlocal else 1500
     common.training(config, runlocal=runlocal,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from geojax.geo import sphere
-from geojax.partitions import base
+from geojax.partitions import base, build
 from geojax.partitions import delaunay
 
 FOUR_PI = 4.0 * math.pi
@@ -403,6 +403,24 @@ def test_build_preset():
         delaunay.build_delaunay_preset(lat, lng, "medium")
     with pytest.raises(base.PartitionError, match="set by the 'fine' preset"):
         delaunay.build_delaunay_preset(lat, lng, "fine", refinement_limit=10)
+
+
+def test_a_config_preset_scales_from_the_papers_images(tmp_path):
+    """``dict(scheme="delaunay", preset=..., scale_to_data=True)``: Table 1's values times
+    (training points / the images the paper built that mesh from)."""
+    rng = np.random.default_rng(6)
+    lat, lng = sphere.sample_within_radius(rng, 40.0, -74.0, 300.0, n=7_000)
+    assert delaunay.PRESETS["coarse"].scaled(7_000) == (28, 4)  # 8000·7k/2M, 1000·7k/2M → 3.5
+    assert delaunay.PRESETS["fine"].scaled(7_000) == (2, 0)  # 5000·7k/14M = 2.5, 500·7k/14M
+    assert delaunay.PRESETS["fineP"].scaled(14_000_000) == (10000, 50)
+    config = {"m": dict(scheme="delaunay", preset="coarse", scale_to_data=True, grid=8)}
+    (part,) = build.build_partitions(config, str(tmp_path), (lat, lng), log=lambda _: None)["m"]
+    want = delaunay.build_delaunay_partition(lat, lng, grid=8, refinement_limit=28,
+                                             minimum_examples=4, name="m")
+    np.testing.assert_array_equal(part.assign(lat, lng), want.assign(lat, lng))
+    with pytest.raises(base.PartitionError, match="unknown Delaunay preset 'medium'"):
+        build.build_partitions({"x": dict(scheme="delaunay", preset="medium")},
+                               str(tmp_path / "x"), (lat, lng), log=lambda _: None)
 
 
 # ------------------------------------------------------------------------------ errors

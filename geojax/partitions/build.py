@@ -71,9 +71,21 @@ def _build_latlon(lat, lng, name, spec):
 
 
 def _build_delaunay(lat, lng, name, spec):
-    limit, minimum = spec["refinement_limit"], spec["minimum_examples"]
-    if spec.get("scale_to_data"):
-        limit, minimum = _scale(limit, lat.size, 1), _scale(minimum, lat.size, 0)
+    """``preset`` (002 Table 1: ``coarse``, ``fine``, ``fineP``) or ``refinement_limit`` and
+    ``minimum_examples``; with ``scale_to_data``, a preset's values scale from the images
+    the paper built that mesh from (:meth:`~delaunay.DelaunayPreset.scaled`), explicit
+    values from MP-16's."""
+    if spec.get("preset"):
+        if spec["preset"] not in delaunay.PRESETS:
+            raise base.PartitionError(f"unknown Delaunay preset {spec['preset']!r}; known: "
+                                      f"{sorted(delaunay.PRESETS)}.")
+        preset = delaunay.PRESETS[spec["preset"]]
+        limit, minimum = (preset.scaled(lat.size) if spec.get("scale_to_data")
+                          else (preset.refinement_limit, preset.minimum_examples))
+    else:
+        limit, minimum = spec["refinement_limit"], spec["minimum_examples"]
+        if spec.get("scale_to_data"):
+            limit, minimum = _scale(limit, lat.size, 1), _scale(minimum, lat.size, 0)
     return [delaunay.build_delaunay_partition(lat, lng, grid=spec.get("grid", 31),
                                               refinement_limit=limit, minimum_examples=minimum,
                                               name=name)]

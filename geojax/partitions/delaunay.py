@@ -113,7 +113,15 @@ class DelaunayPreset:
     refinement_limit: int
     minimum_examples: int
     paper_cell_count: int
-    paper_num_images: str
+    paper_num_images: int
+
+    def scaled(self, num_images: int) -> tuple[int, int]:
+        """``(refinement_limit, minimum_examples)`` scaled from the images the paper built
+        the mesh from to ``num_images`` (at least 1 and 0), so a smaller dataset gets about
+        as many cells as the paper's mesh."""
+        factor = num_images / self.paper_num_images
+        return (max(1, round(self.refinement_limit * factor)),
+                max(0, round(self.minimum_examples * factor)))
 
 
 # 002 Table 1 ("Mesh / Refinement Limit / Minimum Examples / Cell Count"):
@@ -122,9 +130,9 @@ class DelaunayPreset:
 #   FineP  10000    50  4771   (fineP "meant to replicate the mesh parameters
 #                                utilized by PlaNet")
 PRESETS: dict[str, DelaunayPreset] = {
-    "coarse": DelaunayPreset(8000, 1000, 538, "2M"),
-    "fine": DelaunayPreset(5000, 500, 6565, "14M"),
-    "fineP": DelaunayPreset(10000, 50, 4771, "14M"),
+    "coarse": DelaunayPreset(8000, 1000, 538, 2_000_000),
+    "fine": DelaunayPreset(5000, 500, 6565, 14_000_000),
+    "fineP": DelaunayPreset(10000, 50, 4771, 14_000_000),
 }
 
 
