@@ -219,7 +219,7 @@ def test_a_killed_share_is_refused_by_name_and_resumes(single, csv_dataset, mp16
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         printed = [proc.stdout.readline().strip() for _ in range(2)]
-        assert printed == [f"1 of 3 shards written to {out}", "hanging"]
+        assert printed == [f"share 1 of 2: 1 of 3 shards written to {out}", "hanging"]
     finally:
         proc.kill()  # SIGKILL: nothing is cleaned up
         proc.wait(timeout=30)

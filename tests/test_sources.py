@@ -466,7 +466,8 @@ def test_array_record_kill_9_mid_conversion(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_CONVERSION, str(out)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "halfway"
+        lines = [proc.stdout.readline().strip() for _ in range(3)]
+        assert lines == [f"1 of 5 shards written (of {out})", f"2 of 5 shards written (of {out})", "halfway"]
     finally:
         proc.kill()  # SIGKILL: no exception handler runs
         proc.wait(timeout=30)

@@ -222,7 +222,7 @@ def _write_shards(source: Any, folder: str, shards: Sequence[int], plan: Mapping
         done(manifest)
         finished += 1
         if len(shards) > 1 and (finished % step == 0 or finished == len(shards)):
-            log(f"{finished} of {len(shards)} shards written to {folder}")
+            log(f"{finished} of {len(shards)} shards written")
 
     if workers <= 1 or len(shards) <= 1:
         for s in shards:
@@ -385,7 +385,8 @@ def _convert_share(source: Any, out_dir: str, plan: dict[str, Any], share_index:
         fileio.atomic_write(fileio.join(out_dir, PARTS_DIR, manifest["file"] + ".json"),
                             json.dumps(manifest))
 
-    _write_shards(source, out_dir, todo, plan, workers, done, log)
+    _write_shards(source, out_dir, todo, plan, workers, done,
+                  lambda line: log(f"share {share_index} of {num_shares}: {line} to {out_dir}"))
     missing = _missing_shares(plan, _finished_shards(out_dir, plan))
     if missing:
         log(f"share {share_index} of {num_shares} is done; {_shares(missing)} not finished yet (the "
@@ -502,7 +503,8 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
         tmp = tempfile.mkdtemp(prefix=f"geojax-{base}.tmp-")
     try:
         manifests: list[dict[str, Any]] = []
-        _write_shards(source, tmp, range(num_shards), plan, workers, manifests.append, lambda _: None)
+        _write_shards(source, tmp, range(num_shards), plan, workers, manifests.append,
+                      lambda line: log(f"{line} (of {out_dir})"))
         metadata = _write_dataset_files(tmp, plan, manifests, lambda _: None)
         _fsync_path(tmp)
         if not local:
