@@ -17,6 +17,18 @@ outdoor only) and the paired Wilcoxon tests are computed on the evaluation users
     python -m geojax.main --config=configs/delaunay_meta.py
     python -m geojax.main --config=configs/delaunay_meta.py:runlocal     # seconds (the tests)
 
+Real photos: M1 trains on ``config.data`` as in every config (``--config.data.source=csv
+--config.data.train_csv=... --config.data.train_images=...``, or ``array_record``), and the
+metadata split comes from other photos with users and posting times::
+
+    --config.meta.source=csv --config.meta.csv=meta.csv --config.meta.images=DIR
+    --config.meta.source=array_record --config.meta.dir=DIR
+
+The CSV needs ``AUTHOR`` and a posting-time column (``DATE_UPLOADED``: YFCC100M's
+``dateuploaded``, or ``POSTED`` / ``TIMESTAMP`` / ``DATE_TAKEN``; Unix seconds or ISO 8601,
+text without an offset read on ``meta.text_utc_offset_hours``); outdoor-only rows use
+``Prob_indoor`` (indoor above 0.5) or ``S3_Label`` (``geojax.experiment_meta``).
+
 Re-running the command resumes: M1 from its checkpoints, then every finished stage of
 ``<workdir>/meta/`` is reused.
 """
@@ -46,8 +58,12 @@ def get_config(arg=None):
     adam = (0.005, 0.001)  # 002 §A.2
     config.meta = ml_collections.ConfigDict(dict(
         group=mesh,
-        split_size=2000 if runlocal else 30_000,  # photos of the metadata split
-        seed_offset=1000,  # its GeoWorld seed: data.seed + seed_offset (M1 never saw it)
+        source="geoworld",  # the metadata split: "geoworld", "csv" (csv, images), "array_record" (dir)
+        csv="", images="", dir="",
+        text_utc_offset_hours=0.0,  # the clock of posting times written without an offset
+        split_size=2000 if runlocal else 30_000,  # photos of the GeoWorld metadata split
+        seed_offset=1000,  # its GeoWorld seed: data.seed + seed_offset (M1 never saw it);
+                           # the users' parts are dealt with the same seed
         fractions=(0.7, 0.1, 0.2),  # users: M2/M3 training, early stopping, evaluation
         centroid="imagery",  # where a predicted class is placed (002 §3.1.2)
         utc_offset_hours=0.0,  # the clock of the time features: UTC, as 002's posted times

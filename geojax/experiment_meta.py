@@ -6,21 +6,32 @@
 1. **M1** (002 §3.1): the config's ordinary training (``geojax.training.train``, Orbax
    checkpoints, resumable at any step) of a classifier over one Delaunay mesh
    (``config.meta.group``).
-2. **M1 outputs**: M1's class probabilities on the *metadata split*, a GeoWorld split drawn
-   with seed ``data.seed + meta.seed_offset`` (disjoint from M1's training photos and from the
-   evaluation splits, 002 §A: "no data used to train M1 was used to also train M2 and M3"),
-   whose users are dealt to three parts (``meta.fractions``): M2/M3 training, early-stopping
-   validation, evaluation (002: "a new random split"). Saved to ``meta/m1_outputs.npz``.
+2. **M1 outputs**: M1's class probabilities on the *metadata split* (002 §A: "no data used
+   to train M1 was used to also train M2 and M3"; :func:`metadata_split`), whose users are
+   dealt to three parts (``meta.fractions``): M2/M3 training, early-stopping validation,
+   evaluation (002: "a new random split"). Saved to ``meta/m1_outputs.msgpack``.
 3. **M2** (002 §3.2, ``geojax.models.meta.TimeModel``) on the training users: ``meta/m2.msgpack``.
 4. **M3** (002 §3.3, ``AlbumModel``) on the training users' albums of 24: ``meta/m3.msgpack``.
 5. **Tables** on the evaluation users (002 Tables 3, 6, 7), all photos and outdoor only
-   (§4.1.2: GeoWorld ``scene3 != 0``): rows M1 (cell centroid), M1 (imagery centroid), M2,
-   user averaging (the class of highest mean M2 probability over each user's photos, given to
+   (§4.1.2; which photos are outdoor: :func:`metadata_split`): rows M1 (cell centroid), M1
+   (imagery centroid), M2, user averaging (the class of highest mean M2 probability over each user's photos, given to
    all of them; 002 §3.3's control), M3, and the best possible (oracle) with cell and imagery
    centroids; columns: accuracy at 1 / 25 / 200 / 750 / 2500 km, mean and median km, KL
    divergence and entropies of the predicted vs true class frequencies (+1 smoothing), country
    accuracy. Then the paired Wilcoxon tests M2 vs M1 and M3 vs M2 (per-photo km errors).
    Written to ``results.json`` and ``results.md`` (``geojax.evaluation.report``).
+
+**The metadata split** (``meta.source``): ``"geoworld"`` (default), a GeoWorld ``train``
+split of ``meta.split_size`` photos drawn with seed ``data.seed + meta.seed_offset`` (disjoint
+from M1's GeoWorld training photos and evaluation splits), outdoor where ``scene3 > 0``; or
+real photos M1 never saw, whatever ``config.data.source`` M1 trains on: ``"csv"``
+(``meta.csv`` + ``meta.images``, read by ``CsvImageFolderSource``) or ``"array_record"``
+(``meta.dir``, converted from such a CSV). Their records need ``user`` (an ``AUTHOR``
+column) and ``timestamp`` (a posting-time column, ``metadata_features.POSTING_TIME_COLUMNS``;
+text without an offset is read on ``meta.text_utc_offset_hours``); a split without either is
+refused before anything is computed. Outdoor: ``Prob_indoor <= 0.5`` when the records have
+``prob_indoor``, else ``scene3 > 0`` (``S3_Label``), else there is no outdoor-only table
+(logged).
 
 Every stage's output is written atomically with a stamp of what it was computed from (the M1
 weights' digest, the split, the stage's settings); a run killed at any moment reuses each
@@ -31,11 +42,12 @@ made from something else, is recomputed with a log line). Predictions place a cl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.serialization
@@ -44,7 +56,7 @@ import ml_collections
 import numpy as np
 
 from geojax import fileio
-from geojax.data import geoworld
+from geojax.data import datasets, geoworld, sources
 from geojax.data import metadata_features as mf
 from geojax.data.geoworld import people
 from geojax.evaluation import metrics, oracle, report, statistics
@@ -56,6 +68,7 @@ from geojax.training import meta as meta_training
 from geojax.training import train as train_lib
 
 PARTS = ("train", "validation", "evaluation")  # meta.fractions, in this order
+META_SOURCES = ("geoworld", "csv", "array_record")  # config.meta.source
 EXTRA_COLUMNS = ("mean_km", "median_km", "kl", "entropy_pred", "entropy_true", "country_acc", "n")
 
 
@@ -64,21 +77,139 @@ def _digest(obj: Any) -> str:
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
-    if config.data.source != "geoworld":
+    mcfg = config.meta
+    source = mcfg.get("source", "geoworld")
+    if source not in META_SOURCES:
+        raise train_lib.ConfigError(f"config.meta.source={source!r}: use one of {META_SOURCES} "
+                                    "(where the metadata split of M2 and M3 comes from).")
+    needed = {"csv": ("csv", "images"), "array_record": ("dir",)}.get(source, ())
+    missing = [f"config.meta.{k}" for k in needed if not mcfg.get(k)]
+    if missing:
+        raise train_lib.ConfigError(f"config.meta.source={source!r} needs "
+                                    + " and ".join(missing) + ".")
+    same = {"csv": ("csv", "train_csv"), "array_record": ("dir", "train_dir")}.get(source)
+    if (same and config.data.source == source and mcfg.get(same[0])
+            and os.path.abspath(str(mcfg.get(same[0]))) == os.path.abspath(
+                str(config.data.get(same[1], "")))):
         raise train_lib.ConfigError(
-            f"config.meta runs on GeoWorld (config.data.source='geoworld'), got "
-            f"{config.data.source!r}: its metadata split needs users, posting times and scenes.")
-    group = config.meta.group
+            f"config.meta.{same[0]} is M1's training data (config.data.{same[1]}); 002 §A trains "
+            "M2 and M3 on photos M1 never saw: give a metadata split of other photos.")
+    offset = float(mcfg.get("text_utc_offset_hours", 0.0))
+    if not abs(offset) <= 14:
+        raise train_lib.ConfigError(f"config.meta.text_utc_offset_hours={offset}: the clock of "
+                                    "posting times written without an offset, within ±14 h.")
+    group = mcfg.group
     if group not in config.partitions or config.partitions[group].scheme != "delaunay":
         raise train_lib.ConfigError(f"config.meta.group={group!r} must name a 'delaunay' "
                                     f"partition group of config.partitions ({list(config.partitions)}).")
-    fractions = tuple(config.meta.fractions)
+    fractions = tuple(mcfg.fractions)
     if len(fractions) != len(PARTS) or min(fractions) <= 0:
         raise train_lib.ConfigError(f"config.meta.fractions={fractions}: give three positive "
                                     f"shares of the users, for {PARTS}.")
-    if config.meta.centroid not in ("imagery", "cell"):
-        raise train_lib.ConfigError(f"config.meta.centroid={config.meta.centroid!r}: use "
+    if mcfg.centroid not in ("imagery", "cell"):
+        raise train_lib.ConfigError(f"config.meta.centroid={mcfg.centroid!r}: use "
                                     "'imagery' or 'cell'.")
+
+
+# ---------------------------------------------------------------------------- the metadata split
+@dataclasses.dataclass(frozen=True)
+class MetadataSplit:
+    """The photos M2 and M3 train and are evaluated on, with what they need per photo."""
+
+    source: Any  # random-access records with images (M1 runs on them)
+    lat: np.ndarray  # (n,) float64 degrees
+    lng: np.ndarray
+    user: np.ndarray  # (n,) int64 user codes (0..users-1; real user names sorted)
+    timestamp: np.ndarray  # (n,) int64 Unix seconds UTC
+    outdoor: np.ndarray | None  # (n,) bool, None when the records say nothing about scenes
+    outdoor_rule: str  # what ``outdoor`` was computed from, or why there is none
+    stamp: Any  # what the split was made from (part of its M1 outputs' stamp)
+    description: str
+
+
+def _record_columns(source: Any, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Record fields ``keys`` of every record of ``source``: from the reader's index when it
+    has one (``CsvImageFolderSource.column``), else read record by record (ArrayRecord)."""
+    if hasattr(source, "column"):
+        found = {key: source.column(key) for key in keys}
+        return {key: values for key, values in found.items() if values is not None}
+    values: dict[str, list[Any]] = {key: [] for key in keys}
+    for start in range(0, len(source), 1024):
+        for record in source.__getitems__(range(start, min(start + 1024, len(source)))):
+            for key in keys:
+                values[key].append(record.get(key))
+    return {key: np.asarray(v) for key, v in values.items() if v and all(x is not None for x in v)}
+
+
+def _missing_metadata(what: str, have: Sequence[str]) -> str | None:
+    missing = []
+    if "user" not in have:
+        missing.append("users (an AUTHOR column: the photographer's id, one per photo, as in "
+                       "MP-16's metadata)")
+    if "timestamp" not in have:
+        missing.append("posting times (a column named one of "
+                       + ", ".join(c.upper() for c in mf.POSTING_TIME_COLUMNS)
+                       + ": Unix seconds or ISO 8601 text; YFCC100M's dateuploaded joined by "
+                       "photo id is 002's 'date posted')")
+    if not missing:
+        return None
+    return (f"{what} has no {' and no '.join(missing)}; 002's M2 reads each photo's posting "
+            "time and M3 groups photos by user. Add the column(s) and, for an ArrayRecord "
+            "dataset, convert it again.")
+
+
+def metadata_split(config: ml_collections.ConfigDict) -> MetadataSplit:
+    """The metadata split of ``config.meta.source`` (see the module docstring). Raises
+    ``ConfigError``, before anything is computed, when its records lack users or posting
+    times."""
+    mcfg = config.meta
+    kind = mcfg.get("source", "geoworld")
+    image_size = int(config.data.image_size)
+    if kind == "geoworld":
+        seed = int(config.data.seed) + int(mcfg.seed_offset)
+        split = geoworld.GeoWorld("train", int(mcfg.split_size), seed, image_size=image_size)
+        return MetadataSplit(
+            source=split, lat=np.asarray(split.lat), lng=np.asarray(split.lng),
+            user=np.asarray(split.user, np.int64), timestamp=np.asarray(split.timestamp, np.int64),
+            outdoor=mf.outdoor_mask(scene3=split.scene3), outdoor_rule="GeoWorld scene3 > 0",
+            stamp=[int(mcfg.split_size), seed, image_size],
+            description=f"{len(split)} GeoWorld photos (seed {seed})")
+    if kind == "csv":
+        what = f"config.meta.csv={mcfg.csv}"
+        source = sources.CsvImageFolderSource(
+            mcfg.csv, mcfg.images, max_bad_fraction=datasets.max_bad_fraction(config.data),
+            default_utc_offset_hours=float(mcfg.get("text_utc_offset_hours", 0.0)))
+        have = [key for key in ("user", "timestamp") if source.column(key) is not None]
+    else:
+        what = f"config.meta.dir={mcfg.dir}"
+        source = sources.ArrayRecordSource(mcfg.dir)
+        have = [key for key in ("user", "timestamp") if key in source.metadata.get("fields", {})]
+    problem = _missing_metadata(what, have)
+    if problem:
+        raise train_lib.ConfigError(problem)
+    columns = _record_columns(source, ("user", "timestamp", "prob_indoor", "scene3"))
+    problem = _missing_metadata(f"some records of {what}", list(columns))
+    if problem:
+        raise train_lib.ConfigError(problem)
+    names, user = np.unique(np.asarray(columns["user"]).astype(str), return_inverse=True)
+    timestamp = np.asarray(columns["timestamp"], np.int64)
+    if "prob_indoor" in columns:
+        outdoor, rule = mf.outdoor_mask(prob_indoor=columns["prob_indoor"]), "Prob_indoor <= 0.5"
+    elif "scene3" in columns:
+        outdoor, rule = mf.outdoor_mask(scene3=columns["scene3"]), "S3_Label > 0"
+    else:
+        outdoor, rule = None, ("its records have no Prob_indoor or S3_Label column, so the "
+                               "outdoor-only rows are left out")
+    lat, lng = datasets.coordinates_of(source)
+    digest = hashlib.sha256()
+    for array in (lat, lng, user, timestamp, names.astype("U"),
+                  np.zeros(0) if outdoor is None else outdoor):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return MetadataSplit(
+        source=source, lat=lat, lng=lng, user=user.reshape(-1).astype(np.int64),
+        timestamp=timestamp, outdoor=outdoor, outdoor_rule=rule,
+        stamp=_digest([kind, what, image_size, digest.hexdigest()]),
+        description=f"{len(source)} photos of {what}")
 
 
 # ---------------------------------------------------------------------------- stage files
@@ -184,6 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     t_start = time.perf_counter()
     _check(config)
     mcfg = config.meta
+    split = metadata_split(config)  # refuses a split without users or times, before M1
     # ---- M1: the config's checkpointed training (resumes; a finished stage is not retrained)
     ctx, model, state = train_lib.train(config, workdir, log=log)
     log = ctx.log
@@ -192,30 +324,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     t_m1 = time.perf_counter()
     m1_digest = features.weights_digest({"params": {"backbone": state.params},
                                          "batch_stats": {"backbone": state.batch_stats}})
-    # ---- the metadata split and its users' parts
+    # ---- the metadata split's users dealt to its parts
     seed = int(config.data.seed) + int(mcfg.seed_offset)
-    split = geoworld.GeoWorld("train", int(mcfg.split_size), seed,
-                              image_size=int(config.data.image_size))
     part = mf.split_by_user(split.user, tuple(mcfg.fractions), seed)
     rows = {name: np.flatnonzero(part == k) for k, name in enumerate(PARTS)}
-    log(f"[meta] metadata split: {len(split)} GeoWorld photos (seed {seed}), users dealt to "
+    log(f"[meta] metadata split: {split.description}, users dealt to "
         + ", ".join(f"{name} {rows[name].size} photos / {np.unique(split.user[rows[name]]).size} "
                     f"users" for name in PARTS))
-    lat, lng = np.asarray(split.lat), np.asarray(split.lng)
+    if split.outdoor is None:
+        log(f"[meta] no outdoor-only table: {split.outdoor_rule}.")
+    else:
+        log(f"[meta] outdoor: {split.outdoor_rule} ({int(split.outdoor.sum())} of "
+            f"{len(split.outdoor)} photos)")
+    lat, lng = split.lat, split.lng
     label = partition.assign(lat, lng).astype(np.int64)
     meta_dir = os.path.join(workdir, "meta")
     # ---- M1 outputs
-    m1_stamp = _digest({"m1": m1_digest, "split": [int(mcfg.split_size), seed,
-                                                   int(config.data.image_size)],
-                        "head": partition.name})
+    m1_stamp = _digest({"m1": m1_digest, "split": split.stamp, "head": partition.name})
     path = os.path.join(meta_dir, "m1_outputs.msgpack")
     saved = _load(path, m1_stamp, log)
     if saved is None:
         t0 = time.perf_counter()
-        probs = m1_probabilities(ctx, model, state, split, partition.name).astype(np.float16)
+        probs = m1_probabilities(ctx, model, state, split.source, partition.name).astype(np.float16)
         if ctx.is_main:
             _save(path, {"stamp": m1_stamp, "probs": probs}, log)
-        log(f"[meta] M1 probabilities of {len(split)} photos over {n_classes} cells "
+        log(f"[meta] M1 probabilities of {len(split.source)} photos over {n_classes} cells "
             f"({time.perf_counter() - t0:.1f}s)")
     else:
         probs = np.asarray(saved["probs"])
@@ -275,11 +408,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "user averaging (M2)": (user_average_classes(m2_probs, split.user[ev]), None),
         "M3 user albums": (m3_probs.argmax(1), None),
     }
-    outdoor = mf.outdoor_mask(scene3=split.scene3[ev])
+    subsets = [("all photos", np.ones(ev.size, bool))]
+    if split.outdoor is not None:
+        subsets.append(("outdoor only", split.outdoor[ev]))
     gazetteer = Gazetteer.load()
     tables: dict[str, dict[str, dict[str, Any]]] = {}
     tests: dict[str, dict[str, Any]] = {}
-    for subset, keep in (("all photos", np.ones(ev.size, bool)), ("outdoor only", outdoor)):
+    for subset, keep in subsets:
         name = f"metadata split, evaluation users, {subset}"
         scorer = _Scorer(partition, lat[ev][keep], lng[ev][keep], label[ev][keep],
                          str(mcfg.centroid), gazetteer)

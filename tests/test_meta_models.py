@@ -71,6 +71,13 @@ def test_unix_seconds_reads_offsets_and_the_default_clock():
     assert mf.unix_seconds(["2014-07-06T23:30:00"], 2.0).tolist() == [1404682200]
     with pytest.raises(ValueError, match="row 1: posting time 'yesterday'"):
         mf.unix_seconds(["2014-07-06T21:30:00Z", "yesterday"])
+    # CSV text: Unix seconds as text, YFCC100M's datetaken ("...:00.0", no offset)
+    assert [mf.posting_time(v) for v in ("1404682200", " 1404682200.9 ",
+                                         "2014-07-06 21:30:00.0")] == [1404682200] * 3
+    assert mf.posting_time("2014-07-06 23:30:00.0", 2.0) == 1404682200
+    for bad in ("", "nan", "inf", "null", True):
+        with pytest.raises(ValueError, match="posting time"):
+            mf.posting_time(bad)
     with pytest.raises(ValueError, match="within ±14 h"):
         mf.time_features([0], 20.0)
     with pytest.raises(ValueError, match="NaN or infinite"):
@@ -78,9 +85,11 @@ def test_unix_seconds_reads_offsets_and_the_default_clock():
 
 
 def test_outdoor_mask_from_scenes_or_prob_indoor():
-    assert mf.outdoor_mask(scene3=[0, 1, 2, 0]).tolist() == [False, True, True, False]
-    assert mf.outdoor_mask(prob_indoor=[0.1, 0.9, np.nan, 0.5]).tolist() == [True, False, False,
-                                                                             False]
+    # S3_Label: 0 indoor, 1 natural, 2 urban, -1 unparsable (not known to be outdoor)
+    assert mf.outdoor_mask(scene3=[0, 1, 2, 0, -1]).tolist() == [False, True, True, False, False]
+    # indoor when Prob_indoor is above 0.5; NaN is not known to be outdoor
+    assert mf.outdoor_mask(prob_indoor=[0.1, 0.9, np.nan, 0.5, 0.5000001]).tolist() == [
+        True, False, False, True, False]
     with pytest.raises(ValueError, match="exactly one"):
         mf.outdoor_mask()
 

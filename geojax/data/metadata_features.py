@@ -13,12 +13,21 @@ time-zone setting). Converting to local time *at the photo's true location* woul
 answer and, on GeoWorld, erase the signal: GeoWorld draws the local solar hour from a prior that
 does not depend on the place and posts at UTC = local − lng / 15 h
 (``geojax.data.geoworld.people``), so the UTC hour is what tells the longitude.
-Metadata given as text (:func:`unix_seconds`): ISO 8601 with an offset (``+02:00``, ``Z``) is
-converted to the instant it names; a time without an offset is read on
-``default_utc_offset_hours`` (0: taken as UTC, what YFCC100M's posted times are).
+Metadata given as text (:func:`posting_time`, :func:`unix_seconds`): a number is Unix
+seconds; ISO 8601 with an offset (``+02:00``, ``Z``) is converted to the instant it names; a
+time without an offset (YFCC100M's ``datetaken``, ``2006-05-31 21:07:00.0``) is read on
+``default_utc_offset_hours`` (0: taken as UTC).
+
+**Posting-time columns of metadata CSVs** (read by ``geojax.data.sources`` into the record
+field ``timestamp``, int64 Unix seconds UTC): the first of :data:`POSTING_TIME_COLUMNS`
+(case-insensitive) a header has. YFCC100M's own metadata names the upload time
+``dateuploaded`` (Unix seconds: 002's "date posted") and the camera's clock ``datetaken``
+(local text without an offset, a different clock: used only when no posting-time column is
+there). MP-16's ``mp16_places365.csv`` has no time column: join YFCC100M's ``dateuploaded``
+to it by photo id (``IMG_ID``) as ``DATE_UPLOADED``.
 
 **Outdoor** (002 §4.1.2): :func:`outdoor_mask` from GeoWorld's ``scene3`` (0 indoor) or a real
-CSV's ``Prob_indoor`` / ``S3_Label`` columns (``geojax.data.sources``).
+CSV's ``Prob_indoor`` (indoor when above 0.5) / ``S3_Label`` columns (``geojax.data.sources``).
 
 **User splits** (002 §A: M2 and M3 train on data M1 never saw, split again for validation):
 :func:`split_by_user` deals whole users to parts, so a user's albums never straddle two parts.
@@ -33,6 +42,10 @@ from typing import Any
 import numpy as np
 
 SECONDS_PER_DAY = 86_400
+# Header names (lower case) of a posting time in a metadata CSV, in the order they are looked
+# for: YFCC100M's upload time first (002's "date posted"), the camera's clock last.
+POSTING_TIME_COLUMNS = ("dateuploaded", "date_uploaded", "posted", "date_posted", "timestamp",
+                        "datetaken", "date_taken")
 _EPOCH_WEEKDAY_SUN1 = 5  # 1970-01-01 was a Thursday: day 5 when Sunday is 1
 
 
@@ -72,41 +85,57 @@ def time_features(timestamp: Any, utc_offset_hours: Any = 0.0) -> np.ndarray:
                     axis=-1).astype(np.float32)
 
 
-def unix_seconds(values: Sequence[Any], default_utc_offset_hours: float = 0.0) -> np.ndarray:
-    """Posting times as int64 Unix seconds from numbers (already Unix seconds) or ISO 8601 text.
+def posting_time(value: Any, default_utc_offset_hours: float = 0.0) -> int:
+    """One posting time as int Unix seconds (floored) from a number or text: a number, or text
+    that reads as one, is Unix seconds; other text is ISO 8601, converted exactly when it has
+    an offset (``2014-07-01T21:30:00+02:00``, ``...Z``) and read on the clock
+    ``default_utc_offset_hours`` ahead of UTC when it has none. Raises ``ValueError`` for
+    anything else (empty, ``NaN``, not a date)."""
+    if isinstance(value, bool):
+        raise ValueError(f"posting time {value!r} is a boolean, not a time.")
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        text = str(value).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                stamp = datetime.datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"posting time {text!r} is neither Unix seconds nor ISO 8601 "
+                                 "(e.g. 2014-07-01T21:30:00+02:00).") from None
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=datetime.timezone(
+                    datetime.timedelta(hours=float(default_utc_offset_hours))))
+            return int(np.floor(stamp.timestamp()))
+    if not np.isfinite(float(value)):
+        raise ValueError(f"posting time {value!r} is not a finite number of Unix seconds.")
+    return int(np.floor(float(value)))
 
-    Text with an offset (``2014-07-01T21:30:00+02:00``, ``...Z``) names an instant and is
-    converted exactly; text without one is read on the clock ``default_utc_offset_hours``
-    ahead of UTC. An unparsable value raises ``ValueError`` naming its row.
-    """
-    default = datetime.timezone(datetime.timedelta(hours=float(default_utc_offset_hours)))
+
+def unix_seconds(values: Sequence[Any], default_utc_offset_hours: float = 0.0) -> np.ndarray:
+    """Posting times as int64 Unix seconds, each read by :func:`posting_time`; an unreadable
+    value raises ``ValueError`` naming its row."""
     out = np.empty(len(values), np.int64)
     for i, value in enumerate(values):  # metadata parsing, once per file
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            out[i] = int(np.floor(float(value)))
-            continue
         try:
-            stamp = datetime.datetime.fromisoformat(str(value).strip())
-        except ValueError:
-            raise ValueError(f"row {i}: posting time {value!r} is neither Unix seconds nor ISO 8601 "
-                             "(e.g. 2014-07-01T21:30:00+02:00).") from None
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=default)
-        out[i] = int(np.floor(stamp.timestamp()))
+            out[i] = posting_time(value, default_utc_offset_hours)
+        except ValueError as err:
+            raise ValueError(f"row {i}: {err}") from None
     return out
 
 
 def outdoor_mask(*, scene3: Any = None, prob_indoor: Any = None,
                  threshold: float = 0.5) -> np.ndarray:
-    """Which photos are outdoor (002 §4.1.2): ``scene3 != 0`` (GeoWorld's scenes, or a CSV's
-    ``S3_Label`` with 0 = indoor), else ``prob_indoor < threshold`` (a CSV's ``Prob_indoor``;
+    """Which photos are outdoor (002 §4.1.2): ``scene3 > 0`` (GeoWorld's scenes, or a CSV's
+    ``S3_Label``: 0 indoor, 1 natural, 2 urban; -1, unparsable, counts as not outdoor), else
+    ``prob_indoor <= threshold`` (a CSV's ``Prob_indoor``: indoor when above ``threshold``;
     NaN counts as not outdoor). Exactly one of the two must be given."""
     if (scene3 is None) == (prob_indoor is None):
         raise ValueError("give exactly one of scene3 (0 = indoor) and prob_indoor.")
     if scene3 is not None:
-        return np.asarray(scene3) != 0
+        return np.asarray(scene3) > 0
     p = np.asarray(prob_indoor, np.float64)
-    return np.isfinite(p) & (p < threshold)
+    return np.isfinite(p) & (p <= threshold)
 
 
 def split_by_user(user: Any, fractions: Sequence[float], seed: int) -> np.ndarray:

@@ -8,6 +8,9 @@ the pipeline wraps it in ``grain.MapDataset.source(...)``. A record is a dict::
     lat, lng     numpy float64 degrees (lng wrapped into [-180, 180))
     id           str
     user         str, from an ``AUTHOR`` column (optional)
+    timestamp    numpy int64 Unix seconds UTC, from a posting-time column (optional:
+                 ``DATE_UPLOADED``, ``POSTED``, ``TIMESTAMP``, ``DATE_TAKEN``, ...; see
+                 ``geojax.data.metadata_features.POSTING_TIME_COLUMNS``)
     scene3, scene16, scene365            numpy int64, from ``S3_Label`` ... (-1: unparsable)
     prob_indoor, prob_natural, prob_urban numpy float64, from ``Prob_*`` (NaN: unparsable)
     ...          OSV-5M: its string columns (``country``, ``region``, ``city``, ...)
@@ -15,7 +18,8 @@ the pipeline wraps it in ``grain.MapDataset.source(...)``. A record is a dict::
 Formats:
 
 * :class:`CsvImageFolderSource` — Im2GPS / Im2GPS3k / YFCC4k / GWS15k: a metadata CSV
-  (``IMG_ID`` or ``IMG_FILE``, ``LAT``, ``LON``, optional ``AUTHOR`` and scene columns)
+  (``IMG_ID`` or ``IMG_FILE``, ``LAT``, ``LON``, optional ``AUTHOR``, posting-time and scene
+  columns)
   and a folder of images.
 * :class:`Mp16MsgpackSource` — MP-16 / yfcc25600: msgpack shards of ``{id, image}``
   records joined by id to a metadata CSV.

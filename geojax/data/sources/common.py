@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from geojax import fileio
+from geojax.data import metadata_features
 from geojax.geo import great_circle, sphere
 from geojax.geo.gazetteer import Gazetteer
 
@@ -339,14 +340,19 @@ class _Metadata:
     lat: np.ndarray
     lng: np.ndarray
     columns: dict[str, np.ndarray | list[str]]  # record key -> values per good row
-    rejected: set[str]  # ids of rows skipped for their coordinates
+    rejected: set[str]  # ids of rows skipped for their coordinates or posting time
 
 
 def _read_metadata(path: str | os.PathLike, report: ReadReport, *, id_columns: tuple[str, ...],
-                   string_columns: Sequence[str] | None = ()) -> _Metadata:
-    """Reads a metadata CSV, skipping (and reporting) rows without id, duplicates, bad coordinates.
+                   string_columns: Sequence[str] | None = (),
+                   default_utc_offset_hours: float = 0.0) -> _Metadata:
+    """Reads a metadata CSV, skipping (and reporting) rows without id, duplicates, bad
+    coordinates, unreadable posting times.
 
-    Scene columns and ``AUTHOR`` (-> ``user``) are picked up automatically;
+    Scene columns, ``AUTHOR`` (-> ``user``) and the first posting-time column of
+    ``metadata_features.POSTING_TIME_COLUMNS`` (-> ``timestamp``, int64 Unix seconds UTC, by
+    ``metadata_features.posting_time``; text without an offset read on the clock
+    ``default_utc_offset_hours`` ahead of UTC) are picked up automatically;
     ``string_columns`` names further columns kept verbatim as strings (None: all of them).
     """
     path = os.fspath(path)
@@ -362,7 +368,10 @@ def _read_metadata(path: str | os.PathLike, report: ReadReport, *, id_columns: t
         ints = {lowered.index(c): key for c, key in _SCENE_INT_COLUMNS.items() if c in lowered}
         floats = {lowered.index(c): key for c, key in _SCENE_FLOAT_COLUMNS.items() if c in lowered}
         strings = {lowered.index("author"): "user"} if "author" in lowered else {}
-        used = {c_id, c_lat, c_lng, *ints, *floats, *strings}
+        c_time = next((lowered.index(c) for c in metadata_features.POSTING_TIME_COLUMNS
+                       if c in lowered), None)
+        times: list[int] = []
+        used = {c_id, c_lat, c_lng, c_time, *ints, *floats, *strings}
         if string_columns is None:
             strings.update({c: header[c].strip() for c in range(len(header)) if c not in used})
         else:
@@ -386,6 +395,15 @@ def _read_metadata(path: str | os.PathLike, report: ReadReport, *, id_columns: t
                 report.skip(parsed, row_id)
                 rejected.add(row_id)
                 continue
+            if c_time is not None:
+                try:
+                    times.append(metadata_features.posting_time(
+                        row[c_time] if c_time < len(row) else "", default_utc_offset_hours))
+                except ValueError:
+                    report.skip(f"rows with an unreadable posting time ({header[c_time].strip()})",
+                                row_id)
+                    rejected.add(row_id)
+                    continue
             ids.append(row_id)
             lats.append(parsed[0])
             lngs.append(parsed[1])
@@ -411,6 +429,8 @@ def _read_metadata(path: str | os.PathLike, report: ReadReport, *, id_columns: t
         columns[key] = np.array(values[key], np.int64)
     for key in floats.values():
         columns[key] = np.array(values[key], np.float64)
+    if c_time is not None:
+        columns["timestamp"] = np.array(times, np.int64)
     lat, lng = sphere.validate_latlng(np.array(lats, np.float64), np.array(lngs, np.float64), name=path)
     check_not_swapped(lat, lng, path)
     return _Metadata(ids, lat, lng, columns, rejected)
@@ -555,6 +575,14 @@ class _Source:
         for i in range(len(self)):
             yield self[i]
 
+    def column(self, key: str) -> np.ndarray | None:
+        """Record field ``key`` of every kept record, in record order, without reading an
+        image (numbers as their numpy array, text as an object array), or None when the
+        records have no such field."""
+        values = self._columns.get(key)
+        if values is None or isinstance(values, np.ndarray):
+            return values
+        return np.array([values[i] for i in range(len(values))], object)
 
     def _record(self, i: int, image_bytes: bytes) -> dict[str, Any]:
         record = {"image_bytes": image_bytes, "lat": self._lat[i], "lng": self._lng[i], "id": self._ids[i]}

@@ -27,17 +27,21 @@ class CsvImageFolderSource(_Source):
 
     The id column holds the file name relative to ``image_dir`` (sub-folders allowed).
     Rows with bad coordinates or a missing image file (Flickr ids go dead) are skipped
-    and reported; images are read lazily in ``__getitem__``.
+    and reported; images are read lazily in ``__getitem__``. A posting-time column is read as
+    ``timestamp`` (text without an offset on the clock ``default_utc_offset_hours`` ahead of
+    UTC; see ``geojax.data.metadata_features``).
     """
 
     def __init__(self, csv_path: str | os.PathLike, image_dir: str | os.PathLike, *,
-                 max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION):
+                 max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+                 default_utc_offset_hours: float = 0.0):
         _check_fraction(max_bad_fraction)
         self.csv_path, self.image_dir = os.fspath(csv_path), os.fspath(image_dir)
         if not fileio.isdir(self.image_dir):
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist.")
         self.report = ReadReport(self.csv_path)
-        meta = _read_metadata(self.csv_path, self.report, id_columns=("img_id", "img_file"))
+        meta = _read_metadata(self.csv_path, self.report, id_columns=("img_id", "img_file"),
+                              default_utc_offset_hours=default_utc_offset_hours)
         keep = []
         present = _existing_files(self.image_dir, meta.ids)
         for k, row_id in enumerate(meta.ids):
