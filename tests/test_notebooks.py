@@ -39,7 +39,8 @@ TINY = {
               "neighbours.png": (1100, 550)}),
     "cplanet.ipynb": dict(
         params=dict(CONFIG="cplanet.py:runlocal", TRAIN_SIZE=3000, EVAL_SIZE=16, PRETRAIN_STEPS=4,
-                    HEAD_STEPS=3, BATCH=16, EXAMPLE=0, WORKDIR="workdir/cplanet"),
+                    HEAD_STEPS=3, BATCH=16, T_MAX=25_000, T_MIN=250, EXAMPLE=0,
+                    WORKDIR="workdir/cplanet"),
         pngs={"workdir/cplanet/predictions.png": (1100, 550), "refinement.png": (1716, 704),
               "refinement_simplesum.png": (1716, 704)}),
 }
