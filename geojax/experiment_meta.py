@@ -87,6 +87,10 @@ def _check(config: ml_collections.ConfigDict) -> None:
     if missing:
         raise train_lib.ConfigError(f"config.meta.source={source!r} needs "
                                     + " and ".join(missing) + ".")
+    for key, found in (("csv", fileio.isfile), ("images", fileio.isdir), ("dir", fileio.isdir)):
+        if key in needed and not found(str(mcfg.get(key))):
+            raise train_lib.ConfigError(f"config.meta.{key}={mcfg.get(key)} does not exist "
+                                        f"(config.meta.source={source!r}).")
     same = {"csv": ("csv", "train_csv"), "array_record": ("dir", "train_dir")}.get(source)
     if (same and config.data.source == source and mcfg.get(same[0])
             and os.path.abspath(str(mcfg.get(same[0]))) == os.path.abspath(

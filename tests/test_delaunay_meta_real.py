@@ -124,6 +124,10 @@ def test_a_split_without_users_or_times_is_refused_before_m1_trains(on_disk, tmp
     with pytest.raises(train_lib.ConfigError, match="has no posting times") as err:
         experiment_meta.train_and_evaluate(config, str(tmp_path / "run"), log=quiet)
     assert "no users" not in str(err.value)
+    with pytest.raises(train_lib.ConfigError, match=r"config.meta.dir=\S*nowhere does not exist"):
+        experiment_meta.train_and_evaluate(
+            _config(on_disk, source="array_record", dir=str(tmp_path / "nowhere")),
+            str(tmp_path / "run"), log=quiet)
     with pytest.raises(train_lib.ConfigError, match="M1's training data"):
         experiment_meta.train_and_evaluate(_config(on_disk, csv=str(on_disk["train_csv"])),
                                            str(tmp_path / "run"), log=quiet)
