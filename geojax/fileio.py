@@ -29,7 +29,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -194,6 +196,42 @@ def upload_tree(local_folder: PathLike, target: PathLike, *, last: str | None = 
     names = files_under(local_folder)
     for name in sorted(names, key=lambda n: n == last):
         upload_file(os.path.join(local_folder, name), join(target, name))
+
+
+def fsync_path(local_path: PathLike) -> None:
+    """fsync of a local file or folder (a folder: its entries, after renames in it)."""
+    fd = os.open(os.fspath(local_path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_folder(tmp: str, target: PathLike, *, last: str) -> None:
+    """Makes the finished local folder ``tmp`` the folder ``target``, replacing any earlier one.
+
+    Local (``tmp`` beside ``target``, on the same file system): an existing ``target`` is
+    renamed aside to a hidden ``.<name>.old-*`` folder, ``tmp`` is renamed to ``target``, the old
+    folder is removed and the parent fsynced. A kill leaves the old folder or the new one at
+    ``target`` — or, between the two renames, none, the old one being under its hidden name.
+    Object store (a rename is a copy there): the old ``target`` is removed, then the files are
+    uploaded with ``last`` (the manifest that makes the folder complete) after the others, and
+    ``tmp`` is removed; a kill leaves the old folder, none, or one without its manifest."""
+    if not is_local(target):
+        rmtree(target)
+        upload_tree(tmp, target, last=last)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    target = os.fspath(target)
+    old = None
+    if os.path.lexists(target):
+        old = os.path.join(os.path.dirname(target),
+                           f".{os.path.basename(target)}.old-{uuid.uuid4().hex[:12]}")
+        os.rename(target, old)
+    os.rename(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_path(os.path.dirname(os.path.abspath(target)))
 
 
 def download_tree(source: PathLike, local_folder: PathLike) -> list[str]:

@@ -139,19 +139,6 @@ def export_serving(model: heads_lib.GeoModel, predictor: predictors_lib.Predicto
                              platforms=tuple(platforms))(_abstract(variables), images)
 
 
-def _replace_folder(tmp: str, path: str) -> None:
-    """Moves the finished folder ``tmp`` to ``path``; an existing ``path`` is set aside first
-    and removed once the new folder is in place."""
-    old = None
-    if os.path.lexists(path):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=os.path.dirname(path))
-        os.rmdir(old)
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_predictor(model: heads_lib.GeoModel, predictor: predictors_lib.Predictor,
                      variables: Mapping[str, Any], path: str | os.PathLike, *, image_size: int,
                      platforms: Sequence[str] = DEFAULT_PLATFORMS,
@@ -206,16 +193,10 @@ def export_predictor(model: heads_lib.GeoModel, predictor: predictors_lib.Predic
         }
         fileio.atomic_write(os.path.join(tmp, serving.MANIFEST),
                             json.dumps(manifest, indent=2) + "\n")
-        if local:
-            _replace_folder(tmp, path)
-        else:
-            fileio.rmtree(path)
-            fileio.upload_tree(tmp, path, last=serving.MANIFEST)
+        fileio.publish_folder(tmp, path, last=serving.MANIFEST)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if not local:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

@@ -94,14 +94,6 @@ def _deserialize_record(payload: bytes) -> dict[str, Any]:
     return record
 
 
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------- conversion plan
 # A conversion is cut into output shards; shard s holds the source's records
 # [s * n // S, (s + 1) * n // S) (less the undecodable ones), so its content does not depend on
@@ -177,7 +169,7 @@ def _write_shard(source: Any, folder: str, s: int, plan: Mapping[str, Any]) -> d
                 fields.update(types)
         finally:
             writer.close()
-        _fsync_path(tmp)
+        fileio.fsync_path(tmp)
         if local:
             os.replace(tmp, os.path.join(folder, filename))
         else:
@@ -506,20 +498,8 @@ def convert_to_array_record(source: Any, out_dir: str | os.PathLike, *, num_shar
         _write_shards(source, tmp, range(num_shards), plan, workers, manifests.append,
                       lambda line: log(f"{line} (of {out_dir})"))
         metadata = _write_dataset_files(tmp, plan, manifests, lambda _: None)
-        _fsync_path(tmp)
-        if not local:
-            fileio.rmtree(out_dir)  # overwrite: a store cannot swap folders
-            fileio.upload_tree(tmp, out_dir, last="metadata.json")
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(out_dir):  # overwrite: swap in the complete new dataset, then drop the old
-            old = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex[:12]}")
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-        if local:
-            _fsync_path(parent)
+        fileio.fsync_path(tmp)
+        fileio.publish_folder(tmp, out_dir, last="metadata.json")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

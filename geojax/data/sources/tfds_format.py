@@ -186,7 +186,7 @@ def _write_shard(source: Any, path: str, start: int, stop: int, features: Any,
             coords.append((example["latitude"], example["longitude"]))
     finally:
         writer.close()
-    _fsync(path)
+    fileio.fsync_path(path)
     return {"rows": report.rows, "skipped": report.skipped,
             "coords": np.asarray(coords, np.float64).reshape(-1, 2)}
 
@@ -359,21 +359,9 @@ def convert_to_tfds(splits: Mapping[str, Any], data_dir: str | os.PathLike, *,
             metadata=metadata, disable_shuffling=True)
         _check_readable(tfds, tmp, infos)  # write_metadata's check_data reads with TensorFlow
         for filename in fileio.files_under(tmp):
-            _fsync(os.path.join(tmp, filename))
-        _fsync(tmp)
-        if not local:
-            fileio.rmtree(out_dir)  # overwrite: a store cannot swap folders
-            fileio.upload_tree(tmp, out_dir, last="dataset_info.json")
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(out_dir):  # overwrite: swap in the complete new dataset, then drop the old
-            old = os.path.join(parent, f".{version}.old-{uuid.uuid4().hex[:12]}")
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-        if local:
-            _fsync(parent)
+            fileio.fsync_path(os.path.join(tmp, filename))
+        fileio.fsync_path(tmp)
+        fileio.publish_folder(tmp, out_dir, last="dataset_info.json")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -390,14 +378,6 @@ def _check_readable(tfds: Any, folder: str, infos: Sequence[Any]) -> None:
             raise RuntimeError(f"TFDS reads {len(data)} records in split {info.name!r} of "
                                f"{folder}, {info.num_examples} were written.")
         data.__getitems__([0, len(data) - 1])
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------- reading
