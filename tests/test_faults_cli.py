@@ -89,9 +89,9 @@ def test_workdir_that_is_a_file(tmp_path, under):
 def test_config_refused_by_geojax(tmp_path, mode):
     """``DataConfigError`` comes after training's setup created the workdir: it is removed."""
     workdir = tmp_path / "new" / "run"
-    out = _cli(PLANET, f"--mode={mode}", "--config.data.source=tfds", f"--workdir={workdir}")
-    _assert_usage_error(out, "geojax: error: config.data.source='tfds'; use one of ('geoworld', "
-                        "'csv', 'array_record', 'places').")
+    out = _cli(PLANET, f"--mode={mode}", "--config.data.source=tfrecord", f"--workdir={workdir}")
+    _assert_usage_error(out, "geojax: error: config.data.source='tfrecord'; use one of "
+                        "('geoworld', 'csv', 'array_record', 'tfds', 'places').")
     assert os.listdir(tmp_path) == []
 
 
