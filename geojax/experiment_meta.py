@@ -223,6 +223,23 @@ def _save(path: str, payload: dict[str, Any], log: Callable[[str], None]) -> Non
     log(f"[meta] saved {path}")
 
 
+def _fitted(path: str, stamp: str, name: str, is_main: bool, log: Callable[[str], None],
+            fit: Callable[[], Any]) -> Any:
+    """The variables of stage ``name``: reused from ``path`` when made from ``stamp``, else
+    ``fit()`` (a ``training.meta`` fit result), saved by process 0."""
+    saved = _load(path, stamp, log)
+    if saved is not None:
+        return saved["variables"]
+    t0 = time.perf_counter()
+    fitted = fit()
+    if is_main:
+        _save(path, {"stamp": stamp, "variables": fitted.variables,
+                     "best_epoch": fitted.best_epoch}, log)
+    log(f"[meta] {name} trained ({time.perf_counter() - t0:.1f}s; best epoch "
+        f"{fitted.best_epoch + 1})")
+    return fitted.variables
+
+
 def _load(path: str, stamp: str, log: Callable[[str], None]) -> dict[str, Any] | None:
     """The payload of a stage file made from ``stamp``, else None (with a log line why)."""
     if not fileio.exists(path):
@@ -366,19 +383,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         "top_k": int(mcfg.top_k), "parts": [tuple(mcfg.fractions), seed],
                         "m2": mcfg.m2.to_dict()})
     path = os.path.join(meta_dir, "m2.msgpack")
-    saved = _load(path, m2_stamp, log)
-    if saved is None:
-        t0 = time.perf_counter()
-        fitted = meta_training.fit_time_model(
-            m2_model, x[rows["train"]], label[rows["train"]], x[rows["validation"]],
-            label[rows["validation"]], _fit_config(mcfg.m2, seed), log=log)
-        m2_vars = fitted.variables
-        if ctx.is_main:
-            _save(path, {"stamp": m2_stamp, "variables": m2_vars,
-                         "best_epoch": fitted.best_epoch}, log)
-        log(f"[meta] M2 trained ({time.perf_counter() - t0:.1f}s; best epoch {fitted.best_epoch + 1})")
-    else:
-        m2_vars = saved["variables"]
+    m2_vars = _fitted(path, m2_stamp, "M2", ctx.is_main, log, lambda: meta_training.fit_time_model(
+        m2_model, x[rows["train"]], label[rows["train"]], x[rows["validation"]],
+        label[rows["validation"]], _fit_config(mcfg.m2, seed), log=log))
     # ---- M3
     length = int(mcfg.m3.album_length)
     m3_model = meta_models.AlbumModel(n_classes, hidden=int(mcfg.m3.hidden),
@@ -386,19 +393,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     albums = {name: _albums_of(rows[name], split.user, split.timestamp, length) for name in PARTS}
     m3_stamp = _digest({"inputs": m2_stamp, "m3": mcfg.m3.to_dict()})
     path = os.path.join(meta_dir, "m3.msgpack")
-    saved = _load(path, m3_stamp, log)
-    if saved is None:
-        t0 = time.perf_counter()
-        fitted = meta_training.fit_album_model(
-            m3_model, x, label, albums["train"].index, albums["train"].user,
-            albums["validation"].index, _fit_config(mcfg.m3, seed), log=log)
-        m3_vars = fitted.variables
-        if ctx.is_main:
-            _save(path, {"stamp": m3_stamp, "variables": m3_vars,
-                         "best_epoch": fitted.best_epoch}, log)
-        log(f"[meta] M3 trained ({time.perf_counter() - t0:.1f}s; best epoch {fitted.best_epoch + 1})")
-    else:
-        m3_vars = saved["variables"]
+    m3_vars = _fitted(path, m3_stamp, "M3", ctx.is_main, log, lambda: meta_training.fit_album_model(
+        m3_model, x, label, albums["train"].index, albums["train"].user,
+        albums["validation"].index, _fit_config(mcfg.m3, seed), log=log))
     t_models = time.perf_counter()
     # ---- tables on the evaluation users
     ev = rows["evaluation"]
