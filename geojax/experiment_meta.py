@@ -64,6 +64,7 @@ from geojax.geo.gazetteer import Gazetteer
 from geojax.inference import features
 from geojax.models import meta as meta_models
 from geojax.partitions import base
+from geojax.training import backbone_features
 from geojax.training import meta as meta_training
 from geojax.training import train as train_lib
 
@@ -271,7 +272,7 @@ def m1_probabilities(ctx: train_lib.RunContext, model: Any, state: Any, source: 
     heads = model.heads
     apply = jax.jit(lambda p, f: jax.nn.softmax(heads.apply({"params": p}, f, train=False)[head]))
     out = []
-    for part in train_lib.iter_backbone_features(ctx.config, ctx.mesh, weights, source,
+    for part in backbone_features.iter_backbone_features(ctx.config, ctx.mesh, weights, source,
                                                  desc="[meta] M1 on the metadata split"):
         probs = np.array(apply(state.params["heads"], part.features), np.float32)
         probs[~part.valid] = 1.0 / probs.shape[1]

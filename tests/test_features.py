@@ -25,7 +25,7 @@ import pytest
 from geojax.data import geoworld
 from geojax.data.records import InMemorySource, RecordRange
 from geojax.inference import features
-from geojax.training import sharding
+from geojax.training import backbone_features, sharding
 from geojax.training import train as train_lib
 from test_train import REPO, load_config, quiet
 
@@ -182,13 +182,13 @@ def test_resume_after_a_stop_computes_only_the_remaining_shards(setting, referen
     (directory / ".shard-00002.npy.x1y2.tmp").write_bytes(b"left by a kill")  # a killed write
 
     ranges, recorded = [], []
-    original = train_lib.iter_backbone_features
+    original = backbone_features.iter_backbone_features
 
     def counting(*args, **kwargs):
         ranges.append((kwargs["start"], kwargs["stop"]))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_lib, "iter_backbone_features", counting)
+    monkeypatch.setattr(backbone_features, "iter_backbone_features", counting)
     lines = []
     store = _build(setting, directory, on_shard=recorded.append, log=lines.append)
     assert ranges == [(32, 80)] and recorded == [2, 3, 4]
@@ -239,13 +239,13 @@ def test_corrupted_truncated_or_missing_shard_is_refused(setting, reference, tmp
     # The advice works: build_store recomputes the shards whose files were deleted.
     os.unlink(rows_file)
     ranges = []
-    original = train_lib.iter_backbone_features
+    original = backbone_features.iter_backbone_features
 
     def counting(*args, **kwargs):
         ranges.append((kwargs["start"], kwargs["stop"]))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_lib, "iter_backbone_features", counting)
+    monkeypatch.setattr(backbone_features, "iter_backbone_features", counting)
     store = _build(setting, directory)
     assert ranges == [(16, 32), (64, 80)]
     assert store.manifest["shards"] == reference.manifest["shards"]

@@ -65,7 +65,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from geojax import fileio
-from geojax.training import train as train_lib
+from geojax.training import backbone_features
 
 FORMAT = "geojax.feature_store"
 VERSION = 1
@@ -388,7 +388,7 @@ class _ShardBuffer:
     def full(self) -> bool:
         return self.fill == len(self.features)
 
-    def add(self, part: train_lib.FeatureBatch, pos: int) -> int:
+    def add(self, part: backbone_features.FeatureBatch, pos: int) -> int:
         """Takes rows of ``part`` from ``pos`` on, as many as fit; returns how many."""
         take = min(len(self.features) - self.fill, len(part.rows) - pos)
         src, dst = slice(pos, pos + take), slice(self.fill, self.fill + take)
@@ -523,7 +523,7 @@ def build_store(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
         for first, last in _runs(pending):
             stop = min(last * size, num)
             k, shard = first, None
-            for part in train_lib.iter_backbone_features(
+            for part in backbone_features.iter_backbone_features(
                     config, mesh, weights, source, batch_size=batch_size, start=first * size,
                     stop=stop, normalize=True, dtype=np.dtype(dtype),
                     desc=f"[features] shards {first}-{last - 1}"):
