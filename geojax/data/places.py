@@ -310,7 +310,7 @@ def country_probabilities(
     while True:
         free = np.where(capped, 0.0, weight)
         free_sum = np.bincount(cont, free, minlength=len(conts))
-        left = rest - np.bincount(cont, capped * cap, minlength=len(conts))
+        left = rest - np.bincount(cont, np.where(capped, cap, 0.0), minlength=len(conts))
         other_p = np.where(capped, cap, np.maximum(left, 0.0)[cont] * free
                            / np.maximum(free_sum[cont], 1e-300))
         over = (weight > 0) & ~capped & (other_p > cap)

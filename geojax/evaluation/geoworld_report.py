@@ -321,8 +321,8 @@ def cue_oracle(test: GeoWorld, train: GeoWorld, *,
                thresholds_km: Sequence[Any] = metrics.PAPER_THRESHOLDS_KM) -> dict[str, Any]:
     """A difficulty proxy: accuracy of an ideal reader of the cues a photo shows.
 
-    For each test photo the finest geographic unit its rendering identifies: the place
-    if its landmark is visible; the admin-1 region for other informative outdoor photos
+    For each test photo the finest geographic unit its rendering identifies: the popular
+    spot if its landmark is visible; the admin-1 region for other informative outdoor photos
     and indoor photos with a national sign (code + regional shift); climate band ×
     continent for indoor photos with only a window; nothing for the rest. The
     prediction is the imagery centroid of the training photos of that unit (falling
@@ -331,16 +331,20 @@ def cue_oracle(test: GeoWorld, train: GeoWorld, *,
     (and cannot tell 3.9k regional variations apart from 64 pixels as an oracle can), so
     this is an *upper* reference, not a calibration: the papers' numbers should land
     below it. Returns the figures of :func:`~geojax.evaluation.metrics.evaluate` plus
-    ``share_<level>`` of photos per level.
+    ``share_<level>`` of photos per level (``spot``, ``admin1``, ``climate``, ``none``).
     """
-    levels = ("place", "admin1", "climate", "none")
+    levels = ("spot", "admin1", "climate", "none")
     tx, ex = (sphere.latlng_to_xyz(w.lat, w.lng) for w in (train, test))
 
     def climate_unit(w: GeoWorld) -> np.ndarray:
         band = np.argmax(climate_weights(w.lat, w.lng, w.continent), axis=1)
         return band * (len(_CONTINENTS) + 1) + w.continent
 
-    units = {"place": (train.place, test.place), "admin1": (train.admin1, test.admin1),
+    # Photos at no spot (-1) go to one extra unit that no landmark photo reads.
+    no_spot = int(max(train.spot.max(), test.spot.max())) + 1
+    units = {"spot": (np.where(train.spot >= 0, train.spot, no_spot),
+                      np.where(test.spot >= 0, test.spot, no_spot)),
+             "admin1": (train.admin1, test.admin1),
              "climate": (climate_unit(train), climate_unit(test))}
     where = baselines.densest_location(train.lat, train.lng)
     pred = np.broadcast_to(sphere.latlng_to_xyz(where.lat, where.lng), ex.shape).copy()
