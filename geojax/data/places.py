@@ -30,11 +30,12 @@ sampler            mimics                       where the points are
 sample_mp16_like   MP-16 training set (4.72M    country by MP-16's measured shares
                    Flickr photos; 001, 003)     (:data:`MP16_COUNTRY_SHARES`, continents
                                                 :data:`MP16_CONTINENT_SHARES`), a place in
-                                                it ∝ population; 35 % at a popular spot
+                                                it ∝ population^1.1 (London ×2: densest
+                                                region, 001 §4); 50 % at a popular spot
                                                 (σ 0.1 km), the rest half-normal around the
-                                                place (σ ≈ 2 km × size); densest: London
-sample_im2gps_like Im2GPS / Im2GPS3k test sets  Im2GPS3k's measured shares; places ≥ 100k
-                   (001; 003 Fig. 4b)           people ∝ population^1.1; 80 % at a popular
+                                                place (σ ≈ 1 km × size)
+sample_im2gps_like Im2GPS / Im2GPS3k test sets  Im2GPS3k's measured shares; places ≥ 500k
+                   (001; 003 Fig. 4b)           people ∝ population^0.5; 70 % at a popular
                                                 spot, the rest σ ≈ 0.5 km (city centres)
 sample_yfcc_like   YFCC4k / YFCC26k test sets   uncurated Flickr: MP-16's shares,
                    (003 Fig. 4a)                population^0.6 (more small places, each
@@ -438,8 +439,8 @@ def sample_mp16_like(n: int, seed: Any, *, gazetteer: Gazetteer | None = None,
     weighted ×2 (:data:`MP16_PLACE_WEIGHTS`: the densest region is London, 001 §4),
     half of the photos at a popular spot (within ≈ 0.1 km of it) and the rest half-normal
     around the place with σ = 1 km at 100k people, ×(population / 100k)^0.25 within
-    [0.25, 4] km (London: ≈ 3 km). On 100,000 points: 231 countries, Gini 0.88, and
-    0.39 / 0.44 / 0.20 of the photos in the 100 fullest S2 level-7, 1,000 fullest
+    [0.25, 4] km (London: ≈ 3 km). On 100,000 points at seed 0: 234 countries, Gini
+    0.88, and 0.39 / 0.44 / 0.19 of the photos in the 100 fullest S2 level-7, 1,000 fullest
     level-10 and level-13 cells (MP-16: 229, 0.89, 0.39 / 0.46 / 0.21;
     ``python -m geojax.evaluation.geoworld_report``). Keywords override those of
     :func:`sample_flickr_like`.
@@ -460,8 +461,8 @@ def sample_im2gps_like(n: int, seed: Any, *, gazetteer: Gazetteer | None = None,
     far from London), London weighted ×0.35 (1.7 % of the photos within 25 km of it,
     Im2GPS3k 1.9 %), 70 % of the photos at a popular spot and the rest tightly around
     the centre (σ = 0.5 km at 100k people, ×(population / 100k)^0.25; London: ≈ 1.5
-    km). On 2,997 points: 0.66 / 1.0 / 0.77 of the photos in the fullest S2 cells
-    (Im2GPS3k: 0.58 / 0.94 / 0.79). Keywords override those of
+    km). On 2,997 points at seed 0: 137 countries, Gini 0.77, and 0.65 / 1.00 / 0.72 of
+    the photos in the fullest S2 cells (Im2GPS3k: 115, 0.76, 0.58 / 0.94 / 0.79). Keywords override those of
     :func:`sample_flickr_like`.
     """
     params = dict(continent_shares=IM2GPS3K_CONTINENT_SHARES,
