@@ -349,9 +349,10 @@ def sample_flickr_like(
 
     The generic sampler behind the Flickr-like splits (MP-16, Im2GPS, YFCC). Each point:
 
-    1. a place among those with ``population >= min_place_population``, with probability
+    1. a place among those with ``population >= min_place_population`` (a country of
+       ``country_shares`` without one: its largest place), with probability
        ``P(country) × w_p / M_country`` where ``w_p = max(population, population_floor)
-       ** population_exponent``, ``M`` the sum of ``w_p`` over the country and
+       ** population_exponent × place_weights`` (``{"CC/name": weight}``), ``M`` the sum of ``w_p`` over the country and
        ``P(country)`` from :func:`country_probabilities` (``continent_shares``,
        ``country_shares``, ``country_weights`` — default :data:`FLICKR_COUNTRY_WEIGHTS` —
        and ``country_exponent``);
@@ -462,8 +463,8 @@ def sample_im2gps_like(n: int, seed: Any, *, gazetteer: Gazetteer | None = None,
     Im2GPS3k 1.9 %), 70 % of the photos at a popular spot and the rest tightly around
     the centre (σ = 0.5 km at 100k people, ×(population / 100k)^0.25; London: ≈ 1.5
     km). On 2,997 points at seed 0: 137 countries, Gini 0.77, and 0.65 / 1.00 / 0.72 of
-    the photos in the fullest S2 cells (Im2GPS3k: 115, 0.76, 0.58 / 0.94 / 0.79). Keywords override those of
-    :func:`sample_flickr_like`.
+    the photos in the fullest S2 cells (Im2GPS3k: 115, 0.76, 0.58 / 0.94 / 0.79).
+    Keywords override those of :func:`sample_flickr_like`.
     """
     params = dict(continent_shares=IM2GPS3K_CONTINENT_SHARES,
                   country_shares=IM2GPS3K_COUNTRY_SHARES, population_exponent=0.5,
