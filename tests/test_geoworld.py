@@ -17,8 +17,10 @@ from scipy import stats
 from geojax.data import geoworld as gw
 from geojax.geo.gazetteer import Gazetteer
 from geojax.evaluation import baselines
+from geojax.data import places
+from geojax.evaluation import geoworld_report
 from geojax.evaluation.geoworld_report import cue_oracle, split_report
-from geojax.geo import sphere
+from geojax.geo import s2, sphere
 
 EU, NA = 3, 4  # indices in Gazetteer.continent_codes (AF AN AS EU NA OC SA)
 
@@ -167,6 +169,91 @@ def test_split_report_matches_baselines(gazetteer):
     assert report["size"] == 2997
 
 
+def test_geography_calibrated_to_the_real_sets(gazetteer):
+    """Issue 19's table at seed 0: train (100,000 points) vs MP-16's 100k sample and
+    im2gps3k vs Im2GPS3k, every continent and listed country within 3 points, every
+    concentration share and the London curve within 25 %; the figures as measured."""
+    report = geoworld_report.geography_report(0, gazetteer=gazetteer)
+    real = geoworld_report.REAL_GEOGRAPHY
+    for split, name in geoworld_report.CALIBRATED_TO.items():
+        assert geoworld_report.calibration_misses(report[split], real[name]) == [], split
+    train, im2gps = report["train"], report["im2gps3k"]
+    assert train["size"] == 100_000 and im2gps["size"] == 2997
+    # "London" is 001 §4's densest training region, in central London.
+    assert sphere.distance_km(*report["london"], 51.5085, -0.1257) < 2.0
+    # Measured at seed 0 (2 decimals): train 0.39 / 0.44 / 0.19 (MP-16 0.39 / 0.46 /
+    # 0.21); im2gps3k 0.65 / 1.00 / 0.72 (Im2GPS3k 0.58 / 0.94 / 0.79).
+    np.testing.assert_allclose(list(train["concentration"].values()), [0.39, 0.44, 0.19],
+                               atol=0.006)
+    np.testing.assert_allclose(list(im2gps["concentration"].values()), [0.65, 1.00, 0.72],
+                               atol=0.006)
+    assert list(train["country_share"])[:11] == list(places.MP16_COUNTRY_SHARES)[:11]
+    # No unlisted country above the smallest listed one (1.7 %), up to nearest-place drift.
+    unlisted = [v for c, v in im2gps["country_share"].items()
+                if c not in places.IM2GPS3K_COUNTRY_SHARES]
+    assert max(unlisted) <= 0.017 + 0.002
+    assert 225 <= train["num_countries"] <= 240 and abs(train["gini_country"] - 0.89) < 0.02
+    assert 110 <= im2gps["num_countries"] <= 140 and abs(im2gps["gini_country"] - 0.76) < 0.02
+    # The other splits keep their roles: YFCC4k-like less concentrated than train at
+    # 10 km; GWS15k-like (003 §4) spread by land area, the least concentrated.
+    yfcc, gws = report["yfcc4k"], report["gws15k"]
+    assert yfcc["concentration"]["s2_10_top1000"] < train["concentration"]["s2_10_top1000"]
+    for key in ("s2_7_top100", "s2_10_top1000", "s2_13_top1000"):
+        assert gws["concentration"][key] < min(train["concentration"][key],
+                                               yfcc["concentration"][key])
+    assert gws["continent_share"]["AF"] > 0.15 > train["continent_share"]["AF"]
+
+
+def test_geography_matches_brute_force(gazetteer, rng):
+    """geography() against direct computations on 400 points around a few cities."""
+    centres = [gazetteer.find(n, c)[0] for n, c in (("Paris", "FR"), ("Lyon", "FR"),
+                                                  ("Tokyo", "JP"), ("Nairobi", "KE"))]
+    which = rng.choice(4, size=400, p=[0.4, 0.2, 0.3, 0.1])
+    lat, lng = sphere.destination(gazetteer.lat[centres][which], gazetteer.lng[centres][which],
+                                  rng.uniform(0, 360, 400), rng.exponential(3.0, 400))
+    g = geoworld_report.geography(lat, lng, 48.8566, 2.3522, gazetteer=gazetteer)
+    # Brute force over the places within 500 km of the cities (the points are closer).
+    near = np.flatnonzero(np.min([sphere.distance_km(gazetteer.lat[c], gazetteer.lng[c],
+                                                     gazetteer.lat, gazetteer.lng)
+                                  for c in centres], axis=0) < 500)
+    nearest = near[np.argmin(sphere.distance_km(lat[:, None], lng[:, None],
+                                                gazetteer.lat[near], gazetteer.lng[near]),
+                             axis=1)]
+    country = gazetteer.country[nearest]
+    codes = [str(c) for c in gazetteer.country_codes[country]]
+    for code in set(codes):
+        assert g["country_share"][code] == codes.count(code) / 400
+    cont = [str(c) for c in gazetteer.continent_codes[gazetteer.country_continent[country]]]
+    for code in geoworld_report.GEOGRAPHY_CONTINENTS:
+        assert g["continent_share"][code] == cont.count(code) / 400
+    assert g["num_countries"] == len(set(codes))
+    for level, k in geoworld_report.CONCENTRATION_CELLS:
+        cells = s2.cell_id_from_latlng(lat, lng, level)
+        top = sorted((int(np.sum(cells == c)) for c in set(cells.tolist())), reverse=True)[:k]
+        assert g["concentration"][f"s2_{level}_top{k}"] == sum(top) / 400
+    d = sphere.distance_km(48.8566, 2.3522, lat, lng)
+    assert g["london"][1] == np.mean(d < 1) and g["london"][2500] == np.mean(d < 2500)
+    # A miss is reported by row.
+    real = {"continent_share": {"EU": g["continent_share"]["EU"] + 0.05},
+            "concentration": {"s2_7_top100": g["concentration"]["s2_7_top100"] * 1.5}}
+    misses = geoworld_report.calibration_misses(g, real)
+    assert len(misses) == 2 and misses[0].startswith("continent_share EU")
+
+
+def test_geography_table_prints_every_split(gazetteer, capsys):
+    report = geoworld_report.geography_report(
+        0, sizes={"train": 20_000, "im2gps3k": 500, "yfcc4k": 500, "gws15k": 500},
+        gazetteer=gazetteer)
+    text = geoworld_report.format_geography(report)
+    header = text.splitlines()[0]
+    for column in ("MP-16 (real)", "GeoWorld train", "Im2GPS3k (real)", "GeoWorld im2gps3k",
+                   "Im2GPS (real)", "GeoWorld yfcc4k", "GeoWorld gws15k"):
+        assert column in header
+    assert "| 1.7 / 12.4 / 41.9 / 36.5 / 3.3 / 4.3 |" in text  # MP-16's continents
+    assert "- Im2GPS3k (real): US 26.3, GB 9.6, CN 7.6" in text
+    assert "- train vs MP-16:" in text and "- im2gps3k vs Im2GPS3k:" in text
+
+
 # ----------------------------------------------------------------------------------
 # Scenes, users, times, albums
 # ----------------------------------------------------------------------------------
@@ -288,11 +375,13 @@ def _per_photo_distances(world, group):
 def test_same_place_closer_than_different_continents(world, group):
     """Two photos of one place vs two photos from different continents, mean colours.
 
-    With the default nuisance the ratio is 0.70-0.82 over seeds; the one-sided rank test
-    takes photos (not pairs) as the unit.
+    With the default nuisance the ratio is 0.75-0.91 over seeds 1, 2, 3, 7 (0.91: seed 7,
+    natural scenes; with MP-16's geography most pairs from different continents are
+    Europe vs North America, both temperate); the one-sided rank test takes photos (not
+    pairs) as the unit.
     """
     d_same, d_diff = _per_photo_distances(world, group)
-    assert d_same.mean() < 0.88 * d_diff.mean()
+    assert d_same.mean() < 0.93 * d_diff.mean()
     assert stats.mannwhitneyu(d_same, d_diff, alternative="less").pvalue < 1e-8
 
 
@@ -338,6 +427,29 @@ def test_landmark_recurs_within_a_city(world):
                       != b.render_batch(np.flatnonzero(~a.landmark)[:20]))
 
 
+def test_photos_at_a_spot_share_its_landmark(gazetteer):
+    """Near-duplicates: the landmark photos of one popular spot show the same glyph
+    (its median colour, nuisance off) under varied viewpoint; other spots' differ."""
+    kw = dict(colour_jitter=0.0, occluder_prob=0.0, noise_std=0.0, crop_scale=(1.0, 1.0))
+    a = gw.GeoWorld("train", size=30_000, seed=7, gazetteer=gazetteer, **kw)
+    b = gw.GeoWorld("train", size=30_000, seed=7, gazetteer=gazetteer, landmark_prob=0.0, **kw)
+    assert np.all(a.spot[a.landmark] >= 0)  # landmarks only at spots
+    lm = np.flatnonzero(a.landmark)
+    spots, counts = np.unique(a.spot[lm], return_counts=True)
+    assert counts.max() >= 10  # a spot photographed again and again
+    rep = spots[counts >= 2][:40]
+    assert rep.size == 40
+    idx = np.array([lm[a.spot[lm] == s][:2] for s in rep]).ravel()
+    ia, ib = a.render_batch(idx).astype(float), b.render_batch(idx).astype(float)
+    mask = np.any(ia != ib, axis=-1)
+    assert np.all(mask.mean(axis=(1, 2)) > 0.005)
+    assert np.any(mask[0::2] != mask[1::2])  # not pixel copies: the viewpoint varies
+    col = np.array([np.median(ia[i][mask[i]], axis=0) for i in range(idx.size)]).reshape(-1, 2, 3)
+    d_same = np.linalg.norm(col[:, 0] - col[:, 1], axis=-1)
+    d_diff = np.linalg.norm(col[:, None, 0] - col[None, :, 0], axis=-1)[~np.eye(40, dtype=bool)]
+    assert np.median(d_same) < 0.1 * np.median(d_diff)
+
+
 def test_cue_oracle_orders_splits(world):
     """The ideal cue reader: finite, monotone in the threshold, im2gps3k easier at 1 km."""
     im2gps = gw.GeoWorld("im2gps3k", seed=7)
@@ -346,6 +458,6 @@ def test_cue_oracle_orders_splits(world):
     for r in (a, b):
         acc = [r[f"acc@{t}km"] for t in (1, 25, 200, 750, 2500)]
         assert np.all(np.diff(acc) >= 0) and 0 < acc[0] and acc[-1] < 1
-        assert sum(r[f"share_{k}"] for k in ("place", "admin1", "climate", "none")) == \
+        assert sum(r[f"share_{k}"] for k in ("spot", "admin1", "climate", "none")) == \
             pytest.approx(1.0)
-    assert a["acc@1km"] > b["acc@1km"] and a["share_place"] > b["share_place"]
+    assert a["acc@1km"] > b["acc@1km"] and a["share_spot"] > b["share_spot"]

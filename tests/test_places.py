@@ -166,12 +166,20 @@ def test_mp16_like_is_flickr_like(gazetteer):
     # All populated continents are represented.
     for continent in ("AF", "AS", "OC", "SA"):
         assert np.mean(codes == continent) > 0.01, continent
-    # Documented spread: distance / sigma_p is half-normal, median 0.6745.
-    pop = gazetteer.population[s["place"]].astype(float)
-    sigma = 2.0 * np.clip((np.maximum(pop, 1.0) / 1e5) ** 0.25, 0.25, 4.0)
-    d = sphere.distance_km(s["lat"], s["lng"], gazetteer.lat[s["place"]],
-                           gazetteer.lng[s["place"]])
+    # Documented spread of the photos at no spot: distance / sigma_p is half-normal,
+    # median 0.6745; the spot photos are half-normal with sigma 0.1 km around their spot.
+    off = s["spot"] < 0
+    assert abs(off.mean() - 0.5) < 0.02
+    pop = gazetteer.population[s["place"][off]].astype(float)
+    sigma = 1.0 * np.clip((np.maximum(pop, 1.0) / 1e5) ** 0.25, 0.25, 4.0)
+    d = sphere.distance_km(s["lat"][off], s["lng"][off], gazetteer.lat[s["place"][off]],
+                           gazetteer.lng[s["place"][off]])
     assert abs(np.median(d / sigma) - stats.halfnorm.ppf(0.5)) < 0.03
+    spots = places.popular_spots(gazetteer)
+    at = s["spot"][~off]
+    np.testing.assert_array_equal(spots.place[at], s["place"][~off])
+    d = sphere.distance_km(s["lat"][~off], s["lng"][~off], spots.lat[at], spots.lng[at])
+    assert abs(np.median(d) / 0.1 - stats.halfnorm.ppf(0.5)) < 0.03
 
 
 def test_mp16_like_densest_region_is_london(gazetteer):
@@ -186,7 +194,13 @@ def test_im2gps_and_yfcc_like(gazetteer):
     mp16 = places.sample_mp16_like(20_000, 1, gazetteer=gazetteer)
     im2gps = places.sample_im2gps_like(20_000, 1, gazetteer=gazetteer)
     yfcc = places.sample_yfcc_like(20_000, 1, gazetteer=gazetteer)
-    assert gazetteer.population[im2gps["place"]].min() >= 100_000
+    # Places of >= 500k people, or the largest place of a listed country without one.
+    small = gazetteer.population[im2gps["place"]] < 500_000
+    assert set(gazetteer.country_codes[im2gps["country"][small]]) <= set(
+        places.IM2GPS3K_COUNTRY_SHARES)
+    # Spot shares: 0.5 / 0.7 / 0.1.
+    for s, want in ((mp16, 0.5), (im2gps, 0.7), (yfcc, 0.1)):
+        assert abs(np.mean(s["spot"] >= 0) - want) < 0.02
 
     def small_share(s):
         return np.mean(gazetteer.population[s["place"]] < 10_000)
@@ -196,21 +210,108 @@ def test_im2gps_and_yfcc_like(gazetteer):
                                             gazetteer.lng[s["place"]]))
 
     assert small_share(yfcc) > small_share(mp16) + 0.1
-    assert median_spread(im2gps) < median_spread(mp16) < median_spread(yfcc)
+    assert median_spread(im2gps) < median_spread(yfcc) and median_spread(mp16) < median_spread(
+        yfcc)
+
+
+def test_country_shares_exact_to_one_photo(gazetteer):
+    """Systematic sampling: each country gets n × its probability, rounded up or down."""
+    for sampler in (places.sample_mp16_like, places.sample_im2gps_like):
+        for n, seed in ((2997, 0), (10_000, 4)):
+            s = sampler(n, seed, gazetteer=gazetteer)
+            counts = np.bincount(s["country"], minlength=gazetteer.num_countries)
+            mp16 = sampler is places.sample_mp16_like
+            listed = places.MP16_COUNTRY_SHARES if mp16 else places.IM2GPS3K_COUNTRY_SHARES
+            total = sum((places.MP16_CONTINENT_SHARES if mp16
+                         else places.IM2GPS3K_CONTINENT_SHARES).values())  # ≈ 100 %
+            for code, pct in listed.items():
+                want = n * pct / total
+                assert abs(counts[gazetteer.country_index(code)] - want) <= 1.0 + 1e-9, code
+    # Photos come out in random order (not grouped by country).
+    s = places.sample_mp16_like(1000, 0, gazetteer=gazetteer)
+    assert np.count_nonzero(np.diff(s["country"])) > 500
+
+
+def test_country_probabilities(gazetteer):
+    codes = [str(c) for c in gazetteer.country_codes]
+    w = gazetteer.population.astype(float)
+    p = places.country_probabilities(gazetteer, w, {"EU": 60.0, "NA": 40.0},
+                                     {"FR": 20.0, "US": 30.0}, country_weights={})
+    assert p.sum() == pytest.approx(1.0)
+    assert p[codes.index("FR")] == pytest.approx(0.2)
+    assert p[codes.index("US")] == pytest.approx(0.3)
+    cont = gazetteer.country_continent
+    eu, na = codes.index("FR"), codes.index("US")
+    assert p[cont == cont[eu]].sum() == pytest.approx(0.6)
+    assert p[cont == cont[na]].sum() == pytest.approx(0.4)
+    assert p[(cont != cont[eu]) & (cont != cont[na])].sum() == 0.0
+    # No unlisted country above the smallest listed share (20 %): NA's remainder of 10 %
+    # is spread over Canada, Mexico, ... each below it; within EU the capped ones sit at
+    # exactly 20 % only if their uncapped share would exceed it.
+    assert p[[i for i in range(len(codes)) if codes[i] not in ("FR", "US")]].max() <= 0.2
+    # Uncapped, the others follow (weight × mass) ** exponent: compare two of them.
+    mass = np.bincount(gazetteer.country, w, minlength=len(codes))
+    de, it = codes.index("DE"), codes.index("IT")
+    p2 = places.country_probabilities(gazetteer, w, {"EU": 100.0}, {"FR": 50.0},
+                                      country_weights={}, country_exponent=0.5)
+    assert p2[de] / p2[it] == pytest.approx((mass[de] / mass[it]) ** 0.5)
 
 
 def test_weights_validation(gazetteer):
     with pytest.raises(ValueError, match="unknown continent"):
-        places.sample_mp16_like(10, 0, gazetteer=gazetteer, continent_weights={"XX": 1.0})
+        places.sample_mp16_like(10, 0, gazetteer=gazetteer, continent_shares={"XX": 1.0})
     with pytest.raises(ValueError, match=">= 0"):
         places.sample_mp16_like(10, 0, gazetteer=gazetteer, country_weights={"FR": -1.0})
-    zero = {str(c): 0.0 for c in gazetteer.continent_codes}
+    with pytest.raises(ValueError, match="exceed their continent"):
+        places.sample_mp16_like(10, 0, gazetteer=gazetteer, continent_shares={"EU": 1.0},
+                                country_shares={"FR": 2.0})
     with pytest.raises(ValueError, match="all sampling weights are zero"):
-        places.sample_mp16_like(10, 0, gazetteer=gazetteer, continent_weights=zero)
-    only_fr = places.sample_mp16_like(
-        500, 0, gazetteer=gazetteer,
-        country_weights={str(c): 0.0 for c in gazetteer.country_codes if c != "FR"})
+        places.sample_mp16_like(10, 0, gazetteer=gazetteer, continent_shares={"EU": 0.0},
+                                country_shares={})
+    with pytest.raises(ValueError, match="unknown place"):
+        places.sample_mp16_like(10, 0, gazetteer=gazetteer, place_weights={"GB/Atlantis": 2})
+    with pytest.raises(ValueError, match="spot_prob"):
+        places.sample_mp16_like(10, 0, gazetteer=gazetteer, spot_prob=1.5)
+    only_fr = places.sample_mp16_like(500, 0, gazetteer=gazetteer,
+                                      continent_shares={"EU": 1.0}, country_shares={"FR": 1.0})
     assert np.all(only_fr["country"] == gazetteer.country_index("FR"))
+
+
+def test_popular_spots(gazetteer):
+    spots = places.popular_spots(gazetteer)
+    assert places.popular_spots(gazetteer) is spots  # memoised per gazetteer
+    pop = np.maximum(gazetteer.population.astype(float), 1.0)
+    want = np.clip(np.ceil(2.0 * np.sqrt(pop / 1e5)), 1, 48)
+    np.testing.assert_array_equal(spots.count(), want)
+    london = gazetteer.find("London", "GB")[0]
+    assert spots.count()[london] == 19
+    np.testing.assert_array_equal(spots.place[spots.start[:-1]], np.arange(gazetteer.num_places))
+    assert np.all(spots.rank[spots.start[:-1]] == 0)
+    assert np.unique(spots.key).size == spots.num_spots
+    np.testing.assert_array_equal(
+        spots.key, gazetteer.geonameid[spots.place].astype(np.uint64) * np.uint64(64)
+        + spots.rank.astype(np.uint64))
+    # Half-normal distances from the place with sigma 1 km × clip((P / 100k)^0.25, 0.5, 4).
+    sigma = 1.0 * np.clip((pop[spots.place] / 1e5) ** 0.25, 0.5, 4.0)
+    d = sphere.distance_km(spots.lat, spots.lng, gazetteer.lat[spots.place],
+                           gazetteer.lng[spots.place])
+    assert abs(np.median(d / sigma) - stats.halfnorm.ppf(0.5)) < 0.01
+    with pytest.raises(ValueError):
+        spots.lat[0] = 0.0
+
+
+def test_spot_ranks_follow_the_log_law(gazetteer):
+    """Within a place of m spots, P(rank k) = log((k + 2) / (k + 1)) / log(m + 1)."""
+    s = places.sample_mp16_like(100_000, 2, gazetteer=gazetteer, country_shares={"GB": 100.0},
+                                continent_shares={"EU": 100.0}, place_weights={})
+    spots = places.popular_spots(gazetteer)
+    london = gazetteer.find("London", "GB")[0]
+    at = s["spot"][(s["place"] == london) & (s["spot"] >= 0)]
+    ranks = np.bincount(spots.rank[at], minlength=19)
+    k = np.arange(19)
+    p = np.log((k + 2.0) / (k + 1.0)) / np.log(20.0)
+    # Systematic sampling: every spot gets its expected count to within one photo.
+    np.testing.assert_allclose(ranks, at.size * p, atol=1.0 + 1e-9)
 
 
 def test_gws_like_protocol(gazetteer, rng):

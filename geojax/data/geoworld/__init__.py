@@ -11,9 +11,10 @@ a world whose photos are *rendered* but whose geography is real:
   scales (:func:`render`): climate band and continent (sky / ground / vegetation
   palettes and textures), country (a hashed stripe code on facades, road markings and
   signs), first-level admin region (a finer variation: facade colour shift, roof and
-  window colours, window grid, skyline of the hills), city (a "landmark" glyph seen in
-  a fraction of photos), scene type (the 16 Places365 scene categories grouped into
-  indoor / natural / urban as in 003 §3.2) and nuisance (crop, scale, colour jitter,
+  window colours, window grid, skyline of the hills), popular spot (a "landmark" glyph
+  seen in a fraction of the photos taken there: near-duplicates, as in MP-16), scene
+  type (the 16 Places365 scene categories grouped into indoor / natural / urban as in
+  003 §3.2) and nuisance (crop, scale, colour jitter,
   lighting gradient, noise, occluders, uninformative photos);
 * **who and when** — users with a home region who sometimes travel, posting times
   whose *local solar* hour follows a time-of-day prior (so that the UTC hour carries

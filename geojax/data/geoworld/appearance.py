@@ -10,7 +10,7 @@ batch of photos at once (:func:`_render_params`):
   colours, building heights (table :class:`_C`);
 * first-level admin region → a facade colour shift, roof and window colours, window
   grid, the skyline of the hills (table :class:`_A`);
-* city → its landmark glyph's shape and colours (table :class:`_P`);
+* popular spot → its landmark glyph's shape and colours (table :class:`_P`);
 * scene (the 16 Places365 scene categories of 003 §3.2) → the layout
   (:data:`_LAYOUT`, :data:`_FURNITURE`, indoor colours);
 * nuisance → crop, jitter, occluders and noise (table :class:`_R`, one uniform per
@@ -138,7 +138,7 @@ class _A:
 
 
 class _P:
-    """Columns of the per-place table (the city's landmark, hashed from the geonameid)."""
+    """Columns of the per-spot table (the spot's landmark, hashed from its key)."""
 
     (SIDES, STAR, ROT, INNER, ASPECT, SPIRE, POS_U, SIZE, HUE_A, HUE_B, VAL, COUNT) = range(12)
 
@@ -198,7 +198,7 @@ def _render_params(world: GeoWorld, index: np.ndarray) -> dict[str, np.ndarray]:
         "r": r,
         "c": entity(world._country_key[index], _SALT_COUNTRY, _C.COUNT),
         "a": entity(world._admin1_key[index], _SALT_ADMIN1, _A.COUNT),
-        "pl": entity(world._place_key[index], _SALT_PLACE, _P.COUNT),
+        "pl": entity(world._landmark_key[index], _SALT_PLACE, _P.COUNT),
         "scene": scene,
         "informative": informative,
         "landmark": world.landmark[index],

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from geojax.data import places
 from geojax.data.geoworld import people
 from geojax.data.geoworld.appearance import _render_params
 from geojax.data.geoworld.drawing import render
@@ -49,14 +50,17 @@ class GeoWorld:
     and test photographers apart). :meth:`render_batch` renders many at once; grain
     uses it through ``_getitems`` (batched reads). The metadata of the whole split are
     attributes (read-only arrays): ``lat``, ``lng``, ``place``, ``country``,
-    ``continent``, ``admin1``, ``scene``, ``scene3``, ``user``, ``timestamp``,
+    ``continent``, ``admin1``, ``spot``, ``scene``, ``scene3``, ``user``, ``timestamp``,
     ``informative``, ``landmark``, ``indoor_window``, ``indoor_sign``.
 
     Knobs (keyword arguments; :func:`make_knobs` validates them). Per-split defaults are
     given as train / im2gps3k / yfcc4k / gws15k:
 
-    * ``landmark_prob`` (0.15 / 0.35 / 0.08 / 0.03) — probability that an informative
-      outdoor photo shows its city's landmark glyph;
+    * ``landmark_prob`` (0.3 / 0.5 / 0.8 / 0) — probability that an informative
+      outdoor photo taken at a popular spot (``spot >= 0``: a share 0.5 / 0.7 / 0.1 / 0
+      of the photos, :mod:`geojax.data.places`) shows the spot's landmark glyph, the
+      same in every photo of that spot (≈ 0.15 / 0.35 / 0.08 / 0 of the informative
+      outdoor photos); photos at no spot show none;
     * ``uninformative_prob`` (0.15 / 0.08 / 0.25 / 0.10) — share of photos with no
       geographic cue at all, like MP-16's "pets, food, and random household objects"
       (003 §5.1): greyed geographic colours; country, region, climate and place
@@ -90,7 +94,7 @@ class GeoWorld:
     hill colours, ground texture; every outdoor photo and indoor windows); country
     (stripe code on facades and signs, road and marking colours, building heights);
     admin-1 (facade colour shift, roof and window colours, window grid, the shape of the
-    hills); city (landmark). Nuisance: crop and scale, colour jitter, lighting gradient,
+    hills); popular spot (landmark). Nuisance: crop and scale, colour jitter, lighting gradient,
     texture noise, occluders, random building heights, tree lines and furniture.
 
     Determinism: locations come from ``(seed, split)``; metadata from ``(seed, split)``
@@ -102,6 +106,7 @@ class GeoWorld:
     lat: np.ndarray  # float64 degrees
     lng: np.ndarray  # float64 degrees, [-180, 180)
     place: np.ndarray  # int32 index into the gazetteer's places
+    spot: np.ndarray  # int32 index into places.popular_spots(gazetteer), -1 for none
     country: np.ndarray  # int32 index into Gazetteer.country_codes
     continent: np.ndarray  # int32 index into Gazetteer.continent_codes
     admin1: np.ndarray  # int32 index into Gazetteer.admin1_codes
@@ -110,7 +115,7 @@ class GeoWorld:
     user: np.ndarray  # int64
     timestamp: np.ndarray  # int64 Unix seconds, UTC
     informative: np.ndarray  # bool: carries geographic cues
-    landmark: np.ndarray  # bool: shows its city's landmark
+    landmark: np.ndarray  # bool: shows its popular spot's landmark
     indoor_window: np.ndarray  # bool: indoor, with a window on the landscape
     indoor_sign: np.ndarray  # bool: indoor, with a sign bearing the national code
 
@@ -133,15 +138,17 @@ class GeoWorld:
         scene = _sample_scenes(rng, n, k.scene3_probs)
         outdoor = SCENE_TO_SCENE3[scene] > 0
         informative = rng.random(n) >= k.uninformative_prob
-        landmark = outdoor & informative & (rng.random(n) < k.landmark_prob)
+        spot = loc["spot"].astype(np.int32)
+        landmark = (spot >= 0) & outdoor & informative & (rng.random(n) < k.landmark_prob)
         window = ~outdoor & informative & (rng.random(n) < k.indoor_window_prob)
         sign = ~outdoor & informative & (rng.random(n) < k.indoor_sign_prob)
         user, trip = _sample_users(rng, loc["lat"], loc["lng"], k)
         timestamp = _sample_timestamps(rng, loc["lat"], loc["lng"], trip, k)
         place = loc["place"].astype(np.int32)
         admin1 = gazetteer.admin1[place]
+        spot_key = places.popular_spots(gazetteer).key[np.maximum(spot, 0)]
         arrays = {
-            "lat": loc["lat"], "lng": loc["lng"], "place": place,
+            "lat": loc["lat"], "lng": loc["lng"], "place": place, "spot": spot,
             "country": loc["country"].astype(np.int32),
             "continent": loc["continent"].astype(np.int32), "admin1": admin1,
             "scene": scene, "scene3": SCENE_TO_SCENE3[scene], "user": user,
@@ -149,7 +156,8 @@ class GeoWorld:
             "indoor_window": window, "indoor_sign": sign,
             "_country_key": _crc_keys(gazetteer.country_codes)[loc["country"]],
             "_admin1_key": self._admin1_keys(gazetteer, admin1),
-            "_place_key": gazetteer.geonameid[place].astype(np.uint64),
+            # What a landmark glyph is hashed from: its spot (photos at no spot show none).
+            "_landmark_key": np.where(spot >= 0, spot_key, _U64(0)).astype(np.uint64),
         }
         for name, value in arrays.items():
             value = np.ascontiguousarray(value)

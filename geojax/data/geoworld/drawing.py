@@ -4,7 +4,7 @@ DESIGN.md, "The embedded default: GeoWorld": each photo is a small RGB image ren
 from its parameters (:mod:`geojax.data.geoworld.appearance`). :func:`render` paints slot
 ids into a uint8 label map, one small function per layer (indoor or outdoor layout:
 sky, regional hills, climate-textured ground, water, sports field, tree line, road,
-buildings with the national stripe code, signs; then the city's landmark; then
+buildings with the national stripe code, signs; then the popular spot's landmark; then
 occluders), and :func:`_compose` colours it with the photo's palette, a lighting
 gradient and per-surface texture noise. Everything is vectorised over a batch of photos
 with numpy: no Python loop over pixels or images.
@@ -186,10 +186,12 @@ def _draw_indoor(lab: np.ndarray, u: np.ndarray, v: np.ndarray, p: Params) -> No
 
 
 def _draw_landmark(lab: np.ndarray, u: np.ndarray, v: np.ndarray, p: Params) -> None:
-    """The city's landmark: a star-polygon glyph with an inner core and a spire.
+    """A popular spot's landmark: a star-polygon glyph with an inner core and a spire.
 
     Its shape (sides, star depth, rotation, aspect, spire, colours, position) hashes from
-    the place; only its position (± 0.06) and size (± 15 %) jitter between photos.
+    the spot (:func:`geojax.data.places.popular_spots`), so every photo taken there shows
+    the same glyph; only its position (± 0.06) and size (± 15 %) jitter between photos
+    (the viewpoint), on top of the photo's crop, scene, colour jitter and occluders.
     """
     pl, r = p["pl"], p["r"]
     size = (0.09 + 0.08 * pl[:, _P.SIZE]) * (0.85 + 0.3 * r[:, _R.LM_SIZE])
