@@ -147,11 +147,11 @@ _SPOT_SEED = 0x5B07
 def popular_spots(gazetteer: Gazetteer) -> Spots:
     """The popular spots of every place of ``gazetteer`` (memoised per gazetteer).
 
-    A place of population ``P`` has ``clip(ceil(4 sqrt(P / 100k)), 1, 48)`` spots
-    (a village 1, a city of 100k 4, London 38): rank 0 is the place's own coordinate —
+    A place of population ``P`` has ``clip(ceil(2 sqrt(P / 100k)), 1, 48)`` spots
+    (a village 1, a city of 100k 2, London 19): rank 0 is the place's own coordinate —
     the town centre, GeoNames' point — and the others lie at a bearing uniform in
-    [0, 360) and a half-normal distance of σ = 0.8 km × clip((P / 100k)^0.25, 0.5, 4)
-    from it (London: σ ≈ 2.5 km). The table depends only on the gazetteer (a fixed
+    [0, 360) and a half-normal distance of σ = 1 km × clip((P / 100k)^0.25, 0.5, 4)
+    from it (London: σ ≈ 3.1 km). The table depends only on the gazetteer (a fixed
     generator seed), so every split and every seed of a world shares the same spots.
     """
     pop = np.maximum(gazetteer.population.astype(np.float64), 1.0)
