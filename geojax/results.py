@@ -13,7 +13,8 @@ passes ``--config.key=value`` to every run (e.g. a smaller dataset).
 
 The tables (:func:`tables`): one per split of the runs' ``results.json``, rows ``<run>:
 <method>`` in :data:`RUNS` order, the accuracy at 1 / 25 / 200 / 750 / 2500 km, the median
-error and the GeoScore; each run's wall time and the total. They are written atomically to
+error and the GeoScore; each run's wall time and the total; then the seeds' claims checked on
+these rows (:mod:`geojax.evaluation.findings`). They are written atomically to
 ``--out`` (default ``RESULTS.md``) and, with ``--readme``, between the README's markers
 ``<!-- results:begin -->`` and ``<!-- results:end -->``.
 """
@@ -31,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from geojax import fileio
-from geojax.evaluation import report
+from geojax.evaluation import findings, report
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TIMES = "times.json"  # in the root: each run's wall time, seconds
@@ -40,12 +41,16 @@ TIMES = "times.json"  # in the root: each run's wall time, seconds
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One config's default run: ``name`` (its workdir under the root and its rows' prefix),
-    ``config`` (a file of ``configs/``) and its ``arg`` (``configs/x.py:arg``)."""
+    ``config`` (a file of ``configs/``), its ``arg`` (``configs/x.py:arg``) and ``settings``
+    (``KEY=VALUE`` overrides, passed as ``--config.KEY=VALUE``)."""
 
     name: str
     config: str
     arg: str = ""
     about: str = ""
+    # this run's own ``--config.KEY=VALUE`` overrides of the default (a variant such as
+    # ``runlocal`` sets its own budget and runs without them)
+    settings: tuple[str, ...] = ()
 
     def spec(self, variant: str) -> str:
         """``configs/<config>.py[:arg]``; ``variant`` (e.g. ``runlocal``) joins the arg."""
@@ -60,6 +65,10 @@ RUNS: tuple[Run, ...] = (
     Run("knn_kde", "knn_kde", about="001: [L] classification, NN and kNN kernel density"),
     Run("knn_kde_M", "knn_kde", "M", about="001: [M] classification, NN and kNN kernel density"),
     Run("geodecoder", "geodecoder", about="003: GeoDecoder"),
+    Run("hierarchical_800", "hierarchical", about="003: the hierarchical classifier at the "
+        "GeoDecoder's budget (800 steps), its baseline",
+        settings=("stages.train.num_steps=800",
+                  "stages.train.optimizer.schedule.warmup_steps=40")),
     Run("cplanet", "cplanet", about="004: CPlaNet's combinatorial partitioning"),
     Run("delaunay_meta", "delaunay_meta", about="002: Delaunay mesh M1, time model M2, albums M3"),
 )
@@ -95,7 +104,8 @@ def run_one(run: Run, root: str, *, variant: str = "", settings: Sequence[str] =
         fileio.remove(results)
     repo = repo or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [sys.executable, "-m", "geojax.main", f"--config={run.spec(variant)}",
-               f"--workdir={workdir}", *(f"--config.{s}" for s in settings)]
+               f"--workdir={workdir}",
+               *(f"--config.{s}" for s in (*(() if variant else run.settings), *settings))]
     log(f"[results] {run.name}: {' '.join(command[1:])}")
     start = time.perf_counter()
     done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
@@ -125,13 +135,14 @@ def tables(root: str, runs: Sequence[Run], times: Mapping[str, float]) -> str:
     """The Markdown of the results section: per split, one table whose rows are every run's
     rows (``<run>: <method>``); then each run's command and wall time, and the total."""
     per_split: dict[str, dict[str, Mapping[str, Any]]] = {}
-    present = []
+    present, by_run = [], {}
     for run in runs:
         path = os.path.join(root, run.name, "results.json")
         if not fileio.exists(path):
             continue
         present.append(run)
-        for split, rows in _by_split(report.read_results(path)).items():
+        by_run[run.name] = report.read_results(path)
+        for split, rows in _by_split(by_run[run.name]).items():
             if not any(k.startswith("acc@") for f in rows.values() for k in f):
                 continue  # not an accuracy table (e.g. delaunay_meta's paired tests)
             for method, figures in rows.items():
@@ -142,12 +153,17 @@ def tables(root: str, runs: Sequence[Run], times: Mapping[str, float]) -> str:
                                          "within each distance, median error, GeoScore"))
     lines = ["| run | command | what | wall time |", "|---|---|---|---:|"]
     for run in present:
-        lines.append(f"| {run.name} | `python -m geojax.main --config={run.spec('')}` | "
-                     f"{run.about} | {_minutes(times.get(run.name))} |")
+        overrides = "".join(f" --config.{s}" for s in run.settings)
+        lines.append(f"| {run.name} | `python -m geojax.main --config={run.spec('')}"
+                     f"{overrides}` | {run.about} | {_minutes(times.get(run.name))} |")
     total = sum(times.get(r.name, 0.0) for r in present)
     lines.append(f"\nTotal wall time of these runs: {total / 60:.1f} min (`python -m "
                  "geojax.results`).")
-    return "\n\n".join(parts + ["\n".join(lines)]) + "\n"
+    claims = ("The seeds' claims on these runs (`geojax.evaluation.findings`: \"A beats B\" "
+              "when A is higher at more of the five thresholds than B is; Im2GPS3k-like "
+              "split, 002's on its metadata split):\n\n"
+              + findings.format_findings(findings.findings(by_run)))
+    return "\n\n".join(parts + ["\n".join(lines), claims]) + "\n"
 
 
 def replace_section(text: str, section: str, *, where: str = "README") -> str:
