@@ -1,18 +1,21 @@
 """JPEG decode + train augmentation, images/s per core: geojax against torchvision.
 
     python benchmarks/decode_throughput.py [--num-images 300] [--sizes 500x375,1024x768]
-        [--repeats 5] [--torch-path DIR]
+        [--repeats 5] [--torch-path DIR] [--recipes "decode only,crop+flip,003 recipe"]
 
 One run writes ``--num-images`` photo-like JPEGs per size (GeoWorld renders at 512 px, resized
 to the size, with a fine noise texture as camera noise; quality 90) and runs, on the same bytes
 and on one core each (``torch.set_num_threads(1)``; PIL decodes and resizes on the calling
 thread):
 
-* ``geojax, full decode``: ``decode_image`` then ``TrainAugment(crop="random_resized")`` with
-  only the crop and the flip (003's RandomResizedCrop to 224 + horizontal flip);
-* ``geojax, training decode``: the same augmentation through
+* ``geojax, full decode``: ``decode_image`` then ``TrainAugment(crop="random_resized",
+  resizer="pil")`` with only the crop and the flip (RandomResizedCrop to 224 + horizontal flip);
+* ``geojax, training decode, PIL resize``: the same augmentation through
   ``TrainAugment.decode_and_augment``, which the pipeline uses for encoded images: DCT-scaled
   JPEG decoding (PIL draft mode) where the crop is at least twice the output size;
+* ``geojax, training decode, fast_image_resize``: the same with the resize computed by the
+  ``fast-resize`` extra (``cykooz-resizer``: PIL's filter with SIMD; the default when
+  installed, row absent otherwise);
 * ``torchvision``: ``torchvision.io.decode_jpeg`` then ``transforms.v2.RandomResizedCrop(224,
   antialias=True)`` and ``RandomHorizontalFlip()`` on the uint8 tensor;
 * ``decode only``: PIL's decode into an RGB image (``decode_pil``) against ``decode_jpeg``;
@@ -30,6 +33,7 @@ them (e.g. ``pip install --target DIR torch torchvision``) first on ``sys.path``
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import io
 import os
 import sys
@@ -61,16 +65,20 @@ def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
     from geojax.data import augment  # pylint: disable=import-outside-toplevel
     from geojax.data.sources.common import decode_image, decode_pil  # pylint: disable=import-outside-toplevel
 
-    crop_flip = augment.TrainAugment(crop="random_resized", rotate=None, brightness=0.0,
-                                     contrast=0.0, saturation=0.0, hue=0.0)
-    paper = augment.TrainAugment()  # 003 §8.4.2: resize 256, rotate, crop 224, flip, jitter
-    return {
-        "decode only / geojax (PIL)": lambda b, i: decode_pil(b),
-        "crop+flip / geojax, full decode": lambda b, i: crop_flip(decode_image(b), np.random.default_rng(i)),
-        "crop+flip / geojax, training decode": lambda b, i: crop_flip.decode_and_augment(b, np.random.default_rng(i)),
-        "003 recipe / geojax, full decode": lambda b, i: paper(decode_image(b), np.random.default_rng(i)),
-        "003 recipe / geojax, training decode": lambda b, i: paper.decode_and_augment(b, np.random.default_rng(i)),
-    }
+    resizers = ["pil"] + (["fast_image_resize"] if augment.cykooz_resizer is not None else [])
+    crop_flip = {r: augment.TrainAugment(crop="random_resized", rotate=None, brightness=0.0,
+                                         contrast=0.0, saturation=0.0, hue=0.0, resizer=r)
+                 for r in resizers}
+    # 003 §8.4.2: resize 256, rotate, crop 224, flip, jitter.
+    paper = {r: augment.TrainAugment(resizer=r) for r in resizers}
+    pipelines = {"decode only / geojax (PIL)": lambda b, i: decode_pil(b)}
+    for recipe, augments in (("crop+flip", crop_flip), ("003 recipe", paper)):
+        pipelines[f"{recipe} / geojax, full decode"] = (
+            lambda b, i, a=augments["pil"]: a(decode_image(b), np.random.default_rng(i)))
+        for r, aug in augments.items():
+            pipelines[f"{recipe} / geojax, training decode, {'PIL resize' if r == 'pil' else r}"] = (
+                lambda b, i, a=aug: a.decode_and_augment(b, np.random.default_rng(i)))
+    return pipelines
 
 
 def torchvision_pipelines() -> dict[str, Callable[[bytes, int], object]]:
@@ -91,6 +99,9 @@ def torchvision_pipelines() -> dict[str, Callable[[bytes, int], object]]:
             "003 recipe / torchvision": lambda b, i: paper(decode(b))}
 
 
+RECIPES = ("decode only", "crop+flip", "003 recipe")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-images", type=int, default=300)
@@ -98,7 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--torch-path", default=None,
                         help="folder holding torch and torchvision, put first on sys.path")
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help=f"comma-separated subset of {', '.join(RECIPES)}")
     args = parser.parse_args(argv)
+    recipes = [r.strip() for r in args.recipes.split(",")]
+    if not set(recipes) <= set(RECIPES):
+        parser.error(f"--recipes must name some of {', '.join(RECIPES)}; got {args.recipes!r}.")
     if args.torch_path:
         sys.path.insert(0, os.path.abspath(args.torch_path))
     pipelines = geojax_pipelines()
@@ -108,7 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         versions = f"torch {torch.__version__}, torchvision {torchvision.__version__}"
     except ImportError as e:
         versions = f"torchvision unavailable ({e}); geojax rows only"
+    pipelines = {name: run for name, run in pipelines.items() if name.split(" / ")[0] in recipes}
     import PIL  # pylint: disable=import-outside-toplevel
+    try:
+        versions += f", cykooz-resizer {importlib.metadata.version('cykooz-resizer')}"
+    except importlib.metadata.PackageNotFoundError:
+        versions += ", cykooz-resizer not installed (no fast_image_resize rows)"
 
     print(f"one core per pipeline; Pillow {PIL.__version__}, {versions}; "
           f"load average {os.getloadavg()[0]:.1f} at the start")
@@ -125,12 +146,12 @@ def main(argv: list[str] | None = None) -> None:
                 best[name] = max(best[name], len(photos) / (time.perf_counter() - start))
         print(f"\n{args.num_images} JPEGs of {width}x{height}, quality 90, {kb:.0f} KB on average; "
               f"best of {args.repeats} (load average {os.getloadavg()[0]:.1f} at the end)")
-        for recipe in ("decode only", "crop+flip", "003 recipe"):
+        for recipe in recipes:
             reference = best.get(f"{recipe} / torchvision")
             for name, rate in best.items():
                 if name.startswith(recipe):
                     ratio = f"  {rate / reference:.2f}x torchvision" if reference else ""
-                    print(f"  {name:40s} {rate:7.1f} images/s{ratio}")
+                    print(f"  {name:58s} {rate:7.1f} images/s{ratio}")
 
 
 if __name__ == "__main__":

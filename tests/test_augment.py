@@ -1,7 +1,10 @@
 """Tests for geojax.data.augment: shapes, dtypes, determinism and exact crops."""
 
+import concurrent.futures
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from geojax.data import augment
 
@@ -170,3 +173,75 @@ def test_input_normalisation_and_errors():
         augment.eval_crops(_image(10, 10), image_size=8, resize=10, crops="seven")
     with pytest.raises(ValueError, match="crop"):
         augment.TrainAugment(crop="nope")
+
+
+# ------------------------------------------------------------- the resize's two implementations
+def _photo_array(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random colour field with sharp diagonal edges and sensor noise."""
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, (h // 24 + 2, w // 24 + 2, 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(low).resize((w, h), Image.Resampling.BICUBIC), np.float32)
+    edges = ((np.add.outer(np.arange(h), np.arange(w)) // 17) % 2 * 60)[..., None]
+    return np.clip(base + edges + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+# (box, size): RandomResizedCrop views of a 500x375 photo (downscale, upscale, one of each),
+# a fractional box (a view mapped into a half-scale JPEG decode), the whole image (Resize(256)).
+RESIZE_CASES = [((71, 40, 421, 320), (224, 224)), ((200, 150, 330, 271), (224, 224)),
+                ((0, 10, 400, 150), (224, 224)), ((35.5, 20.25, 210.0, 160.5), (224, 224)),
+                ((0, 0, 500, 375), (341, 256)), ((3, 5, 9, 8), (1, 7))]
+
+
+@pytest.mark.parametrize("box,size", RESIZE_CASES)
+def test_fast_resizer_is_pils_filter_within_one_grey_level(box, size):
+    pytest.importorskip("cykooz_resizer", reason="the fast-resize extra is not installed")
+    for image in (_photo_array(375, 500), _image(375, 500)):
+        img = Image.fromarray(image)
+        want = np.asarray(img.resize(size, Image.Resampling.BILINEAR, box=box), np.int16)
+        got = augment.resize_bilinear(img, size, box, resizer="fast_image_resize")
+        assert got.mode == "RGB" and got.size == size
+        diff = np.abs(np.asarray(got, np.int16) - want)
+        assert diff.max() <= 1, (box, size, diff.max())
+        assert diff.mean() < 0.5
+        pil = augment.resize_bilinear(img, size, box, resizer="pil")
+        np.testing.assert_array_equal(np.asarray(pil), want)
+    whole = augment.resize_bilinear(img, (341, 256), resizer="fast_image_resize")
+    want = np.asarray(img.resize((341, 256), Image.Resampling.BILINEAR), np.int16)
+    assert np.abs(np.asarray(whole, np.int16) - want).max() <= 1
+
+
+def test_train_views_of_both_resizers_agree():
+    pytest.importorskip("cykooz_resizer", reason="the fast-resize extra is not installed")
+    image = _photo_array(375, 500, seed=3)
+    geometric = dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+    for crop in ("random_resized", "resize_random"):
+        fast = augment.TrainAugment(crop=crop, resizer="fast_image_resize", **geometric)
+        pil = augment.TrainAugment(crop=crop, resizer="pil", **geometric)
+        assert augment.TrainAugment(crop=crop).resizer is None  # default: fast when installed
+        for seed in range(6):
+            a, b = fast(image, np.random.default_rng(seed)), pil(image, np.random.default_rng(seed))
+            # Rotation's bilinear sampling of the resized image can move a difference of 1 to 2.
+            assert np.abs(a.astype(np.int16) - b).max() <= (1 if crop == "random_resized" else 2)
+
+
+def test_resizer_threads_and_fallback(monkeypatch):
+    image = Image.fromarray(_photo_array(120, 160))
+    boxes = [(i, 2 * i, 100 + i, 90 + i) for i in range(8)]
+    want = [augment.resize_bilinear(image, (64, 64), b) for b in boxes]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # one Resizer per thread
+        got = list(pool.map(lambda b: augment.resize_bilinear(image, (64, 64), b), boxes * 4))
+    for i, g in enumerate(got):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(want[i % 8]))
+    with pytest.raises(ValueError, match="resizer must be one of"):
+        augment.TrainAugment(resizer="opencv")
+    monkeypatch.setattr(augment, "cykooz_resizer", None)  # as if the extra were not installed
+    assert augment.default_resizer() == "pil"
+    with pytest.raises(ImportError, match=r"pip install 'geojax\[fast-resize\]'"):
+        augment.TrainAugment(resizer="fast_image_resize")
+    np.testing.assert_array_equal(  # the fallback is PIL's resize, bit for bit
+        np.asarray(augment.resize_bilinear(image, (64, 64), boxes[3])),
+        np.asarray(image.resize((64, 64), Image.Resampling.BILINEAR, box=boxes[3])))
+    aug = augment.TrainAugment(crop="random_resized")
+    np.testing.assert_array_equal(aug(np.asarray(image), np.random.default_rng(1)),
+                                  augment.TrainAugment(crop="random_resized", resizer="pil")(
+                                      np.asarray(image), np.random.default_rng(1)))
