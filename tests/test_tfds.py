@@ -330,3 +330,61 @@ def test_config_source_tfds_in_every_mode(tmp_path):
 def test_config_source_tfds_needs_its_folder():
     with pytest.raises(datasets.DataConfigError, match=r"needs config.data.tfds_dir"):
         datasets.train_source(planet_config(source="tfds").data)
+
+
+# --------------------------------------------------------------------------- the command line
+def _csv_dataset(tmp_path, n: int = 5):
+    """A CSV + image folder of ``n`` PNG photos (``p<i>.png`` at (10 i, -20 i)) and one
+    undecodable file."""
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = ["IMG_ID,LAT,LON"]
+    for i in range(n):
+        (images / f"p{i}.png").write_bytes(_png(40 * i))
+        rows.append(f"p{i}.png,{10.0 * i},{-20.0 * i}")
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    rows.append("broken.jpg,1.5,2.5")
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "meta.csv", images
+
+
+def test_command_line_writes_a_tfds_dataset(tmp_path, capsys):
+    tfds = _tfds()
+    csv_path, images = _csv_dataset(tmp_path)
+    data_dir = tmp_path / "tfds"
+    args = ["convert", "--format=csv", f"--csv={csv_path}", f"--images={images}",
+            f"--out={data_dir}", "--format-out=tfds", "--name=tiny", "--tfds-split=im2gps3k",
+            "--output-shards=2", "--max-bad-fraction=0.5"]
+    assert sources.main(args) == 0
+    path = data_dir / "tiny" / "1.0.0"
+    assert "5 of 6 rows read; skipped 1 undecodable images (e.g. broken.jpg)" in capsys.readouterr().out
+    builder = tfds.builder_from_directory(str(path))
+    assert list(builder.info.splits) == ["im2gps3k"]
+    assert builder.info.splits["im2gps3k"].shard_lengths == [3, 2]  # rows 0-2, 3-5 less broken.jpg
+    ds = tfds.data_source("tiny", data_dir=str(data_dir), split="im2gps3k")
+    assert [ds[i]["id"] for i in range(len(ds))] == [b"p0.png", b"p1.png", b"p2.png", b"p3.png",
+                                                     b"p4.png"]
+    np.testing.assert_array_equal([ds[i]["latitude"] for i in range(5)], [0, 10, 20, 30, 40])
+    np.testing.assert_array_equal(ds[3]["image"], np.full((8, 8, 3), 120, np.uint8))
+    got = tfds_format.TfdsSource(path, "im2gps3k")
+    np.testing.assert_array_equal(got.lng, [0.0, -20.0, -40.0, -60.0, -80.0])
+    assert [r["image_bytes"] for r in got] == [_png(40 * i) for i in range(5)]  # bytes as they are
+    # An existing dataset is refused without --overwrite; the default split is train.
+    assert sources.main(args) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert sources.main([*args[:6], "--name=tiny", "--overwrite", "--max-bad-fraction=0.5"]) == 0
+    assert list(tfds.builder_from_directory(str(path)).info.splits) == ["train"]
+
+
+def test_command_line_tfds_errors_name_the_fix(tmp_path, monkeypatch, capsys):
+    csv_path, images = _csv_dataset(tmp_path)
+    base = ["convert", "--format=csv", f"--csv={csv_path}", f"--images={images}",
+            f"--out={tmp_path / 'tfds'}", "--format-out=tfds", "--max-bad-fraction=0.5"]
+    assert sources.main([*base, "--num_shards=2", "--shard_index=1"]) == 1
+    assert "converts on one host" in capsys.readouterr().err
+    assert sources.main([*base, "--name=Bad-Name"]) == 1
+    assert "not a TFDS dataset name" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    assert sources.main(base) == 1
+    assert "pip install 'geojax[tfds]'" in capsys.readouterr().err
+    assert not (tmp_path / "tfds").exists()

@@ -4,6 +4,11 @@
 --num_shards=N`` (the same command on N hosts, I = 0 ... N-1, one shared ``--out``) writes share
 I of the output shards, and the last share to finish writes ``metadata.json``; ``finalize
 --out=DIR`` writes it for a folder whose last share died after its shards were written.
+
+``convert --format-out=tfds`` writes a TFDS ArrayRecord dataset instead
+(:func:`geojax.data.sources.tfds_format.convert_to_tfds`, the ``tfds`` extra): ``--out`` is the
+TFDS data folder, the dataset ``<out>/<name>/<tfds-version>/`` with the one split
+``--tfds-split`` (one host; ``--workers`` processes).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import sys
 from typing import Sequence
 
 
+from geojax.data.sources import tfds_format
 from geojax.data.sources.array_record import (ArrayRecordSource, convert_to_array_record,
                                               finalize_array_record)
 from geojax.data.sources.csv_folder import CsvImageFolderSource
@@ -31,9 +37,19 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Convert geolocation datasets to ArrayRecord.",
                                      allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    conv = commands.add_parser("convert", help="read a dataset, print its report, write ArrayRecord")
+    conv = commands.add_parser("convert", help="read a dataset, print its report, write ArrayRecord "
+                                               "(geojax's, or a TFDS dataset)")
     conv.add_argument("--format", required=True, choices=("csv", "mp16", "osv5m"))
-    conv.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    conv.add_argument("--out", required=True,
+                      help="output folder (must not exist unless --overwrite); with "
+                           "--format-out=tfds the TFDS data folder, the dataset going to "
+                           "<out>/<name>/<tfds-version>")
+    conv.add_argument("--format-out", default="array_record", choices=("array_record", "tfds"),
+                      help="array_record: geojax's ArrayRecord folder (default); tfds: a TFDS "
+                           "ArrayRecord dataset (pip install 'geojax[tfds]')")
+    conv.add_argument("--tfds-split", default=None,
+                      help="tfds: the split's name (default: osv5m's --split, else train)")
+    conv.add_argument("--tfds-version", default="1.0.0", help="tfds: the dataset version")
     conv.add_argument("--csv", help="csv/mp16: the metadata CSV")
     conv.add_argument("--images", help="csv: the image folder")
     conv.add_argument("--shards", help="mp16: glob or folder of shard_N.msg")
@@ -50,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="this host's share of a conversion over --num_shards hosts (0-based)")
     conv.add_argument("--num_shards", type=int, default=1,
                       help="hosts converting into the same --out, each with its --shard_index")
-    conv.add_argument("--name", default="geojax")
+    conv.add_argument("--name", default="geojax",
+                      help="the dataset's name (tfds: a TFDS name, lower case, digits and _)")
     conv.add_argument("--image-format", default="png", choices=("png", "jpeg"),
                       help="encoding of decoded images (GeoWorld); encoded bytes are copied as they are")
     conv.add_argument("--check-images", action=argparse.BooleanOptionalAction, default=True,
@@ -79,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = readers_log.level
     readers_log.setLevel(logging.ERROR)
     try:
+        if args.command == "convert" and args.format_out == "tfds":
+            if args.num_shards != 1 or args.shard_index != 0:
+                raise ValueError("--format-out=tfds converts on one host: drop --shard_index and "
+                                 "--num_shards (use --workers for more processes).")
+            tfds_format.import_tfds()  # before reading the dataset: says which extra is missing
         if args.command == "info":
             print(json.dumps(ArrayRecordSource(args.dir).metadata, indent=1))
             return 0
@@ -96,11 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             _require(args, "root")
             source = Osv5mSource(args.root, args.split, max_bad_fraction=args.max_bad_fraction,
                                  partial=args.partial)
+        if args.format_out == "tfds":
+            split = args.tfds_split or (args.split if args.format == "osv5m" else "train")
+            tfds_format.convert_to_tfds({split: source}, args.out, name=args.name,
+                                        version=args.tfds_version, num_shards=args.output_shards,
+                                        image_format=args.image_format,
+                                        check_images=args.check_images, workers=args.workers,
+                                        overwrite=args.overwrite)
+            return 0
         convert_to_array_record(source, args.out, num_shards=args.output_shards, name=args.name,
                                 overwrite=args.overwrite, image_format=args.image_format,
                                 check_images=args.check_images, workers=args.workers,
                                 share_index=args.shard_index, num_shares=args.num_shards)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
