@@ -510,6 +510,8 @@ def _rotate_crop_pil(img: Image.Image, angle: float, left: int, top: int, size: 
     """``img.rotate(angle)`` (about the centre, bilinear, black fill) then the size×size crop at
     (left, top), as one affine transform that computes only the output pixels."""
     if angle == 0.0:
+        if (left, top) == (0, 0) and img.size == (size, size):
+            return img  # a RandomResizedCrop view: already the output
         return img.crop((left, top, left + size, top + size))
     # PIL's rotate: output pixel (x, y) samples the input at (a x + b y + c, d x + e y + f).
     theta = -math.radians(angle)
