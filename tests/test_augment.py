@@ -197,7 +197,12 @@ def test_fast_resizer_is_pils_filter_within_one_grey_level(box, size):
     pytest.importorskip("cykooz_resizer", reason="the fast-resize extra is not installed")
     for image in (_photo_array(375, 500), _image(375, 500)):
         img = Image.fromarray(image)
-        want = np.asarray(img.resize(size, Image.Resampling.BILINEAR, box=box), np.int16)
+        # The reference: cut out the whole pixels enclosing the box, then PIL's resize of the
+        # box within them (for an integer box, torchvision's resized_crop).
+        outer = (int(box[0]), int(box[1]), -int(-box[2] // 1), -int(-box[3] // 1))
+        inner = (box[0] - outer[0], box[1] - outer[1], box[2] - outer[0], box[3] - outer[1])
+        want = np.asarray(img.crop(outer).resize(size, Image.Resampling.BILINEAR, box=inner),
+                          np.int16)
         got = augment.resize_bilinear(img, size, box, resizer="fast_image_resize")
         assert got.mode == "RGB" and got.size == size
         diff = np.abs(np.asarray(got, np.int16) - want)
@@ -238,10 +243,27 @@ def test_resizer_threads_and_fallback(monkeypatch):
     assert augment.default_resizer() == "pil"
     with pytest.raises(ImportError, match=r"pip install 'geojax\[fast-resize\]'"):
         augment.TrainAugment(resizer="fast_image_resize")
-    np.testing.assert_array_equal(  # the fallback is PIL's resize, bit for bit
+    np.testing.assert_array_equal(  # the fallback is PIL's crop + resize, bit for bit
         np.asarray(augment.resize_bilinear(image, (64, 64), boxes[3])),
-        np.asarray(image.resize((64, 64), Image.Resampling.BILINEAR, box=boxes[3])))
+        np.asarray(image.crop(boxes[3]).resize((64, 64), Image.Resampling.BILINEAR)))
     aug = augment.TrainAugment(crop="random_resized")
     np.testing.assert_array_equal(aug(np.asarray(image), np.random.default_rng(1)),
                                   augment.TrainAugment(crop="random_resized", resizer="pil")(
                                       np.asarray(image), np.random.default_rng(1)))
+
+
+@pytest.mark.parametrize("resizer", augment.RESIZERS)
+def test_resized_view_sees_only_its_box(resizer):
+    if resizer == "fast_image_resize":
+        pytest.importorskip("cykooz_resizer", reason="the fast-resize extra is not installed")
+    image = _photo_array(150, 200, seed=5)
+    box = (40, 30, 170, 128)
+    other = image.copy()
+    other[:, :40] = 255 - other[:, :40]  # change every pixel outside the box
+    other[128:] = 0
+    views = [np.asarray(augment.resize_bilinear(Image.fromarray(a), (64, 64), box, resizer=resizer))
+             for a in (image, other)]
+    np.testing.assert_array_equal(views[0], views[1])
+    np.testing.assert_array_equal(  # and the box cut out first is the same view
+        views[0], augment.resize_bilinear(Image.fromarray(image[30:128, 40:170]), (64, 64),
+                                          resizer=resizer))

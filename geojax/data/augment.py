@@ -41,8 +41,9 @@ paper 003 §8.4.2):
   style random resized crop: area fraction uniform in ``scale`` (default
   ``(0.08, 1.0)``), aspect ratio log-uniform in ``ratio`` (default
   ``(3/4, 4/3)``), 10 tries then a centre crop with the ratio clamped
-  (torchvision's ``RandomResizedCrop`` algorithm), cropped and resized in one
-  PIL call.
+  (torchvision's ``RandomResizedCrop`` algorithm), cut out and resized
+  (:func:`resize_bilinear`; the pixels of torchvision's ``RandomResizedCrop`` on the same
+  box within 1 grey level, ``benchmarks/decode_throughput.py`` compares them).
 
 From encoded bytes (what the pipeline reads from disk),
 :meth:`TrainAugment.decode_and_augment` draws the view's geometry from the header's image
@@ -120,25 +121,40 @@ def _check_resizer(resizer: str | None) -> str:
 def resize_bilinear(img: Image.Image, size: tuple[int, int],
                     box: Sequence[float] | None = None, *,
                     resizer: str | None = None) -> Image.Image:
-    """``img.resize(size, BILINEAR, box=box)``: the region ``box`` (left, top, right, bottom,
-    fractional allowed; default the whole image) resampled to ``size`` (width, height) by
-    PIL's antialiased bilinear (triangle) filter.
+    """The region ``box`` (left, top, right, bottom; default the whole image) of ``img``
+    resampled to ``size`` (width, height) by PIL's antialiased bilinear (triangle) filter.
+
+    The region is cut out first, as torchvision's ``resized_crop`` does: no pixel outside it
+    contributes (``img.resize(size, box=box)`` alone lets the filter reach across the box's
+    edges, which changes the view's border rows and columns by up to 30 grey levels). A
+    fractional box (a view mapped into a JPEG decoded at reduced scale) is cut at the whole
+    pixels enclosing it.
 
     ``resizer``: ``"pil"`` (PIL's own code), ``"fast_image_resize"`` (the ``fast-resize``
-    extra: the same filter and the same box semantics with SIMD, every pixel within 1 grey
-    level of PIL's), or ``None`` for :func:`default_resizer`. Images of modes other than RGB
-    always go through PIL.
+    extra: the same filter with SIMD, every pixel within 1 grey level of PIL's), or ``None``
+    for :func:`default_resizer`. Images of modes other than RGB always go through PIL.
     """
     resizer = _check_resizer(resizer)
+    if box is not None:
+        left, top, right, bottom = box
+        outer = (max(0, math.floor(left)), max(0, math.floor(top)),
+                 min(img.width, math.ceil(right)), min(img.height, math.ceil(bottom)))
+        if outer != (0, 0) + img.size:
+            img = img.crop(outer)
+        box = (left - outer[0], top - outer[1], right - outer[0], bottom - outer[1])
+        if box == (0, 0) + img.size:
+            box = None
     if resizer == "pil" or img.mode != "RGB":
-        return img.resize(size, _BILINEAR, box=None if box is None else tuple(box))
-    left, top, right, bottom = (0, 0) + img.size if box is None else box
+        return img.resize(size, _BILINEAR, box=box)
     fast = getattr(_THREAD, "resizer", None)
     if fast is None:
         fast = _THREAD.resizer = cykooz_resizer.Resizer()
-    options = cykooz_resizer.ResizeOptions(
-        resize_alg=cykooz_resizer.ResizeAlg.convolution(cykooz_resizer.FilterType.bilinear),
-        crop_box=cykooz_resizer.CropBox(left, top, right - left, bottom - top))
+    alg = cykooz_resizer.ResizeAlg.convolution(cykooz_resizer.FilterType.bilinear)
+    if box is None:
+        options = cykooz_resizer.ResizeOptions(resize_alg=alg)
+    else:
+        options = cykooz_resizer.ResizeOptions(resize_alg=alg, crop_box=cykooz_resizer.CropBox(
+            box[0], box[1], box[2] - box[0], box[3] - box[1]))
     out = Image.new("RGB", tuple(size))
     fast.resize_pil(img, out, options)
     return out
