@@ -16,7 +16,9 @@
 For notebooks (``colabs/``) and scripts: :func:`load_config` (a config file as ``--config``
 gives it, with overrides), :func:`write_eval_images` (evaluation photos as files, for
 :func:`predict_images`), :func:`retrieval_database` (a finished run's feature store and
-index) and :func:`progressive_refinement` (004 Fig. 4 for one evaluation image).
+index), :func:`progressive_refinement` (004 Fig. 4 for one evaluation image),
+:func:`compare_runs` (one row of several runs' tables side by side) and
+:func:`scene_selection` (the scene a GeoDecoder selects per evaluation image, 003 §3.5).
 
 All three evaluate through ``geojax.evaluation.evaluators`` and write through
 ``geojax.evaluation.report.write``; only process 0 writes.
@@ -30,15 +32,16 @@ import importlib.util
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from geojax import fileio
-from geojax.data import augment, datasets
+from geojax.data import augment, datasets, geoworld, pipeline
 from geojax.data.sources.common import encode_image
 from geojax.evaluation import evaluators, maps, report
 from geojax.geo import gazetteer, sphere
@@ -49,7 +52,7 @@ from geojax.models import heads as heads_lib
 from geojax.partitions import base, build, combinatorial
 from geojax.training import train as train_lib
 from geojax.training.context import RunContext
-from geojax.training.steps import TrainState, normalize_images
+from geojax.training.steps import TrainState, normalize_images, scene_training
 
 Tables = dict[str, dict[str, dict[str, Any]]]  # split → method → figures
 
@@ -544,3 +547,93 @@ def progressive_refinement(config: ml_collections.ConfigDict, workdir: str, *,
         maps.plot_progressive_refinement(parts, idx, regions, path, truth=(true_lat, true_lng))
         ctx.log(f"[refinement] {split} image {index}: {path}")
     return records
+
+
+def compare_runs(runs: Mapping[str, Tables], row: str, *, keep: Sequence[str] = (),
+                 path: str | None = None) -> Tables:
+    """Row ``row`` of several runs' tables side by side: ``{split: {label: figures}}`` for the
+    splits of the first run, the rows named by the labels of ``runs`` (``{label: tables}``,
+    e.g. two :func:`train_and_evaluate` results), after the first run's rows ``keep`` (e.g.
+    its ``"constant (densest cell)"`` baseline) under their own names. A run without the split
+    or the row raises ``KeyError`` naming both. With ``path``, also a Markdown file of one
+    table per split (the columns of ``results.md``), written atomically."""
+    if not runs:
+        raise ValueError("runs is empty: give {label: tables} of at least one run.")
+    labels = list(runs)
+
+    def figures(label: str, split: str, name: str) -> dict[str, Any]:
+        table = runs[label].get(split, {})
+        if name not in table:
+            raise KeyError(f"run {label!r} has no row {name!r} on split {split!r} (its rows: "
+                           f"{list(table)}).")
+        return table[name]
+
+    out: Tables = {}
+    for split in runs[labels[0]]:
+        out[split] = {name: figures(labels[0], split, name) for name in keep}
+        out[split].update({label: figures(label, split, row) for label in labels})
+    if path:
+        fileio.atomic_write(path, "\n".join(
+            report.format_table(rows, fmt="markdown", extra_columns=report.RESULT_COLUMNS,
+                                title=f"{split}: {row}") + "\n" for split, rows in out.items()))
+    return out
+
+
+def scene_selection(config: ml_collections.ConfigDict, workdir: str, *, split: str | None = None,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The scene the finished GeoDecoder run in ``workdir`` picks for each image of evaluation
+    split ``split`` (default: the config's first) against the records' scene labels.
+
+    The picked scene is the arg-max of the model's ``scene_logits`` on the evaluation
+    pipeline's centre crop (every process reads the whole split): with ``scene_mode="select"`` the scene whose queries feed every
+    hierarchy's classifier (003 §3.5, the mean channel-0 confidence), with ``"auxiliary"`` the
+    secondary task's prediction. The labels are the field the run trains on
+    (``steps.scene_training``: GeoWorld's ``scene``, 16, or ``scene3``). Returns ``{"split",
+    "field", "names", "n", "accuracy", "majority", "selected", "label", "confusion"}``:
+    ``selected`` and ``label`` ``(n,)`` int64 over the readable images with a label (≥ 0),
+    ``accuracy`` the share where they agree, ``majority`` the share of the most common label
+    (the accuracy of always picking it), ``confusion`` ``(S, S)`` int64 counts, rows the
+    label, columns the picked scene; ``names`` the scene names (GeoWorld's, else ``"scene
+    <k>"``)."""
+    _check(config)
+    scenes = scene_training(config)
+    if scenes is None:
+        raise train_lib.ConfigError("this config's model predicts no scene: scene selection needs "
+                                    "a GeoDecoder (config.model.geodecoder) with scene_mode "
+                                    "'select' or 'auxiliary'.")
+    ctx, model, state = _finished_model(config, workdir, log)
+    sources = datasets.eval_sources(config.data)
+    split = split or next(iter(sources), "")
+    if split not in sources:
+        raise ValueError(f"split {split!r} is not one of the config's evaluation splits {list(sources)}.")
+    batch_size = int(config.eval.batch_size)
+    dataset = pipeline.make_dataset(
+        sources[split], train=False, global_batch_size=batch_size,
+        image_size=int(config.data.image_size), seed=0, num_epochs=1, process_index=0,
+        process_count=1, shuffle=False, drop_remainder=False, crops="center",
+        max_bad_fraction=datasets.max_bad_fraction(config.data))
+    variables = export_lib.variables_of(state.params, state.batch_stats)
+    pick = jax.jit(lambda v, x: jnp.argmax(
+        model.apply(v, normalize_images(x), train=False)["scene_logits"], axis=-1))
+    selected, label = [], []
+    for batch in dataset:
+        if scenes.key not in batch:
+            raise ValueError(f"the records of split {split!r} have no {scenes.key!r} field (the "
+                             "scene labels the run trains on).")
+        keep = np.asarray(batch["valid"], bool) & (np.asarray(batch[scenes.key]) >= 0)
+        selected.append(np.asarray(jax.device_get(pick(variables, batch["image"])))[keep])
+        label.append(np.asarray(batch[scenes.key])[keep])
+    selected = np.concatenate(selected).astype(np.int64)
+    label = np.concatenate(label).astype(np.int64)
+    s = scenes.num_scenes
+    confusion = np.zeros((s, s), np.int64)
+    np.add.at(confusion, (label, selected), 1)
+    names = {(True, 16): geoworld.SCENE_NAMES, (True, 3): geoworld.SCENE3_NAMES}.get(
+        (config.data.get("source", "geoworld") == "geoworld", s), tuple(f"scene {k}" for k in range(s)))
+    n = int(label.size)
+    ctx.log(f"[scenes] {split}: the picked scene is the label for {int(np.trace(confusion))} of "
+            f"{n} images")
+    return {"split": split, "field": scenes.key, "names": tuple(names), "n": n,
+            "accuracy": float(np.trace(confusion)) / max(n, 1),
+            "majority": float(np.bincount(label, minlength=s).max()) / max(n, 1) if n else 0.0,
+            "selected": selected, "label": label, "confusion": confusion}

@@ -1,5 +1,6 @@
 """Maps and figures drawn offline with matplotlib: partitions, predictions, answers of
-``--mode=predict``, 004 Fig. 4's progressive refinement, and accuracy curves.
+``--mode=predict``, 004 Fig. 4's progressive refinement, accuracy curves, and 002 Fig. 1's
+longitude by posting hour.
 
 No basemap is downloaded: partitions are rasterised by assigning a
 longitude/latitude grid to classes (works for every scheme, handles the
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from geojax import fileio
+from geojax.data import metadata_features
 from geojax.evaluation import metrics
 from geojax.geo import s2
 from geojax.geo.gazetteer import Gazetteer
@@ -357,3 +359,88 @@ def plot_examples(source: Any, path: str | os.PathLike, *, indices: Sequence[int
               for a, b, p in zip(lat, lng, nearest)]
     return plot_images(np.stack([np.asarray(r["image"]) for r in records]), path, titles=titles,
                        cols=cols, title=title)
+
+
+def longitude_by_hour(timestamp: Any, lng: Any, *, user: Any = None, utc_offset_hours: float = 0.0,
+                      seed: int = 0) -> list[np.ndarray]:
+    """002 Fig. 1's data: 24 float64 arrays, the longitudes of the photos posted in each hour
+    0–23 (``metadata_features.calendar`` of the Unix seconds ``timestamp`` on the clock
+    ``utc_offset_hours`` ahead of UTC; 002: UTC), in photo order. With ``user`` (one id per
+    photo), only one photo per user, drawn uniformly with ``seed``, as 002 draws one image per
+    user "to decouple any user effects from time of day"."""
+    lng = np.asarray(lng, np.float64).reshape(-1)
+    timestamp = np.asarray(timestamp).reshape(-1)
+    if timestamp.size != lng.size:
+        raise ValueError(f"timestamp ({timestamp.size}) and lng ({lng.size}) must have one value "
+                         "per photo.")
+    rows = np.arange(lng.size)
+    if user is not None:
+        user = np.asarray(user).reshape(-1)
+        if user.size != lng.size:
+            raise ValueError(f"user ({user.size}) must have one value per photo ({lng.size}).")
+        order = np.random.default_rng(seed).permutation(lng.size)
+        _, first = np.unique(user[order], return_index=True)  # a random photo of each user
+        rows = np.sort(order[first])
+    hour = metadata_features.calendar(timestamp[rows], utc_offset_hours)[0]
+    return [lng[rows[hour == h]] for h in range(24)]
+
+
+def plot_longitude_by_hour(timestamp: Any, lng: Any, path: str | os.PathLike, *, user: Any = None,
+                           utc_offset_hours: float = 0.0, seed: int = 0, title: str = "") -> str:
+    """Writes a PNG (880 × 495 pixels) of 002 Fig. 1: box plots of the photos' true longitude
+    for each posting hour (:func:`longitude_by_hour`; boxes: quartiles and median, whiskers:
+    1.5 × the interquartile range, outliers not drawn); an hour without photos is left
+    empty. Where the local posting hour follows one prior everywhere (GeoWorld), the
+    longitudes' distribution changes with the UTC hour, as 002 Fig. 1 shows for YFCC100M."""
+    groups = longitude_by_hour(timestamp, lng, user=user, utc_offset_hours=utc_offset_hours,
+                               seed=seed)
+    hours = [h for h in range(24) if groups[h].size]
+    if not hours:
+        raise ValueError("no photos: give at least one timestamp and longitude.")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.boxplot([groups[h] for h in hours], positions=hours, widths=0.6, showfliers=False,
+               patch_artist=True, boxprops=dict(facecolor="#9ecae1", edgecolor="#3182bd"),
+               medianprops=dict(color="#de2d26"))
+    ax.set_xlim(-0.5, 23.5)
+    ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
+    ax.set_ylim(-180, 180)
+    ax.set_yticks(range(-180, 181, 60))
+    ax.grid(True, alpha=0.3)
+    clock = "UTC" if not utc_offset_hours else f"UTC{utc_offset_hours:+g} h"
+    ax.set_xlabel(f"hour of posting ({clock})")
+    ax.set_ylabel("true longitude (degrees)")
+    n = sum(groups[h].size for h in hours)
+    ax.set_title(title or f"Longitude by posting hour ({n} photos"
+                 + (", one per user)" if user is not None else ")"), fontsize=10)
+    return _save(plt, fig, path)
+
+
+def plot_confusion(confusion: Any, names: Sequence[str], path: str | os.PathLike, *,
+                   xlabel: str = "predicted", ylabel: str = "label", title: str = "") -> str:
+    """Writes a PNG (880 × 770 pixels) of a confusion matrix (``(K, K)`` counts, rows the
+    label, columns the prediction, e.g. ``experiment.scene_selection``'s): each row as shares
+    of its images (an empty row stays blank), the counts written in the cells that have any,
+    the classes named by ``names``."""
+    counts = np.asarray(confusion)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(names):
+        raise ValueError(f"confusion must be (K, K) with K = len(names) = {len(names)}, got shape "
+                         f"{counts.shape}.")
+    totals = counts.sum(1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 7))
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row's images")
+    k = len(names)
+    small = 6 if k > 8 else 8
+    ax.set_xticks(range(k), [str(n) for n in names], rotation=60, ha="right", fontsize=small)
+    ax.set_yticks(range(k), [str(n) for n in names], fontsize=small)
+    for i, j in zip(*np.nonzero(counts)):
+        ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=small,
+                color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    n = int(counts.sum())
+    ax.set_title(title or f"{n} images, {int(np.trace(counts))} on the diagonal", fontsize=10)
+    return _save(plt, fig, path)
