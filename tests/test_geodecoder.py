@@ -15,7 +15,10 @@ import numpy as np
 import optax
 import pytest
 
+import flax.linen as nn
+
 from geojax import experiment
+from geojax.models import attention as attention_lib
 from geojax.models import geodecoder as geodecoder_lib
 from geojax.models import heads as heads_lib
 from geojax.models.vit import vit_s16
@@ -52,6 +55,90 @@ def init(model, x, seed=0):
 def apply(model, variables, x, **kwargs):
     """``model.apply(..., train=False)`` jitted."""
     return jax.jit(lambda v, x: model.apply(v, x, train=False, **kwargs))(variables, x)
+
+
+@pytest.mark.parametrize("batch, q_len, kv_len, heads, depth, dtype", [
+    ((3,), 5, 7, 2, 4, jnp.float32),          # cross-attention, as the decoder's
+    ((2, 3), 4, 4, 3, 2, jnp.float32),        # two batch axes: the hierarchy-dependent layers
+    ((3,), 6, 6, 1, 8, jnp.bfloat16),         # bfloat16 inputs, float32 softmax
+])
+def test_merged_attention_equals_flax_dot_product_attention(batch, q_len, kv_len, heads, depth,
+                                                             dtype):
+    """geojax's attention_fn (batch and heads merged) against flax's dot_product_attention on
+    random inputs: values and the gradients with respect to query, key and value."""
+    keys = jax.random.split(jax.random.key(3), 4)
+    q = jax.random.normal(keys[0], (*batch, q_len, heads, depth), dtype)
+    k = jax.random.normal(keys[1], (*batch, kv_len, heads, depth), dtype)
+    v = jax.random.normal(keys[2], (*batch, kv_len, heads, depth), dtype)
+    g = jax.random.normal(keys[3], (*batch, q_len, heads, depth), jnp.float32)
+
+    def value_and_grads(fn):
+        loss = lambda q, k, v: jnp.sum(fn(q, k, v, force_fp32_for_softmax=True)
+                                       .astype(jnp.float32) * g)
+        out = fn(q, k, v, force_fp32_for_softmax=True)
+        return out, jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+    ours, ours_grads = jax.jit(lambda: value_and_grads(attention_lib.dot_product_attention))()
+    ref, ref_grads = jax.jit(lambda: value_and_grads(nn.dot_product_attention))()
+    assert ours.shape == ref.shape == (*batch, q_len, heads, depth)
+    assert ours.dtype == ref.dtype
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(ref, np.float32),
+                               atol=tol, rtol=tol)
+    for a, b in zip(ours_grads, ref_grads):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                   atol=tol, rtol=tol)
+
+
+def test_merged_attention_hands_masks_and_dropout_to_flax():
+    """With a mask or active dropout the result is flax's own, bit for bit."""
+    keys = jax.random.split(jax.random.key(4), 4)
+    q, k, v = (jax.random.normal(key, (2, 5, 2, 4)) for key in keys[:3])
+    mask = jax.random.bernoulli(keys[3], 0.7, (2, 2, 5, 5))
+    for kwargs in (dict(mask=mask), dict(dropout_rate=0.5, dropout_rng=jax.random.key(5))):
+        np.testing.assert_array_equal(attention_lib.dot_product_attention(q, k, v, **kwargs),
+                                      nn.dot_product_attention(q, k, v, **kwargs))
+
+
+def test_geodecoder_attention_is_the_merged_attention():
+    """Every attention of the GeoDecoder and its ViT encoder computes with
+    attention_lib.dot_product_attention, and the model's output is the one flax's attention
+    gives (to 1e-5): the same function."""
+    model = small_model()
+    x = images()
+    variables = init(model, x)
+    calls = []
+
+    def spy(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.MultiHeadDotProductAttention) and \
+                context.method_name == "__call__":
+            calls.append(context.module.attention_fn)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(spy):
+        ours = model.apply(variables, x, train=False)
+    # encoder: 1 block; decoder: 2 layers x (self, cross)
+    assert calls == [attention_lib.dot_product_attention] * 5
+
+    flax_calls = []
+
+    def flax_attention(*args, **kwargs):
+        flax_calls.append(1)
+        return nn.dot_product_attention(*args, **kwargs)
+
+    def use_flax(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.MultiHeadDotProductAttention) and \
+                context.method_name == "__call__":
+            object.__setattr__(context.module, "attention_fn", flax_attention)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(use_flax):
+        ref = model.apply(variables, x, train=False)
+    assert len(flax_calls) == 5
+    for key in ("features", "scene_logits"):
+        np.testing.assert_allclose(ours[key], ref[key], atol=1e-5, rtol=1e-5)
+    for head in HEADS:
+        np.testing.assert_allclose(ours["logits"][head], ref["logits"][head], atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,9 @@ Parameter paths: ``backbone``, ``token_proj`` (when widths differ), ``queries`` 
 from 1, ``final_ln``, ``heads/<name>``, ``scene_head`` ("auxiliary"). Computation runs in
 ``dtype`` (e.g. bfloat16) with float32 parameters, attention softmax and classifiers; every
 parameter is an ordinary array that ``geojax.training.sharding``'s FSDP rule can split.
+Every attention is ``flax.linen.MultiHeadDotProductAttention`` with
+``geojax.models.attention.dot_product_attention`` as its ``attention_fn`` (flax's function,
+computed with the batch and head axes merged).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from geojax.models.attention import dot_product_attention
 from geojax.models.heads import HierarchyHeads
 from geojax.models.vit import LN_EPSILON, MlpBlock
 
@@ -85,7 +89,8 @@ def _attention(num_heads: int, dropout_rate: float, train: bool, dtype: Dtype,
     return nn.MultiHeadDotProductAttention(
         num_heads=num_heads, dtype=dtype, param_dtype=jnp.float32,
         kernel_init=nn.initializers.xavier_uniform(), dropout_rate=dropout_rate,
-        deterministic=not train, force_fp32_for_softmax=True, name=name)
+        deterministic=not train, force_fp32_for_softmax=True,
+        attention_fn=dot_product_attention, name=name)
 
 
 # One FFN per hierarchy (Eq. 6): MlpBlock mapped over axis 1 of (B, H, S, D), parameters

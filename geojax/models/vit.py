@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from geojax.models.attention import dot_product_attention
+
 Dtype = Any
 
 # LayerNorm epsilon of the reference ViT implementation.
@@ -66,7 +68,8 @@ class EncoderBlock(nn.Module):
         dropout_rate: dropout after attention and in the MLP.
         attention_dropout_rate: dropout on the attention weights.
         dtype: computation dtype; parameters are always float32 and the attention softmax is
-            computed in float32.
+            computed in float32 (``geojax.models.attention.dot_product_attention``: flax's
+            function with the batch and head axes merged).
     """
 
     num_heads: int
@@ -83,7 +86,7 @@ class EncoderBlock(nn.Module):
             num_heads=self.num_heads, dtype=self.dtype, param_dtype=jnp.float32,
             kernel_init=nn.initializers.xavier_uniform(),
             dropout_rate=self.attention_dropout_rate, deterministic=not train,
-            force_fp32_for_softmax=True, name="attn")(y, y)
+            force_fp32_for_softmax=True, attention_fn=dot_product_attention, name="attn")(y, y)
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         x = x + y
 
