@@ -155,7 +155,7 @@ def resize_bilinear(img: Image.Image, size: tuple[int, int],
     else:
         options = cykooz_resizer.ResizeOptions(resize_alg=alg, crop_box=cykooz_resizer.CropBox(
             box[0], box[1], box[2] - box[0], box[3] - box[1]))
-    out = Image.new("RGB", tuple(size))
+    out = Image.new("RGB", tuple(size), None)  # not initialised: every pixel is written
     fast.resize_pil(img, out, options)
     return out
 
