@@ -32,7 +32,7 @@ import importlib.util
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -547,36 +547,6 @@ def progressive_refinement(config: ml_collections.ConfigDict, workdir: str, *,
         maps.plot_progressive_refinement(parts, idx, regions, path, truth=(true_lat, true_lng))
         ctx.log(f"[refinement] {split} image {index}: {path}")
     return records
-
-
-def compare_runs(runs: Mapping[str, Tables], row: str, *, keep: Sequence[str] = (),
-                 path: str | None = None) -> Tables:
-    """Row ``row`` of several runs' tables side by side: ``{split: {label: figures}}`` for the
-    splits of the first run, the rows named by the labels of ``runs`` (``{label: tables}``,
-    e.g. two :func:`train_and_evaluate` results), after the first run's rows ``keep`` (e.g.
-    its ``"constant (densest cell)"`` baseline) under their own names. A run without the split
-    or the row raises ``KeyError`` naming both. With ``path``, also a Markdown file of one
-    table per split (the columns of ``results.md``), written atomically."""
-    if not runs:
-        raise ValueError("runs is empty: give {label: tables} of at least one run.")
-    labels = list(runs)
-
-    def figures(label: str, split: str, name: str) -> dict[str, Any]:
-        table = runs[label].get(split, {})
-        if name not in table:
-            raise KeyError(f"run {label!r} has no row {name!r} on split {split!r} (its rows: "
-                           f"{list(table)}).")
-        return table[name]
-
-    out: Tables = {}
-    for split in runs[labels[0]]:
-        out[split] = {name: figures(labels[0], split, name) for name in keep}
-        out[split].update({label: figures(label, split, row) for label in labels})
-    if path:
-        fileio.atomic_write(path, "\n".join(
-            report.format_table(rows, fmt="markdown", extra_columns=report.RESULT_COLUMNS,
-                                title=f"{split}: {row}") + "\n" for split, rows in out.items()))
-    return out
 
 
 def scene_selection(config: ml_collections.ConfigDict, workdir: str, *, split: str | None = None,

@@ -1,8 +1,8 @@
 """The Colab notebooks in colabs/: each runs start to end (nbclient, kernel ``python3``, in a
 temporary folder, its ``parameters`` cell replaced by tiny sizes) without a cell error and
 writes its PNGs at their sizes and not blank; no notebook is committed with outputs. Also the
-notebooks' entry points in geojax.experiment (load_config, write_eval_images, compare_runs,
-scene_selection) and geojax.evaluation.maps (longitude_by_hour and its plot, plot_confusion),
+notebooks' entry points in geojax.experiment (load_config, write_eval_images,
+scene_selection), geojax.evaluation.report.compare_runs and geojax.evaluation.maps (longitude_by_hour and its plot, plot_confusion),
 each against a brute-force reference."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image
 
 from geojax import experiment
 from geojax.data import augment, datasets, geoworld
-from geojax.evaluation import maps
+from geojax.evaluation import maps, report
 from geojax.inference import export as export_lib
 from geojax.training import train as train_lib
 from geojax.training.steps import normalize_images
@@ -159,7 +159,7 @@ def test_compare_runs_puts_one_row_of_each_run_side_by_side(tmp_path):
          "s2": {"constant": {"acc@1km": 0.3}, "product": {"acc@1km": 0.4}}}
     b = {"s1": {"product": {"acc@1km": 0.5}}, "s2": {"product": {"acc@1km": 0.6}, "x": {}}}
     path = tmp_path / "cmp.md"
-    out = experiment.compare_runs({"A": a, "B": b}, "product", keep=["constant"], path=str(path))
+    out = report.compare_runs({"A": a, "B": b}, "product", keep=["constant"], path=str(path))
     assert out == {"s1": {"constant": {"acc@1km": 0.1}, "A": {"acc@1km": 0.2}, "B": {"acc@1km": 0.5}},
                    "s2": {"constant": {"acc@1km": 0.3}, "A": {"acc@1km": 0.4}, "B": {"acc@1km": 0.6}}}
     assert list(out["s1"]) == ["constant", "A", "B"]
@@ -167,9 +167,9 @@ def test_compare_runs_puts_one_row_of_each_run_side_by_side(tmp_path):
     assert "**s1: product**" in text and "**s2: product**" in text
     assert "| B " in text and "50.0" in text and "60.0" in text
     with pytest.raises(KeyError, match="run 'B' has no row 'product' on split 's2'"):
-        experiment.compare_runs({"A": a, "B": {"s1": b["s1"]}}, "product")
+        report.compare_runs({"A": a, "B": {"s1": b["s1"]}}, "product")
     with pytest.raises(ValueError, match="runs is empty"):
-        experiment.compare_runs({}, "product")
+        report.compare_runs({}, "product")
 
 
 def test_longitude_by_hour_matches_the_calendar_and_draws_one_photo_per_user(tmp_path):

@@ -301,3 +301,34 @@ def write(results: Results, directory: str | os.PathLike, *, stem: str = "result
         else:
             maps.plot_partitions(list(item.partitions), os.path.join(directory, "partitions.png"),
                                  points=item.points)
+
+
+def compare_runs(runs: Mapping[str, Mapping[str, Mapping[str, Any]]], row: str, *,
+                 keep: Sequence[str] = (), path: str | None = None
+                 ) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """Row ``row`` of several runs' tables side by side: ``{split: {label: figures}}`` for the
+    splits of the first run, the rows named by the labels of ``runs`` (``{label: tables}``,
+    e.g. two :func:`geojax.experiment.train_and_evaluate` results), after the first run's rows ``keep`` (e.g.
+    its ``"constant (densest cell)"`` baseline) under their own names. A run without the split
+    or the row raises ``KeyError`` naming both. With ``path``, also a Markdown file of one
+    table per split (the columns of ``results.md``), written atomically."""
+    if not runs:
+        raise ValueError("runs is empty: give {label: tables} of at least one run.")
+    labels = list(runs)
+
+    def figures(label: str, split: str, name: str) -> Mapping[str, Any]:
+        table = runs[label].get(split, {})
+        if name not in table:
+            raise KeyError(f"run {label!r} has no row {name!r} on split {split!r} (its rows: "
+                           f"{list(table)}).")
+        return table[name]
+
+    out: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for split in runs[labels[0]]:
+        out[split] = {name: figures(labels[0], split, name) for name in keep}
+        out[split].update({label: figures(label, split, row) for label in labels})
+    if path:
+        fileio.atomic_write(path, "\n".join(
+            format_table(rows, fmt="markdown", extra_columns=RESULT_COLUMNS,
+                                title=f"{split}: {row}") + "\n" for split, rows in out.items()))
+    return out
