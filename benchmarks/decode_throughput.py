@@ -19,10 +19,12 @@ thread):
 * ``torchvision``: ``torchvision.io.decode_jpeg`` then ``transforms.v2.RandomResizedCrop(224,
   antialias=True)`` and ``RandomHorizontalFlip()`` on the uint8 tensor;
 * ``decode only``: PIL's decode into an RGB image (``decode_pil``) against ``decode_jpeg``;
-* the same three for 003's full recipe (``configs``' default ``paper_003``: resize 256, random
+* the same rows for 003's full recipe (``configs``' default ``paper_003``: resize 256, random
   rotation 1-15 degrees, random 224 crop, flip, colour jitter), against torchvision's
   ``Resize(256)``, ``RandomRotation(15)``, ``RandomCrop(224)``, ``RandomHorizontalFlip()``,
-  ``ColorJitter(0.4, 0.4, 0.4, 0.1)``.
+  ``ColorJitter(0.4, 0.4, 0.4, 0.1)``;
+* a pixel check: geojax's RandomResizedCrop views (each resizer) against torchvision's
+  ``resized_crop(antialias=True)`` of the same boxes, mean and largest absolute difference.
 
 The pipelines are timed in turns (each repeat runs every pipeline once over all images), and
 the best repeat of each is printed, so that other load on the machine slows all of them alike.
