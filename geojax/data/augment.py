@@ -14,9 +14,10 @@ filter, which is antialiased: when downscaling, its support widens with the
 scale factor (like ``torchvision.transforms.Resize(antialias=True)``), so no
 aliasing from plain 2x2 interpolation.  With the ``fast-resize`` extra installed
 (``cykooz-resizer``: the ``fast_image_resize`` Rust library, AVX2 / SSE4.1 / NEON),
-:func:`resize_bilinear` computes the same filter with SIMD, about twice as fast as
-PIL's scalar code, every pixel within 1 grey level of PIL's (fixed-point rounding;
-``tests/test_augment.py``), also releasing the GIL; ``resizer="pil"`` keeps PIL's.
+:func:`resize_bilinear` computes the same filter with SIMD, 1.6x (64 px views) to 3.4x
+(224 px) faster than PIL's scalar code on one core, every pixel within 1 grey level of PIL's
+(fixed-point rounding; ``tests/test_augment.py``), also releasing the GIL;
+``resizer="pil"`` keeps PIL's.
 
 Train augmentation (:class:`TrainAugment`) follows Clark et al. (GeoDecoder,
 paper 003 §8.4.2):
