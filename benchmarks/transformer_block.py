@@ -3,14 +3,16 @@
     python benchmarks/transformer_block.py                    # ViT-S/16 block at 224 px, batch 16
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,reduce python benchmarks/transformer_block.py
 
-The JAX side is ``geojax.models.vit.EncoderBlock`` (LayerNorm, ``nn.MultiHeadDotProductAttention``,
-LayerNorm, exact-GELU MLP): ``jax.value_and_grad`` of ``sum(block(x) * g)`` with respect to the
-parameters and ``x``, jitted. The PyTorch side is the block of
+The JAX side is ``geojax.models.vit.EncoderBlock`` (LayerNorm,
+``nn.MultiHeadDotProductAttention``, LayerNorm, exact-GELU MLP), timed as it is (``jax``) and
+with ``flax.linen.dot_product_attention`` as its attention function (``jax flax attention``):
+``jax.value_and_grad`` of ``sum(block(x) * g)`` with respect to the parameters and ``x``, jitted. The PyTorch side is the block of
 ``benchmarks/train_throughput.py``'s twin (``nn.MultiheadAttention`` with
 ``need_weights=False``, i.e. ``scaled_dot_product_attention``), the same loss and
 ``backward()``. Each repetition times ``--inner`` calls of each side back to back; the table
-gives the median and best wall time per call and the median process CPU time (all threads). ``geojax.runtime.configure_cpu()`` is applied first
-(``XLA_FLAGS`` set by the caller are kept, an XLA:CPU flag given there wins).
+gives the median and best wall time per call and the median process CPU time (all threads).
+``geojax.runtime.configure_cpu()`` is applied first (``XLA_FLAGS`` set by the caller are kept,
+an XLA:CPU flag given there wins).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     runtime.configure_cpu()
     # pylint: disable=import-outside-toplevel
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import torch
@@ -54,10 +57,21 @@ def main() -> None:
     x, g = jnp.asarray(xn), jnp.asarray(gn)
     params = jax.jit(lambda: block.init(jax.random.key(0), x, train=True))()
 
-    @jax.jit
-    def jax_step(params, x, g):
-        return jax.value_and_grad(lambda p, x: jnp.sum(block.apply(p, x, train=True) * g),
-                                  argnums=(0, 1))(params, x)
+    def use_flax_attention(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.MultiHeadDotProductAttention) and \
+                context.method_name == "__call__":
+            object.__setattr__(context.module, "attention_fn", nn.dot_product_attention)
+        return next_fun(*args, **kwargs)
+
+    def make_step(flax_attention: bool):
+        def loss(p, x, g):
+            if flax_attention:
+                with nn.intercept_methods(use_flax_attention):
+                    return jnp.sum(block.apply(p, x, train=True) * g)
+            return jnp.sum(block.apply(p, x, train=True) * g)
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+    jax_step, jax_flax_step = make_step(False), make_step(True)
 
     tblock = torch.nn.ModuleDict(dict(
         ln1=torch.nn.LayerNorm(width, eps=LN_EPSILON), ln2=torch.nn.LayerNorm(width, eps=LN_EPSILON),
@@ -76,6 +90,8 @@ def main() -> None:
         (out * tg).sum().backward()
 
     contestants = {"jax": lambda: jax.block_until_ready(jax_step(params, x, g)),
+                   "jax flax attention": lambda: jax.block_until_ready(
+                       jax_flax_step(params, x, g)),
                    "torch": torch_step}
     for fn in contestants.values():
         fn()
@@ -92,7 +108,7 @@ def main() -> None:
     print(f"{args.shape} (batch, tokens, width, heads) = {SHAPES[args.shape]}; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load {os.getloadavg()[0]:.2f}")
     for name, t in times.items():
-        print(f"  {name:6s} median {statistics.median(t):8.1f} ms   best {min(t):8.1f} ms   "
+        print(f"  {name:18s} median {statistics.median(t):8.1f} ms   best {min(t):8.1f} ms   "
               f"CPU time {statistics.median(cpu[name]):8.1f} ms")
     ratio = statistics.median(times["torch"]) / statistics.median(times["jax"])
     print(f"  JAX speed / PyTorch speed (medians): {ratio:.2f}x", flush=True)
