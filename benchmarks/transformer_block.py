@@ -1,12 +1,14 @@
 """One pre-norm transformer block, forward + backward: geojax (JAX) against PyTorch, one process.
 
     python benchmarks/transformer_block.py                    # ViT-S/16 block at 224 px, batch 16
-    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,reduce python benchmarks/transformer_block.py
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,reduce \
+        python benchmarks/transformer_block.py
 
 The JAX side is ``geojax.models.vit.EncoderBlock`` (LayerNorm,
 ``nn.MultiHeadDotProductAttention``, LayerNorm, exact-GELU MLP), timed as it is (``jax``) and
 with ``flax.linen.dot_product_attention`` as its attention function (``jax flax attention``):
-``jax.value_and_grad`` of ``sum(block(x) * g)`` with respect to the parameters and ``x``, jitted. The PyTorch side is the block of
+``jax.value_and_grad`` of ``sum(block(x) * g)`` with respect to the parameters and ``x``, jitted.
+The PyTorch side is the block of
 ``benchmarks/train_throughput.py``'s twin (``nn.MultiheadAttention`` with
 ``need_weights=False``, i.e. ``scaled_dot_product_attention``), the same loss and
 ``backward()``. Each repetition times ``--inner`` calls of each side back to back; the table
@@ -74,7 +76,8 @@ def main() -> None:
     jax_step, jax_flax_step = make_step(False), make_step(True)
 
     tblock = torch.nn.ModuleDict(dict(
-        ln1=torch.nn.LayerNorm(width, eps=LN_EPSILON), ln2=torch.nn.LayerNorm(width, eps=LN_EPSILON),
+        ln1=torch.nn.LayerNorm(width, eps=LN_EPSILON),
+        ln2=torch.nn.LayerNorm(width, eps=LN_EPSILON),
         attn=torch.nn.MultiheadAttention(width, heads, batch_first=True),
         mlp=torch.nn.Sequential(torch.nn.Linear(width, 4 * width), torch.nn.GELU(),
                                 torch.nn.Linear(4 * width, width)))).train()
