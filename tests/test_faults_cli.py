@@ -108,5 +108,5 @@ def test_unknown_config_argument_is_refused(tmp_path):
     """``:runlocl`` (a typo of ``:runlocal``) must not silently run the full config."""
     out = _cli("--config=configs/cplanet.py:runlocl", f"--workdir={tmp_path / 'wd'}")
     _assert_usage_error(out, "unknown config argument(s) ['runlocl']",
-                        "this config takes runlocal, visual")
+                        "this config takes runlocal, geo")
     assert not (tmp_path / "wd").exists()

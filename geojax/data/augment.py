@@ -212,10 +212,13 @@ def _shorter_side_size(w: int, h: int, size: int, square: bool = False) -> tuple
 
 
 def _resize_shorter_pil(img: Image.Image, size: int, square: bool = False) -> Image.Image:
+    """The evaluation resize: always PIL's own code, so that an exported predictor's serving
+    view (``geojax.serving``, PIL only, no geojax import) equals the eval pipeline's bit for
+    bit (``tests/test_predict_export.py``); one resize per image, not a training cost."""
     new_size = _shorter_side_size(img.width, img.height, size, square)
     if new_size == img.size:
         return img
-    return resize_bilinear(img, new_size)
+    return resize_bilinear(img, new_size, resizer="pil")
 
 
 @dataclasses.dataclass(frozen=True)
