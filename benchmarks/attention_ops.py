@@ -38,6 +38,25 @@ SHAPES = {
 }
 
 
+
+def time_contestants(contestants: dict[str, Callable[[], object]], repeats: int, inner: int,
+                     warmup: int = 1) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each contestant ``warmup`` times, then ``repeats`` rounds in turns of ``inner`` calls:
+    ``(wall ms per call, CPU ms per call)`` per round, by name."""
+    for fn in contestants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contestants}
+    cpu: dict[str, list[float]] = {name: [] for name in contestants}
+    for _ in range(repeats):
+        for name, fn in contestants.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - start) / inner * 1e3)
+            cpu[name].append((time.process_time() - start_cpu) / inner * 1e3)
+    return times, cpu
+
 def jax_formulations() -> dict[str, Callable]:
     # pylint: disable=import-outside-toplevel
     import flax.linen as nn
@@ -131,17 +150,7 @@ def main() -> None:
 
         contestants["torch sdpa"] = torch_sdpa
         contestants["torch bmm"] = torch_bmm
-        times = {name: [] for name in contestants}
-        cpu = {name: [] for name in contestants}
-        for fn in contestants.values():
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in contestants.items():
-                start, start_cpu = time.perf_counter(), time.process_time()
-                for _ in range(args.inner):
-                    fn()
-                times[name].append((time.perf_counter() - start) / args.inner * 1e3)
-                cpu[name].append((time.process_time() - start_cpu) / args.inner * 1e3)
+        times, cpu = time_contestants(contestants, args.repeats, args.inner)
         print(f"\n{shape_name} (B, Lq, Lk, H, D) = {(b, lq, lk, h, d)}; load "
               f"{os.getloadavg()[0]:.2f}")
         for name, t in times.items():

@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import numpy as np
 
+from attention_ops import time_contestants  # this folder (the script's sys.path[0])
 from geojax import runtime
 
 SHAPES = {  # name: (batch, tokens, width, heads)
@@ -96,18 +96,7 @@ def main() -> None:
                    "jax flax attention": lambda: jax.block_until_ready(
                        jax_flax_step(params, x, g)),
                    "torch": torch_step}
-    for fn in contestants.values():
-        fn()
-        fn()
-    times = {name: [] for name in contestants}
-    cpu = {name: [] for name in contestants}
-    for _ in range(args.repeats):
-        for name, fn in contestants.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            for _ in range(args.inner):
-                fn()
-            times[name].append((time.perf_counter() - start) / args.inner * 1e3)
-            cpu[name].append((time.process_time() - start_cpu) / args.inner * 1e3)
+    times, cpu = time_contestants(contestants, args.repeats, args.inner, warmup=2)
     print(f"{args.shape} (batch, tokens, width, heads) = {SHAPES[args.shape]}; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load {os.getloadavg()[0]:.2f}")
     for name, t in times.items():
