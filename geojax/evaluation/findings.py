@@ -95,6 +95,19 @@ def _missing(claim: str, paper: str, *names: str) -> Finding:
     return Finding(claim, paper, None, "needs the run(s) " + ", ".join(names))
 
 
+def _versus(claim: str, paper: str, a: Mapping[str, Any] | None, b: Mapping[str, Any] | None,
+            needs: Sequence[str], label: str = "") -> Finding:
+    """"A beats B" with both rows side by side; missing when either row is ``None``."""
+    if a is None or b is None:
+        return _missing(claim, paper, *needs)
+    return Finding(claim, paper, beats(a, b), label + side_by_side(a, b))
+
+
+def _figures(rows: Rows, split: str, pattern: str) -> Mapping[str, Any] | None:
+    found = _find(rows, split, pattern)
+    return None if found is None else found[1]
+
+
 def finer_vs_coarser(runs: Mapping[str, Rows], run: str, split: str = SPLIT) -> Finding:
     """001 §4.1 / 002 Table 5: the finest partition wins at ≤ 25 km (1 and 25 km), the
     coarsest at ≥ 750 km (750 and 2500 km) — among ``run``'s single-partition heads."""
@@ -149,12 +162,10 @@ def geodecoder_vs_classifier(runs: Mapping[str, Rows], geodecoder: str = "geodec
     (hierarchical products of two runs with the same partitions and budget)."""
     claim = "GeoDecoder beats the hierarchical classifier with the same partitions and budget"
     paper = "003"
-    g = _find(runs.get(geodecoder, {}), split, r"hierarchical product$")
-    c = _find(runs.get(classifier, {}), split, r"hierarchical product$")
-    if g is None or c is None:
-        return _missing(claim, paper, geodecoder, classifier)
-    return Finding(claim, paper, beats(g[1], c[1]),
-                   f"{geodecoder} vs {classifier}: {side_by_side(g[1], c[1])}")
+    return _versus(claim, paper,
+                   _figures(runs.get(geodecoder, {}), split, r"hierarchical product$"),
+                   _figures(runs.get(classifier, {}), split, r"hierarchical product$"),
+                   (geodecoder, classifier), label=f"{geodecoder} vs {classifier}: ")
 
 
 def combinatorial_vs_heads(runs: Mapping[str, Rows], run: str = "cplanet",
@@ -178,11 +189,9 @@ def normalized_vs_simple(runs: Mapping[str, Rows], run: str = "cplanet",
     """004 Table 5: NormalizedSum (Eq. 3) beats SimpleSum (Eq. 4)."""
     claim = "NormalizedSum beats SimpleSum"
     paper = "004"
-    n = _find(runs.get(run, {}), split, r"^combinatorial NormalizedSum")
-    s = _find(runs.get(run, {}), split, r"^combinatorial SimpleSum")
-    if n is None or s is None:
-        return _missing(claim, paper, run)
-    return Finding(claim, paper, beats(n[1], s[1]), side_by_side(n[1], s[1]))
+    rows = runs.get(run, {})
+    return _versus(claim, paper, _figures(rows, split, r"^combinatorial NormalizedSum"),
+                   _figures(rows, split, r"^combinatorial SimpleSum"), (run,))
 
 
 def visual_vs_geographic_sets(runs: Mapping[str, Rows], run: str = "cplanet",
@@ -193,10 +202,7 @@ def visual_vs_geographic_sets(runs: Mapping[str, Rows], run: str = "cplanet",
     claim = "geoclass set 1 (visual distances) beats set 2 (geographic distances)"
     paper = "004"
     heads = {h[0].split(" (")[0]: h[2] for h in single_heads(runs.get(run, {}), split)}
-    if "geoclass1" not in heads or "geoclass2" not in heads:
-        return _missing(claim, paper, run)
-    return Finding(claim, paper, beats(heads["geoclass1"], heads["geoclass2"]),
-                   side_by_side(heads["geoclass1"], heads["geoclass2"]))
+    return _versus(claim, paper, heads.get("geoclass1"), heads.get("geoclass2"), (run,))
 
 
 def _meta_split(rows: Rows) -> str | None:
