@@ -5,6 +5,8 @@
     python benchmarks/train_throughput.py --models resnet50 --jax-variants plain,fast
     python benchmarks/train_throughput.py --models geodecoder,geodecoder_vit,geodecoder224 \\
         --xla-settings geojax
+    python benchmarks/train_throughput.py --models geodecoder_vit --decoder-depth 2 \\
+        --xla-settings geojax         # the same without 6 of the 8 decoder layers
 
 Models (one softmax head each, SGD with momentum 0.9, uint8 → float normalisation and softmax
 cross-entropy inside the step on both sides):
@@ -106,6 +108,17 @@ GEODECODERS = {
                       dict(width=384, depth=8, dependent_layers=2, num_heads=6, mlp_ratio=4.0),
                       PAPER_HIERARCHY_CLASSES, 16),
 }
+
+
+def set_decoder_depth(model_name: str, depth: int) -> None:
+    """``--decoder-depth``: the GeoDecoder ``model_name`` with ``depth`` decoder layers on both
+    sides (the last ``min(depth, 2)`` hierarchy-dependent); comparing two depths isolates the
+    cost of the hierarchy-independent layers."""
+    if model_name not in GEODECODERS:
+        raise ValueError(f"--decoder-depth applies to the GeoDecoder models, not {model_name}")
+    entry = GEODECODERS[model_name]
+    decoder = dict(entry[3], depth=depth, dependent_layers=min(depth, entry[3]["dependent_layers"]))
+    GEODECODERS[model_name] = entry[:3] + (decoder,) + entry[4:]
 
 
 def model_shape(model_name: str) -> tuple[int, int, str]:
@@ -434,6 +447,8 @@ def worker(spec: dict[str, Any]) -> None:
     start = time.perf_counter()
     # What worker_env chose: PyTorch gets the malloc settings too (its CPU allocator is glibc's).
     applied = runtime.configure_cpu()
+    if spec.get("decoder_depth"):
+        set_decoder_depth(spec["model"], spec["decoder_depth"])
     if spec["malloc"] == "geojax" and not applied["malloc"]:
         raise RuntimeError(f"geojax's malloc settings were not applied: {applied['skipped']}")
     if spec["framework"] == "jax":
@@ -530,6 +545,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--settle", type=int, default=1,
                         help="untimed steps of a contestant before its timed ones, each repetition")
+    parser.add_argument("--decoder-depth", type=int, default=0,
+                        help="GeoDecoder models: this many decoder layers instead of 8 (the last "
+                             "2 hierarchy-dependent), on both sides")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -539,6 +557,8 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; user XLA_FLAGS={USER_XLA_FLAGS!r}", flush=True)
     rows = []
     for model_name in args.models.split(","):
+        if args.decoder_depth:
+            set_decoder_depth(model_name, args.decoder_depth)
         size, batch, classes = model_shape(model_name)
         steps = args.steps or (1 if model_name in ("resnet50", "geodecoder224") else 5)
         times: dict[str, list[float]] = {}
@@ -550,12 +570,13 @@ def main() -> None:
                 for variant in variants_for(model_name, args.jax_variants.split(",")):
                     for setting in args.xla_settings.split(","):
                         spec = dict(framework="jax", model=model_name, variant=variant,
-                                    warmup=args.warmup, malloc=mem)
+                                    warmup=args.warmup, malloc=mem,
+                                    decoder_depth=args.decoder_depth)
                         workers.append(Worker(f"jax {variant} / {setting} flags / {mem} malloc",
                                               spec, worker_env(setting, mem)))
                 for fmt in args.torch_formats.split(","):
                     spec = dict(framework="torch", model=model_name, format=fmt,
-                                warmup=args.warmup, malloc=mem)
+                                warmup=args.warmup, malloc=mem, decoder_depth=args.decoder_depth)
                     workers.append(Worker(f"torch {fmt} / {mem} malloc", spec,
                                           worker_env("geojax", mem)))
                 for w in workers:
@@ -577,7 +598,8 @@ def main() -> None:
                 rivals = [n for n in times
                           if n.startswith("torch") and n.endswith(name.rsplit(" / ", 1)[1])]
                 best_torch, peak_torch = max(rivals, key=rate.get), max(rivals, key=peak.get)
-                rows.append((f"{model_name} ({name[4:]})", size, batch, classes,
+                depth = f", depth {args.decoder_depth}" if args.decoder_depth else ""
+                rows.append((f"{model_name}{depth} ({name[4:]})", size, batch, classes,
                              rate[name], rate[best_torch], best_torch[6:].split(" / ")[0],
                              peak[name], peak[peak_torch], peak_torch[6:].split(" / ")[0]))
             else:

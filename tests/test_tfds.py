@@ -376,6 +376,42 @@ def test_command_line_writes_a_tfds_dataset(tmp_path, capsys):
     assert list(tfds.builder_from_directory(str(path)).info.splits) == ["train"]
 
 
+def test_command_line_assembles_splits_from_array_record_folders(tmp_path, capsys):
+    tfds = _tfds()
+    folders = {}
+    for split, n in (("train", 5), ("im2gps3k", 3)):
+        (tmp_path / split).mkdir()
+        csv_path, images = _csv_dataset(tmp_path / split, n)
+        folders[split] = tmp_path / f"{split}_ar"
+        assert sources.main(["convert", "--format=csv", f"--csv={csv_path}", f"--images={images}",
+                             f"--out={folders[split]}", "--max-bad-fraction=0.5"]) == 0
+    data_dir = tmp_path / "tfds"
+    args = ["tfds", f"--split=train={folders['train']}", f"--split=im2gps3k={folders['im2gps3k']}",
+            f"--out={data_dir}", "--name=mp16"]
+    assert sources.main(args) == 0
+    builder = tfds.builder_from_directory(str(data_dir / "mp16" / "1.0.0"))
+    assert sorted(builder.info.splits) == ["im2gps3k", "train"]
+    for split, n in (("train", 5), ("im2gps3k", 3)):
+        ds = tfds.data_source("mp16", data_dir=str(data_dir), split=split)
+        assert [ds[i]["id"] for i in range(len(ds))] == [f"p{i}.png".encode() for i in range(n)]
+        np.testing.assert_array_equal([ds[i]["longitude"] for i in range(n)],
+                                      [-20.0 * i for i in range(n)])
+    capsys.readouterr()
+    assert sources.main(args) == 1  # the dataset exists
+    assert "already exists" in capsys.readouterr().err
+    assert sources.main(["tfds", f"--split={folders['train']}", f"--out={data_dir}",
+                         "--name=other"]) == 1
+    assert "write NAME=DIR" in capsys.readouterr().err
+    assert sources.main(["tfds", f"--split=train={folders['train']}",
+                         f"--split=train={folders['im2gps3k']}", f"--out={data_dir}",
+                         "--name=other"]) == 1
+    assert "given twice" in capsys.readouterr().err
+    assert sources.main(["tfds", f"--split=train={tmp_path / 'missing'}", f"--out={data_dir}",
+                         "--name=other"]) == 1
+    assert "is not a complete geojax ArrayRecord dataset" in capsys.readouterr().err
+    assert not (data_dir / "other").exists()
+
+
 def test_command_line_tfds_errors_name_the_fix(tmp_path, monkeypatch, capsys):
     csv_path, images = _csv_dataset(tmp_path)
     base = ["convert", "--format=csv", f"--csv={csv_path}", f"--images={images}",

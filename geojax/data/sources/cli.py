@@ -8,7 +8,10 @@ I of the output shards, and the last share to finish writes ``metadata.json``; `
 ``convert --format-out=tfds`` writes a TFDS ArrayRecord dataset instead
 (:func:`geojax.data.sources.tfds_format.convert_to_tfds`, the ``tfds`` extra): ``--out`` is the
 TFDS data folder, the dataset ``<out>/<name>/<tfds-version>/`` with the one split
-``--tfds-split`` (one host; ``--workers`` processes).
+``--tfds-split`` (one host; ``--workers`` processes). ``tfds --split NAME=DIR ...`` writes a
+TFDS dataset with several splits from geojax ArrayRecord folders (each converted by
+``convert`` from any format, e.g. MP-16 shards as ``train`` and an Im2GPS3k CSV as
+``im2gps3k``).
 """
 
 from __future__ import annotations
@@ -77,6 +80,22 @@ def _parser() -> argparse.ArgumentParser:
     fin = commands.add_parser("finalize", help="write metadata.json of a conversion over hosts whose "
                                                "shares are all finished")
     fin.add_argument("--out", required=True)
+    tfds = commands.add_parser("tfds", help="write a TFDS dataset with several splits from geojax "
+                                             "ArrayRecord folders (pip install 'geojax[tfds]')")
+    tfds.add_argument("--split", action="append", required=True, metavar="NAME=DIR",
+                      help="a split: its TFDS name and the geojax ArrayRecord folder holding it "
+                           "(repeat for each split)")
+    tfds.add_argument("--out", required=True,
+                      help="the TFDS data folder; the dataset goes to <out>/<name>/<version>")
+    tfds.add_argument("--name", required=True, help="the TFDS dataset name (lower case, digits, _)")
+    tfds.add_argument("--version", default="1.0.0", help="the dataset version")
+    tfds.add_argument("--output-shards", type=int, default=None,
+                      help="output files per split (default: one per 10,000 records)")
+    tfds.add_argument("--workers", type=int, default=1, help="processes writing shards")
+    tfds.add_argument("--check-images", action=argparse.BooleanOptionalAction, default=False,
+                      help="decode every image again and drop the undecodable ones (default: "
+                           "no, convert checked them)")
+    tfds.add_argument("--overwrite", action="store_true")
     info = commands.add_parser("info", help="print the metadata of a converted dataset")
     info.add_argument("dir")
     return parser
@@ -86,6 +105,19 @@ def _require(args: argparse.Namespace, *names: str) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
     if missing:
         raise ValueError(f"--format={args.format} needs {' '.join(missing)}.")
+
+
+def _tfds_splits(specs: Sequence[str]) -> dict[str, ArrayRecordSource]:
+    """``NAME=DIR`` arguments → {split name: the ArrayRecord source in DIR}."""
+    splits: dict[str, ArrayRecordSource] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--split {spec!r}: write NAME=DIR, e.g. --split train=/data/mp16_ar")
+        if name in splits:
+            raise ValueError(f"--split {name} is given twice; each split once")
+        splits[name] = ArrayRecordSource(folder)
+    return splits
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("--format-out=tfds converts on one host: drop --shard_index and "
                                  "--num_shards (use --workers for more processes).")
             tfds_format.import_tfds()  # before reading the dataset: says which extra is missing
+        if args.command == "tfds":
+            tfds_format.import_tfds()
+            tfds_format.convert_to_tfds(_tfds_splits(args.split), args.out, name=args.name,
+                                        version=args.version, num_shards=args.output_shards,
+                                        check_images=args.check_images, workers=args.workers,
+                                        overwrite=args.overwrite)
+            return 0
         if args.command == "info":
             print(json.dumps(ArrayRecordSource(args.dir).metadata, indent=1))
             return 0
