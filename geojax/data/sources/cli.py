@@ -1,4 +1,4 @@
-"""The command line: ``python -m geojax.data.sources convert|finalize|info ...``.
+"""The command line: ``python -m geojax.data.sources convert|tfds|finalize|info ...``.
 
 ``convert --workers=W`` writes the output shards with W processes; ``convert --shard_index=I
 --num_shards=N`` (the same command on N hosts, I = 0 ... N-1, one shared ``--out``) writes share
