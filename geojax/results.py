@@ -69,6 +69,10 @@ RUNS: tuple[Run, ...] = (
         "GeoDecoder's budget (800 steps), its baseline",
         settings=("stages.train.num_steps=800",
                   "stages.train.optimizer.schedule.warmup_steps=40")),
+    Run("geodecoder_3000", "geodecoder", about="003: the GeoDecoder at the hierarchical run's "
+        "budget (3,000 steps)",
+        settings=("stages.train.num_steps=3000",
+                  "stages.train.optimizer.schedule.warmup_steps=150")),
     Run("cplanet", "cplanet", about="004: CPlaNet's combinatorial partitioning"),
     Run("delaunay_meta", "delaunay_meta", about="002: Delaunay mesh M1, time model M2, albums M3"),
 )

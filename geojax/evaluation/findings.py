@@ -249,6 +249,7 @@ CHECKS: tuple[Callable[[Mapping[str, Rows]], Finding | list[Finding]], ...] = (
     lambda r: retrieval_at_1km(r, "knn_kde_M"),
     product_vs_levels,
     geodecoder_vs_classifier,
+    lambda r: geodecoder_vs_classifier(r, "geodecoder_3000", "hierarchical"),
     combinatorial_vs_heads,
     normalized_vs_simple,
     visual_vs_geographic_sets,
