@@ -74,6 +74,13 @@ def test_cplanet_geodecoder_and_missing_runs():
                                      "same partitions and budget | 003 | not run | needs the "
                                      "run(s) geodecoder, hierarchical_800 |")
     assert table.splitlines()[3].startswith("| NormalizedSum beats SimpleSum | 004 | no | ")
+    # Both GeoDecoder budgets are checked: 800 steps (against hierarchical_800) and 3,000.
+    product = "im2gps3k/hierarchy hierarchical product"
+    runs = {"geodecoder_3000": {product: fig(.01, .10, .20, .30, .50)},
+            "hierarchical": {product: fig(.02, .09, .19, .30, .49)}}
+    decided = [f for f in findings.findings(runs) if f.claim.startswith("GeoDecoder")]
+    assert [f.holds for f in decided] == [None, True]  # 3 of 5 thresholds ahead, 1 tie
+    assert decided[1].numbers.startswith("geodecoder_3000 vs hierarchical: 1 km 1.0 vs 2.0")
 
 
 def test_002_claims_on_the_metadata_split():
