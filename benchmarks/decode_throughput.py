@@ -15,10 +15,13 @@ thread):
   JPEG decoding (PIL draft mode) where the crop is at least twice the output size;
 * ``geojax, training decode, fast_image_resize``: the same with the resize computed by the
   ``fast-resize`` extra (``cykooz-resizer``: PIL's filter with SIMD; the default when
-  installed, row absent otherwise);
+  installed, row absent otherwise); with the ``fast-decode`` extra too, two rows: ``+
+  simplejpeg`` (the default with both: JPEGs decoded into numpy arrays by simplejpeg and
+  resized from there, the same pixels) and ``, PIL decode`` (simplejpeg switched off);
 * ``torchvision``: ``torchvision.io.decode_jpeg`` then ``transforms.v2.RandomResizedCrop(224,
   antialias=True)`` and ``RandomHorizontalFlip()`` on the uint8 tensor;
-* ``decode only``: PIL's decode into an RGB image (``decode_pil``) against ``decode_jpeg``;
+* ``decode only``: PIL's decode into an RGB image (``decode_pil``) and, with ``fast-decode``,
+  simplejpeg's into an array (``decode_jpeg_array``), against ``decode_jpeg``;
 * the same rows for 003's full recipe (``configs``' default ``paper_003``: resize 256, random
   rotation 1-15 degrees, random 224 crop, flip, colour jitter), against torchvision's
   ``Resize(256)``, ``RandomRotation(15)``, ``RandomCrop(224)``, ``RandomHorizontalFlip()``,
@@ -68,6 +71,7 @@ def make_photos(num: int, width: int, height: int, quality: int = 90, seed: int 
 
 def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
     from geojax.data import augment  # pylint: disable=import-outside-toplevel
+    from geojax.data.sources import common  # pylint: disable=import-outside-toplevel
     from geojax.data.sources.common import decode_image, decode_pil  # pylint: disable=import-outside-toplevel
 
     resizers = ["pil"] + (["fast_image_resize"] if augment.cykooz_resizer is not None else [])
@@ -77,13 +81,33 @@ def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
     # 003 §8.4.2: resize 256, rotate, crop 224, flip, jitter.
     paper = {r: augment.TrainAugment(resizer=r) for r in resizers}
     pipelines = {"decode only / geojax (PIL)": lambda b, i: decode_pil(b)}
+    if common.simplejpeg is not None:
+        pipelines["decode only / geojax (simplejpeg)"] = lambda b, i: common.decode_jpeg_array(b)
     for recipe, augments in (("crop+flip", crop_flip), ("003 recipe", paper)):
         pipelines[f"{recipe} / geojax, full decode"] = (
             lambda b, i, a=augments["pil"]: a(decode_image(b), np.random.default_rng(i)))
         for r, aug in augments.items():
-            pipelines[f"{recipe} / geojax, training decode, {'PIL resize' if r == 'pil' else r}"] = (
-                lambda b, i, a=aug: a.decode_and_augment(b, np.random.default_rng(i)))
+            name = f"{recipe} / geojax, training decode, {'PIL resize' if r == 'pil' else r}"
+            run = (lambda b, i, a=aug: a.decode_and_augment(b, np.random.default_rng(i)))
+            if r == "pil" or common.simplejpeg is None:
+                pipelines[name] = run
+            else:  # the default with both extras: simplejpeg arrays; and PIL's decode
+                pipelines[f"{name} + simplejpeg"] = run
+                pipelines[f"{name}, PIL decode"] = _without_simplejpeg(run)
     return pipelines
+
+
+def _without_simplejpeg(run: Callable[[bytes, int], object]) -> Callable[[bytes, int], object]:
+    """``run`` with the fast-decode extra switched off (PIL decodes, as without it)."""
+    from geojax.data.sources import common  # pylint: disable=import-outside-toplevel
+
+    def without(b: bytes, i: int) -> object:
+        saved, common.simplejpeg = common.simplejpeg, None
+        try:
+            return run(b, i)
+        finally:
+            common.simplejpeg = saved
+    return without
 
 
 def torchvision_pipelines() -> dict[str, Callable[[bytes, int], object]]:

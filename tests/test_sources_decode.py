@@ -120,3 +120,68 @@ def test_pipeline_prepare_uses_the_reduced_decode():
     evaluation = records.Prepare(train=False, augment=None, image_size=224, resize=256, crops="center")
     example = evaluation({"image_bytes": photo, "lat": 1.0, "lng": 2.0, "id": "x"}, np.random.default_rng(3))
     np.testing.assert_array_equal(example["image"], augment.eval_crops(decode_image(photo)))
+
+
+# ------------------------------------------------- the fast-decode extra (simplejpeg arrays)
+def _grey_jpeg(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _cmyk_jpeg() -> bytes:
+    buf = io.BytesIO()
+    rgba = np.random.default_rng(8).integers(0, 256, (40, 48, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").convert("CMYK").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_decode_jpeg_array_has_decode_pils_pixels_and_factor():
+    pytest.importorskip("simplejpeg", reason="the fast-decode extra is not installed")
+    for data in (_photo(0, 500, 375), _photo(1, 1023, 767), _grey_jpeg(203, 101)):
+        for wanted in common.DCT_FACTORS:
+            array, factor = common.decode_jpeg_array(data, reduce=lambda w, h, f=wanted: f)
+            img, want_factor = decode_pil(data, reduce=lambda w, h, f=wanted: f)
+            assert factor == want_factor
+            assert array.dtype == np.uint8 and array.flags.c_contiguous
+            np.testing.assert_array_equal(array, np.asarray(img))
+    # Where it does not apply, None: the caller decodes with PIL (which names broken data).
+    png = _photo(2, 64, 48, "PNG")
+    assert common.decode_jpeg_array(png) is None
+    assert common.decode_jpeg_array(_cmyk_jpeg()) is None  # TurboJPEG's CMYK -> RGB is not PIL's
+    broken = _photo(3, 64, 48)[:300]
+    assert common.decode_jpeg_array(broken) is None
+    with pytest.raises(ImageDecodeError, match="cannot be decoded"):
+        decode_pil(broken)
+    with pytest.raises(ValueError, match="must be one of"):
+        common.decode_jpeg_array(_photo(4, 64, 48), reduce=lambda w, h: 3)
+
+
+@pytest.mark.parametrize("crop", ["random_resized", "resize_random"])
+def test_array_path_gives_the_pil_paths_views(crop, monkeypatch):
+    pytest.importorskip("simplejpeg", reason="the fast-decode extra is not installed")
+    pytest.importorskip("cykooz_resizer", reason="the fast-resize extra is not installed")
+    photos = [_photo(10, 500, 375), _photo(11, 1024, 768), _grey_jpeg(403, 300), _cmyk_jpeg(),
+              _photo(12, 300, 260, "PNG")]
+    aug = augment.TrainAugment(crop=crop, image_size=64 if crop == "random_resized" else 224,
+                               resizer="fast_image_resize")
+    calls = []
+    real = common.decode_jpeg_array
+    monkeypatch.setattr(augment, "decode_jpeg_array",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = []
+    for seed, data in enumerate(photos * 2):
+        rng = np.random.default_rng(seed)
+        fast.append((aug.decode_and_augment(data, rng), rng))
+    assert len(calls) == 2 * len(photos)
+    monkeypatch.setattr(common, "simplejpeg", None)  # as if the extra were not installed
+    for seed, data in enumerate(photos * 2):
+        rng = np.random.default_rng(seed)
+        np.testing.assert_array_equal(aug.decode_and_augment(data, rng), fast[seed][0])
+        assert _same_generator_state(rng, fast[seed][1])
+    # The PIL resizer never takes the array path.
+    calls.clear()
+    augment.TrainAugment(crop=crop, resizer="pil").decode_and_augment(photos[0],
+                                                                      np.random.default_rng(0))
+    assert not calls

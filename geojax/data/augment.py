@@ -54,6 +54,11 @@ both directions (:func:`dct_factor`); otherwise, and for other formats, it gives
 ``TrainAugment(...)(decode_image(bytes), rng)``.  On 1024x768 photos it decodes 70 % of
 RandomResizedCrop views (scale (0.08, 1) to 224) and every 003 view (shorter side to 256) at
 half scale; on 500x375 photos none (``benchmarks/decode_throughput.py`` measures both).
+With the ``fast-decode`` and ``fast-resize`` extras and the ``fast_image_resize`` resizer,
+a JPEG (RGB or grey) is decoded into a numpy array by simplejpeg
+(:func:`~geojax.data.sources.common.decode_jpeg_array`) and its view cut out and resized
+from that array (:func:`resize_bilinear_array`), never entering PIL's 4-byte pixel layout at
+full size: the same pixels as through PIL, bit for bit (``tests/test_augment.py``).
 
 For speed the geometric steps run first and the colour steps on the small
 crop: resize → rotate + crop → flip → jitter, where rotate + crop is one PIL
@@ -83,7 +88,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from geojax.data.sources.common import DCT_FACTORS, decode_pil
+from geojax.data.sources.common import DCT_FACTORS, decode_jpeg_array, decode_pil
 
 try:  # the fast-resize extra: PIL's resampling filters, computed with SIMD
     import cykooz_resizer
@@ -137,28 +142,60 @@ def resize_bilinear(img: Image.Image, size: tuple[int, int],
     """
     resizer = _check_resizer(resizer)
     if box is not None:
-        left, top, right, bottom = box
-        outer = (max(0, math.floor(left)), max(0, math.floor(top)),
-                 min(img.width, math.ceil(right)), min(img.height, math.ceil(bottom)))
+        outer, box = _enclosing_box(box, img.width, img.height)
         if outer != (0, 0) + img.size:
             img = img.crop(outer)
-        box = (left - outer[0], top - outer[1], right - outer[0], bottom - outer[1])
-        if box == (0, 0) + img.size:
-            box = None
     if resizer == "pil" or img.mode != "RGB":
         return img.resize(size, _BILINEAR, box=box)
+    out = Image.new("RGB", tuple(size), None)  # not initialised: every pixel is written
+    _fast_resizer().resize_pil(img, out, _fast_options(box))
+    return out
+
+
+def resize_bilinear_array(image: np.ndarray, size: tuple[int, int],
+                          box: Sequence[float] | None = None) -> np.ndarray:
+    """:func:`resize_bilinear` with the ``fast_image_resize`` resizer on a uint8 ``(H, W, 3)``
+    array, returning a ``(height, width, 3)`` array: the same pixels, without a PIL image
+    (only the region enclosing ``box`` is copied into the resizer). Needs the
+    ``fast-resize`` extra."""
+    _check_resizer("fast_image_resize")
+    height, width = image.shape[:2]
+    if box is not None:
+        (left, top, right, bottom), box = _enclosing_box(box, width, height)
+        image = image[top:bottom, left:right]
+        height, width = image.shape[:2]
+    src = cykooz_resizer.ImageData(width, height, cykooz_resizer.PixelType.U8x3,
+                                   np.ascontiguousarray(image).tobytes())
+    dst = cykooz_resizer.ImageData(size[0], size[1], cykooz_resizer.PixelType.U8x3)
+    _fast_resizer().resize(src, dst, _fast_options(box))
+    return np.frombuffer(dst.get_buffer(), np.uint8).reshape(size[1], size[0], 3)
+
+
+def _enclosing_box(box: Sequence[float], width: int, height: int
+                   ) -> tuple[tuple[int, int, int, int], tuple[float, ...] | None]:
+    """The whole-pixel region enclosing ``box`` in a ``width x height`` image, and ``box``
+    relative to that region (``None`` when it is the whole region)."""
+    left, top, right, bottom = box
+    outer = (max(0, math.floor(left)), max(0, math.floor(top)),
+             min(width, math.ceil(right)), min(height, math.ceil(bottom)))
+    inner = (left - outer[0], top - outer[1], right - outer[0], bottom - outer[1])
+    return outer, (None if inner == (0, 0, outer[2] - outer[0], outer[3] - outer[1]) else inner)
+
+
+def _fast_resizer() -> Any:
+    """This thread's fast_image_resize ``Resizer`` (each holds a lock)."""
     fast = getattr(_THREAD, "resizer", None)
     if fast is None:
         fast = _THREAD.resizer = cykooz_resizer.Resizer()
+    return fast
+
+
+def _fast_options(box: Sequence[float] | None) -> Any:
     alg = cykooz_resizer.ResizeAlg.convolution(cykooz_resizer.FilterType.bilinear)
     if box is None:
-        options = cykooz_resizer.ResizeOptions(resize_alg=alg)
-    else:
-        options = cykooz_resizer.ResizeOptions(resize_alg=alg, crop_box=cykooz_resizer.CropBox(
-            box[0], box[1], box[2] - box[0], box[3] - box[1]))
-    out = Image.new("RGB", tuple(size), None)  # not initialised: every pixel is written
-    fast.resize_pil(img, out, options)
-    return out
+        return cykooz_resizer.ResizeOptions(resize_alg=alg)
+    return cykooz_resizer.ResizeOptions(resize_alg=alg, crop_box=cykooz_resizer.CropBox(
+        box[0], box[1], box[2] - box[0], box[3] - box[1]))
 
 
 # ---------------------------------------------------------------------------- basics
@@ -477,7 +514,9 @@ class TrainAugment:
         the fully decoded image. Where it applies, the view differs from that by the
         difference between DCT scaling + bilinear resampling and bilinear resampling alone
         (mean absolute difference about 1 grey level on photographs, see
-        ``tests/test_augment.py``), and ``rng`` advances the same way.
+        ``tests/test_augment.py``), and ``rng`` advances the same way. With the
+        ``fast_image_resize`` resizer and the ``fast-decode`` extra, RGB and grey JPEGs are
+        decoded and resized as numpy arrays (module docstring): the same result, faster.
 
         Raises:
           ImageDecodeError: as ``decode_image``.
@@ -485,10 +524,21 @@ class TrainAugment:
         drawn = []
 
         def reduce(width: int, height: int) -> int:
-            geometry = self._geometry(width, height, rng)
-            drawn.append(geometry)
-            return dct_factor(geometry.box, geometry.size)
+            if not drawn:  # drawn once: a fallback to PIL asks again with the same size
+                drawn.append(self._geometry(width, height, rng))
+            return dct_factor(drawn[0].box, drawn[0].size)
 
+        if (self.resizer or default_resizer()) == "fast_image_resize":
+            decoded = decode_jpeg_array(image_bytes, reduce=reduce)
+            if decoded is not None:  # the same pixels as decode_pil's, without PIL
+                arr, factor = decoded
+                geometry = drawn[0]
+                box = geometry.box if factor == 1 else tuple(v / factor for v in geometry.box)
+                if geometry.size != (arr.shape[1], arr.shape[0]) or \
+                        box != (0, 0, arr.shape[1], arr.shape[0]):
+                    arr = resize_bilinear_array(arr, geometry.size, box)
+                geometry = dataclasses.replace(geometry, box=(0, 0) + geometry.size)
+                return self._view(Image.fromarray(arr), geometry, 1, rng)
         img, factor = decode_pil(image_bytes, record_id=record_id, reduce=reduce)
         return self._view(img, drawn[0], factor, rng)
 

@@ -15,6 +15,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, SupportsIndex
 import numpy as np
 from PIL import Image, ImageFile
 
+try:  # the fast-decode extra: libjpeg-turbo's TurboJPEG API straight into numpy arrays
+    import simplejpeg
+except ImportError:
+    simplejpeg = None
+
 from geojax import fileio
 from geojax.data import metadata_features
 from geojax.geo import great_circle, sphere
@@ -171,6 +176,55 @@ def decode_pil(image_bytes: bytes, *, record_id: str | None = None,
     except errors as e:
         raise ImageDecodeError(f"{what} ({len(image_bytes)} bytes) cannot be decoded: {e}") from e
     return rgb, factor
+
+
+FAST_DECODE_INSTALL = "pip install 'geojax[fast-decode]' (simplejpeg)"
+
+
+def _draft_scale(width: int, height: int, wanted: int) -> int:
+    """The DCT scale PIL's JPEG ``draft`` picks when asked for ``(width // wanted, height //
+    wanted)`` pixels: the largest of :data:`DCT_FACTORS` not above the whole ratio."""
+    if wanted == 1:
+        return 1
+    ratio = min(width // max(1, width // wanted), height // max(1, height // wanted))
+    return next(f for f in DCT_FACTORS if ratio >= f)
+
+
+def decode_jpeg_array(image_bytes: bytes, *, reduce: Callable[[int, int], int] | None = None
+                      ) -> tuple[np.ndarray, int] | None:
+    """:func:`decode_pil` for JPEGs into a uint8 ``(H, W, 3)`` array, with the ``fast-decode``
+    extra (simplejpeg: libjpeg-turbo's TurboJPEG API): the same pixels and the same factor
+    as ``decode_pil(image_bytes, reduce=reduce)`` (libjpeg's accurate DCT and smooth chroma
+    upsampling on both sides, the same DCT scale; ``tests/test_sources_decode.py``), without
+    PIL's copy into its 4-byte pixel layout.
+
+    Returns ``None`` where it does not apply: simplejpeg not installed, not a JPEG, or a JPEG
+    that simplejpeg declines (CMYK, a libjpeg warning, corrupt data). The caller then decodes
+    with :func:`decode_pil`, which reads what PIL can and names what is broken. ``reduce`` is
+    called at most once here, with the size from the header; callers that fall back call it
+    again with the same size.
+    """
+    if simplejpeg is None or not image_bytes or not simplejpeg.is_jpeg(image_bytes):
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(image_bytes)
+    except ValueError:
+        return None
+    if colorspace not in ("RGB", "YCbCr", "Gray"):
+        return None  # CMYK / YCCK: TurboJPEG converts them to RGB, but not as PIL does
+    wanted = 1 if reduce is None else int(reduce(width, height))
+    if wanted not in DCT_FACTORS:
+        raise ValueError(f"reduce returned {wanted}; the factor must be one of {DCT_FACTORS}.")
+    factor = _draft_scale(width, height, wanted)
+    try:
+        if factor == 1:
+            return simplejpeg.decode_jpeg(image_bytes, colorspace="RGB"), 1
+        # the smallest TurboJPEG scale whose output is at least these sizes: 1 / factor
+        return simplejpeg.decode_jpeg(image_bytes, colorspace="RGB",
+                                      min_height=-(-height // factor),
+                                      min_width=-(-width // factor)), factor
+    except ValueError:
+        return None
 
 
 def encode_image(image: np.ndarray, image_format: str = "png") -> bytes:
