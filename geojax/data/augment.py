@@ -58,7 +58,7 @@ With the ``fast-decode`` and ``fast-resize`` extras and the ``fast_image_resize`
 a JPEG (RGB or grey) is decoded into a numpy array by simplejpeg
 (:func:`~geojax.data.sources.common.decode_jpeg_array`) and its view cut out and resized
 from that array (:func:`resize_bilinear_array`), never entering PIL's 4-byte pixel layout at
-full size: the same pixels as through PIL, bit for bit (``tests/test_augment.py``).
+full size: the same pixels as through PIL, bit for bit (``tests/test_sources_decode.py``).
 
 For speed the geometric steps run first and the colour steps on the small
 crop: resize → rotate + crop → flip → jitter, where rotate + crop is one PIL
@@ -530,15 +530,8 @@ class TrainAugment:
 
         if (self.resizer or default_resizer()) == "fast_image_resize":
             decoded = decode_jpeg_array(image_bytes, reduce=reduce)
-            if decoded is not None:  # the same pixels as decode_pil's, without PIL
-                arr, factor = decoded
-                geometry = drawn[0]
-                box = geometry.box if factor == 1 else tuple(v / factor for v in geometry.box)
-                if geometry.size != (arr.shape[1], arr.shape[0]) or \
-                        box != (0, 0, arr.shape[1], arr.shape[0]):
-                    arr = resize_bilinear_array(arr, geometry.size, box)
-                geometry = dataclasses.replace(geometry, box=(0, 0) + geometry.size)
-                return self._view(Image.fromarray(arr), geometry, 1, rng)
+            if decoded is not None:  # the same pixels as decode_pil's, as an array
+                return self._view(decoded[0], drawn[0], decoded[1], rng)
         img, factor = decode_pil(image_bytes, record_id=record_id, reduce=reduce)
         return self._view(img, drawn[0], factor, rng)
 
@@ -555,12 +548,18 @@ class TrainAugment:
         left, top, cw, ch = _random_resized_box(width, height, rng, self.scale, self.ratio)
         return _Geometry((left, top, left + cw, top + ch), (s, s), self._angle(rng), 0, 0)
 
-    def _view(self, img: Image.Image, geometry: "_Geometry", factor: int,
+    def _view(self, img: Image.Image | np.ndarray, geometry: "_Geometry", factor: int,
               rng: np.random.Generator) -> np.ndarray:
         """Resize ``geometry.box`` (in the coordinates of an image ``factor`` times larger than
-        ``img``) to ``geometry.size``, rotate + crop, flip, colour jitter."""
+        ``img``) to ``geometry.size``, rotate + crop, flip, colour jitter. An array ``img`` (the
+        fast-decode path) is resized by :func:`resize_bilinear_array`."""
         box = geometry.box if factor == 1 else tuple(v / factor for v in geometry.box)
-        if geometry.size != img.size or box != (0, 0) + img.size:
+        if isinstance(img, np.ndarray):
+            size = (img.shape[1], img.shape[0])
+            if geometry.size != size or box != (0, 0) + size:
+                img = resize_bilinear_array(img, geometry.size, box)
+            img = Image.fromarray(img)
+        elif geometry.size != img.size or box != (0, 0) + img.size:
             img = resize_bilinear(img, geometry.size, box, resizer=self.resizer)
         img = _rotate_crop_pil(img, geometry.angle, geometry.left, geometry.top, self.image_size)
         if rng.uniform() < self.flip_prob:
