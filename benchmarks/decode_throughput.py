@@ -15,9 +15,10 @@ thread):
   JPEG decoding (PIL draft mode) where the crop is at least twice the output size;
 * ``geojax, training decode, fast_image_resize``: the same with the resize computed by the
   ``fast-resize`` extra (``cykooz-resizer``: PIL's filter with SIMD; the default when
-  installed, row absent otherwise); with the ``fast-decode`` extra too, two rows: ``+
-  simplejpeg`` (the default with both: JPEGs decoded into numpy arrays by simplejpeg and
-  resized from there, the same pixels) and ``, PIL decode`` (simplejpeg switched off);
+  installed, row absent otherwise); for crop + flip with the ``fast-decode`` extra too, two
+  rows: ``+ simplejpeg`` (the default with both: JPEGs decoded into numpy arrays by simplejpeg
+  and the view resized from there, the same pixels) and ``, PIL decode`` (simplejpeg
+  switched off; 003's recipe always decodes with PIL);
 * ``torchvision``: ``torchvision.io.decode_jpeg`` then ``transforms.v2.RandomResizedCrop(224,
   antialias=True)`` and ``RandomHorizontalFlip()`` on the uint8 tensor;
 * ``decode only``: PIL's decode into an RGB image (``decode_pil``) and, with ``fast-decode``,
@@ -89,9 +90,9 @@ def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
         for r, aug in augments.items():
             name = f"{recipe} / geojax, training decode, {'PIL resize' if r == 'pil' else r}"
             run = (lambda b, i, a=aug: a.decode_and_augment(b, np.random.default_rng(i)))
-            if r == "pil" or common.simplejpeg is None:
+            if r == "pil" or common.simplejpeg is None or recipe != "crop+flip":
                 pipelines[name] = run
-            else:  # the default with both extras: simplejpeg arrays; and PIL's decode
+            else:  # RandomResizedCrop with both extras: simplejpeg arrays; and PIL's decode
                 pipelines[f"{name} + simplejpeg"] = run
                 pipelines[f"{name}, PIL decode"] = _without_simplejpeg(run)
     return pipelines

@@ -55,7 +55,7 @@ both directions (:func:`dct_factor`); otherwise, and for other formats, it gives
 RandomResizedCrop views (scale (0.08, 1) to 224) and every 003 view (shorter side to 256) at
 half scale; on 500x375 photos none (``benchmarks/decode_throughput.py`` measures both).
 With the ``fast-decode`` and ``fast-resize`` extras and the ``fast_image_resize`` resizer,
-a JPEG (RGB or grey) is decoded into a numpy array by simplejpeg
+for RandomResizedCrop views a JPEG (RGB or grey) is decoded into a numpy array by simplejpeg
 (:func:`~geojax.data.sources.common.decode_jpeg_array`) and its view cut out and resized
 from that array (:func:`resize_bilinear_array`), never entering PIL's 4-byte pixel layout at
 full size: the same pixels as through PIL, bit for bit (``tests/test_sources_decode.py``).
@@ -515,8 +515,9 @@ class TrainAugment:
         difference between DCT scaling + bilinear resampling and bilinear resampling alone
         (mean absolute difference about 1 grey level on photographs, see
         ``tests/test_augment.py``), and ``rng`` advances the same way. With the
-        ``fast_image_resize`` resizer and the ``fast-decode`` extra, RGB and grey JPEGs are
-        decoded and resized as numpy arrays (module docstring): the same result, faster.
+        ``fast_image_resize`` resizer and the ``fast-decode`` extra, RandomResizedCrop views
+        of RGB and grey JPEGs are decoded and resized as numpy arrays (module docstring): the
+        same result, faster.
 
         Raises:
           ImageDecodeError: as ``decode_image``.
@@ -528,7 +529,10 @@ class TrainAugment:
                 drawn.append(self._geometry(width, height, rng))
             return dct_factor(drawn[0].box, drawn[0].size)
 
-        if (self.resizer or default_resizer()) == "fast_image_resize":
+        # The array path for RandomResizedCrop views; whole-image resizes (003's recipe)
+        # measured as fast or faster through PIL (benchmarks/decode_throughput.py).
+        if self.crop == "random_resized" and \
+                (self.resizer or default_resizer()) == "fast_image_resize":
             decoded = decode_jpeg_array(image_bytes, reduce=reduce)
             if decoded is not None:  # the same pixels as decode_pil's, as an array
                 return self._view(decoded[0], drawn[0], decoded[1], rng)
