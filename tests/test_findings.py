@@ -71,8 +71,8 @@ def test_cplanet_geodecoder_and_missing_runs():
     assert g.holds is None and g.numbers == "needs the run(s) geodecoder, hierarchical_800"
     table = findings.format_findings([g, findings.normalized_vs_simple(runs)])
     assert table.splitlines()[2] == ("| GeoDecoder beats the hierarchical classifier with the "
-                                     "same partitions and budget | 003 | not run | needs the "
-                                     "run(s) geodecoder, hierarchical_800 |")
+                                     "same partitions and budget (800 steps) | 003 | not run | "
+                                     "needs the run(s) geodecoder, hierarchical_800 |")
     assert table.splitlines()[3].startswith("| NormalizedSum beats SimpleSum | 004 | no | ")
     # Both GeoDecoder budgets are checked: 800 steps (against hierarchical_800) and 3,000.
     product = "im2gps3k/hierarchy hierarchical product"
