@@ -69,6 +69,10 @@ RUNS: tuple[Run, ...] = (
         "GeoDecoder's budget (800 steps), its baseline",
         settings=("stages.train.num_steps=800",
                   "stages.train.optimizer.schedule.warmup_steps=40")),
+    Run("hierarchical_9000", "hierarchical", about="003: the hierarchical classifier at 9,000 "
+        "steps (2.9 epochs)",
+        settings=("stages.train.num_steps=9000",
+                  "stages.train.optimizer.schedule.warmup_steps=450")),
     Run("geodecoder_3000", "geodecoder", about="003: the GeoDecoder at the hierarchical run's "
         "budget (3,000 steps)",
         settings=("stages.train.num_steps=3000",

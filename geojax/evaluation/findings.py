@@ -246,9 +246,11 @@ def meta_claims(runs: Mapping[str, Rows], run: str = "delaunay_meta") -> list[Fi
 CHECKS: tuple[Callable[[Mapping[str, Rows]], Finding | list[Finding]], ...] = (
     lambda r: finer_vs_coarser(r, "knn_kde_M"),
     lambda r: finer_vs_coarser(r, "hierarchical"),
+    lambda r: finer_vs_coarser(r, "hierarchical_9000"),
     lambda r: retrieval_at_1km(r, "knn_kde"),
     lambda r: retrieval_at_1km(r, "knn_kde_M"),
     product_vs_levels,
+    lambda r: product_vs_levels(r, "hierarchical_9000"),
     geodecoder_vs_classifier,
     lambda r: geodecoder_vs_classifier(r, "geodecoder_3000", "hierarchical", "3,000 steps"),
     combinatorial_vs_heads,
