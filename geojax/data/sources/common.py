@@ -178,9 +178,6 @@ def decode_pil(image_bytes: bytes, *, record_id: str | None = None,
     return rgb, factor
 
 
-FAST_DECODE_INSTALL = "pip install 'geojax[fast-decode]' (simplejpeg)"
-
-
 def _draft_scale(width: int, height: int, wanted: int) -> int:
     """The DCT scale PIL's JPEG ``draft`` picks when asked for ``(width // wanted, height //
     wanted)`` pixels: the largest of :data:`DCT_FACTORS` not above the whole ratio."""
