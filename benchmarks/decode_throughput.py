@@ -72,8 +72,8 @@ def make_photos(num: int, width: int, height: int, quality: int = 90, seed: int 
 
 def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
     from geojax.data import augment  # pylint: disable=import-outside-toplevel
-    from geojax.data.sources import common  # pylint: disable=import-outside-toplevel
-    from geojax.data.sources.common import decode_image, decode_pil  # pylint: disable=import-outside-toplevel
+    from geojax.data.sources import images  # pylint: disable=import-outside-toplevel
+    from geojax.data.sources.images import decode_image, decode_pil  # pylint: disable=import-outside-toplevel
 
     resizers = ["pil"] + (["fast_image_resize"] if augment.cykooz_resizer is not None else [])
     crop_flip = {r: augment.TrainAugment(crop="random_resized", rotate=None, brightness=0.0,
@@ -82,15 +82,15 @@ def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
     # 003 §8.4.2: resize 256, rotate, crop 224, flip, jitter.
     paper = {r: augment.TrainAugment(resizer=r) for r in resizers}
     pipelines = {"decode only / geojax (PIL)": lambda b, i: decode_pil(b)}
-    if common.simplejpeg is not None:
-        pipelines["decode only / geojax (simplejpeg)"] = lambda b, i: common.decode_jpeg_array(b)
+    if images.simplejpeg is not None:
+        pipelines["decode only / geojax (simplejpeg)"] = lambda b, i: images.decode_jpeg_array(b)
     for recipe, augments in (("crop+flip", crop_flip), ("003 recipe", paper)):
         pipelines[f"{recipe} / geojax, full decode"] = (
             lambda b, i, a=augments["pil"]: a(decode_image(b), np.random.default_rng(i)))
         for r, aug in augments.items():
             name = f"{recipe} / geojax, training decode, {'PIL resize' if r == 'pil' else r}"
             run = (lambda b, i, a=aug: a.decode_and_augment(b, np.random.default_rng(i)))
-            if r == "pil" or common.simplejpeg is None or recipe != "crop+flip":
+            if r == "pil" or images.simplejpeg is None or recipe != "crop+flip":
                 pipelines[name] = run
             else:  # RandomResizedCrop with both extras: simplejpeg arrays; and PIL's decode
                 pipelines[f"{name} + simplejpeg"] = run
@@ -100,14 +100,14 @@ def geojax_pipelines() -> dict[str, Callable[[bytes, int], object]]:
 
 def _without_simplejpeg(run: Callable[[bytes, int], object]) -> Callable[[bytes, int], object]:
     """``run`` with the fast-decode extra switched off (PIL decodes, as without it)."""
-    from geojax.data.sources import common  # pylint: disable=import-outside-toplevel
+    from geojax.data.sources import images  # pylint: disable=import-outside-toplevel
 
     def without(b: bytes, i: int) -> object:
-        saved, common.simplejpeg = common.simplejpeg, None
+        saved, images.simplejpeg = images.simplejpeg, None
         try:
             return run(b, i)
         finally:
-            common.simplejpeg = saved
+            images.simplejpeg = saved
     return without
 
 
@@ -139,7 +139,7 @@ def compare_pixels(photos: list[bytes]) -> str:
     from torchvision.io import decode_jpeg  # pylint: disable=import-outside-toplevel
     from torchvision.transforms.v2 import functional as F  # pylint: disable=import-outside-toplevel
     from geojax.data import augment  # pylint: disable=import-outside-toplevel
-    from geojax.data.sources.common import decode_pil  # pylint: disable=import-outside-toplevel
+    from geojax.data.sources.images import decode_pil  # pylint: disable=import-outside-toplevel
 
     resizers = ["pil"] + (["fast_image_resize"] if augment.cykooz_resizer is not None else [])
     diffs = {r: [] for r in resizers}

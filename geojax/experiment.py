@@ -42,7 +42,7 @@ import numpy as np
 
 from geojax import fileio
 from geojax.data import augment, datasets, geoworld, pipeline
-from geojax.data.sources.common import encode_image
+from geojax.data.sources.images import encode_image
 from geojax.evaluation import evaluators, maps, report
 from geojax.geo import gazetteer, sphere
 from geojax.inference import export as export_lib

@@ -22,7 +22,7 @@ geojax module (the layer test checks it), so a serving process never loads the t
 or a config. An export on an object store (``gs://...``) is copied to a local temporary folder
 and loaded from there.
 :meth:`ExportedPredictor.preprocess` decodes and crops exactly like the evaluation pipeline
-(``geojax.data.sources.common.decode_image`` then ``geojax.data.augment.eval_crops`` with a
+(``geojax.data.sources.images.decode_image`` then ``geojax.data.augment.eval_crops`` with a
 centre crop); ``tests/test_predict_export.py`` checks the two agree bit for bit.
 
 An export whose manifest is missing (an interrupted export), whose files do not match their
@@ -80,7 +80,7 @@ def file_digests(root: str | os.PathLike) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------- preprocessing
 def decode(image_bytes: bytes, *, name: str = "image") -> np.ndarray:
-    """Encoded bytes → uint8 ``(H, W, 3)`` RGB, as ``geojax.data.sources.common.decode_image``:
+    """Encoded bytes → uint8 ``(H, W, 3)`` RGB, as ``geojax.data.sources.images.decode_image``:
     a full decode (truncated files are errors: PIL's ``LOAD_TRUNCATED_IMAGES`` is set to
     False), no EXIF rotation. Raises ``ValueError`` naming ``name`` and PIL's reason."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from geojax.data import augment, records
-from geojax.data.sources import common
-from geojax.data.sources.common import ImageDecodeError, decode_image, decode_pil
+from geojax.data.sources import images
+from geojax.data.sources.images import ImageDecodeError, decode_image, decode_pil
 
 # Where the view comes from a JPEG decoded at 1/2 .. 1/8 scale, its difference from the view of
 # the full decode: mean absolute difference per image at most 1.5 grey levels (measured 0.3-0.75
@@ -64,7 +64,7 @@ def test_decode_pil_reduces_jpegs_only():
     Image.new("L", (64, 48), 77).save(grey, "JPEG")
     image, factor = decode_pil(grey.getvalue(), reduce=lambda w, h: 2)
     assert factor == 2 and image.mode == "RGB" and image.size == (32, 24)
-    assert common.DCT_FACTORS == (8, 4, 2, 1)
+    assert images.DCT_FACTORS == (8, 4, 2, 1)
 
 
 def test_dct_factor():
@@ -140,22 +140,22 @@ def _cmyk_jpeg() -> bytes:
 def test_decode_jpeg_array_has_decode_pils_pixels_and_factor():
     pytest.importorskip("simplejpeg", reason="the fast-decode extra is not installed")
     for data in (_photo(0, 500, 375), _photo(1, 1023, 767), _grey_jpeg(203, 101)):
-        for wanted in common.DCT_FACTORS:
-            array, factor = common.decode_jpeg_array(data, reduce=lambda w, h, f=wanted: f)
+        for wanted in images.DCT_FACTORS:
+            array, factor = images.decode_jpeg_array(data, reduce=lambda w, h, f=wanted: f)
             img, want_factor = decode_pil(data, reduce=lambda w, h, f=wanted: f)
             assert factor == want_factor
             assert array.dtype == np.uint8 and array.flags.c_contiguous
             np.testing.assert_array_equal(array, np.asarray(img))
     # Where it does not apply, None: the caller decodes with PIL (which names broken data).
     png = _photo(2, 64, 48, "PNG")
-    assert common.decode_jpeg_array(png) is None
-    assert common.decode_jpeg_array(_cmyk_jpeg()) is None  # TurboJPEG's CMYK -> RGB is not PIL's
+    assert images.decode_jpeg_array(png) is None
+    assert images.decode_jpeg_array(_cmyk_jpeg()) is None  # TurboJPEG's CMYK -> RGB is not PIL's
     broken = _photo(3, 64, 48)[:300]
-    assert common.decode_jpeg_array(broken) is None
+    assert images.decode_jpeg_array(broken) is None
     with pytest.raises(ImageDecodeError, match="cannot be decoded"):
         decode_pil(broken)
     with pytest.raises(ValueError, match="must be one of"):
-        common.decode_jpeg_array(_photo(4, 64, 48), reduce=lambda w, h: 3)
+        images.decode_jpeg_array(_photo(4, 64, 48), reduce=lambda w, h: 3)
 
 
 @pytest.mark.parametrize("crop", ["random_resized", "resize_random"])
@@ -167,7 +167,7 @@ def test_array_path_gives_the_pil_paths_views(crop, monkeypatch):
     aug = augment.TrainAugment(crop=crop, image_size=64 if crop == "random_resized" else 224,
                                resizer="fast_image_resize")
     calls = []
-    real = common.decode_jpeg_array
+    real = images.decode_jpeg_array
     monkeypatch.setattr(augment, "decode_jpeg_array",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     fast = []
@@ -176,7 +176,7 @@ def test_array_path_gives_the_pil_paths_views(crop, monkeypatch):
         fast.append((aug.decode_and_augment(data, rng), rng))
     # RandomResizedCrop views take the array path; whole-image resizes (003's recipe) PIL's.
     assert len(calls) == (2 * len(photos) if crop == "random_resized" else 0)
-    monkeypatch.setattr(common, "simplejpeg", None)  # as if the extra were not installed
+    monkeypatch.setattr(images, "simplejpeg", None)  # as if the extra were not installed
     for seed, data in enumerate(photos * 2):
         rng = np.random.default_rng(seed)
         np.testing.assert_array_equal(aug.decode_and_augment(data, rng), fast[seed][0])

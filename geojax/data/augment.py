@@ -56,7 +56,7 @@ RandomResizedCrop views (scale (0.08, 1) to 224) and every 003 view (shorter sid
 half scale; on 500x375 photos none (``benchmarks/decode_throughput.py`` measures both).
 With the ``fast-decode`` and ``fast-resize`` extras and the ``fast_image_resize`` resizer,
 for RandomResizedCrop views a JPEG (RGB or grey) is decoded into a numpy array by simplejpeg
-(:func:`~geojax.data.sources.common.decode_jpeg_array`) and its view cut out and resized
+(:func:`~geojax.data.sources.images.decode_jpeg_array`) and its view cut out and resized
 from that array (:func:`resize_bilinear_array`), never entering PIL's 4-byte pixel layout at
 full size: the same pixels as through PIL, bit for bit (``tests/test_sources_decode.py``).
 
@@ -88,7 +88,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from geojax.data.sources.common import DCT_FACTORS, decode_jpeg_array, decode_pil
+from geojax.data.sources.images import DCT_FACTORS, decode_jpeg_array, decode_pil
 
 try:  # the fast-resize extra: PIL's resampling filters, computed with SIMD
     import cykooz_resizer
@@ -504,7 +504,7 @@ class TrainAugment:
     def decode_and_augment(self, image_bytes: bytes, rng: np.random.Generator, *,
                            record_id: str | None = None) -> np.ndarray:
         """``self(decode_image(image_bytes), rng)``, decoding a JPEG at 1/2, 1/4 or 1/8 scale
-        (libjpeg's DCT scaling, :func:`geojax.data.sources.common.decode_pil`) when the
+        (libjpeg's DCT scaling, :func:`geojax.data.sources.images.decode_pil`) when the
         region that becomes the view is at least that factor times the view's size.
 
         The geometry (crop box, resize, angle) is drawn from ``rng`` with the full image's

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from geojax.data import augment as augment_lib
-from geojax.data.sources.common import decode_image
+from geojax.data.sources.images import decode_image
 
 _IMAGE_KEYS = ("image", "image_bytes")
 

@@ -40,7 +40,7 @@ import orbax.checkpoint as ocp
 import geojax
 from geojax import fileio, serving
 from geojax.data import augment
-from geojax.data.sources.common import decode_image
+from geojax.data.sources.images import decode_image
 from geojax.inference import predictors as predictors_lib
 from geojax.models import heads as heads_lib
 from geojax.training.steps import IMAGE_MEAN, IMAGE_STD
@@ -60,7 +60,7 @@ def eval_view(image_bytes: bytes, image_size: int, *, crops: str = "center",
               name: str = "image") -> np.ndarray:
     """Encoded bytes → the uint8 view(s) of the evaluation pipeline: ``(S, S, 3)`` for the
     centre crop, ``(n, S, S, 3)`` for ``crops="five"`` / ``"ten"``. Raises
-    ``geojax.data.sources.common.ImageDecodeError`` (a ``ValueError``) naming ``name`` when
+    ``geojax.data.sources.images.ImageDecodeError`` (a ``ValueError``) naming ``name`` when
     the bytes do not decode."""
     image = decode_image(image_bytes, record_id=name)
     return augment.eval_crops(image, image_size=image_size, resize=eval_resize(image_size),

@@ -50,10 +50,10 @@ millions of Python objects, so forked grain workers share it copy-on-write.
 from geojax.data.sources.array_record import (ArrayRecordSource, convert_to_array_record,
                                               finalize_array_record)
 from geojax.data.sources.cli import main
-from geojax.data.sources.common import (DEFAULT_MAX_BAD_FRACTION, ImageDecodeError, ReadReport,
+from geojax.data.sources.common import (DEFAULT_MAX_BAD_FRACTION, ReadReport,
                                         SwappedCoordinatesError, bad_fraction_fix,
-                                        check_not_swapped, decode_image, encode_image,
-                                        read_coordinates_csv)
+                                        check_not_swapped, read_coordinates_csv)
+from geojax.data.sources.images import ImageDecodeError, decode_image, encode_image
 from geojax.data.sources.csv_folder import CsvImageFolderSource
 from geojax.data.sources.mp16 import Mp16MsgpackSource
 from geojax.data.sources.osv5m import Osv5mSource

@@ -21,13 +21,8 @@ from array_record.python.array_record_module import ArrayRecordWriter
 
 from geojax import fileio
 from geojax.geo import sphere
-from geojax.data.sources.common import (
-    ImageDecodeError,
-    ReadReport,
-    _check_index,
-    decode_image,
-    encode_image,
-)
+from geojax.data.sources.common import ReadReport, _check_index
+from geojax.data.sources.images import ImageDecodeError, decode_image, encode_image
 
 # ----------------------------------------------------------------------------------
 # 4. ArrayRecord

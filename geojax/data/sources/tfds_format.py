@@ -49,8 +49,8 @@ from array_record.python.array_record_module import ArrayRecordWriter
 
 from geojax import fileio
 from geojax.data.sources.array_record import _conversion_summary
-from geojax.data.sources.common import (ImageDecodeError, ReadReport, _check_index, decode_image,
-                                        encode_image)
+from geojax.data.sources.common import ReadReport, _check_index
+from geojax.data.sources.images import ImageDecodeError, decode_image, encode_image
 from geojax.geo import sphere
 
 GEOJAX_FORMAT = "geojax.tfds"
