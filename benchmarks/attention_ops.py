@@ -38,7 +38,6 @@ SHAPES = {
 }
 
 
-
 def time_contestants(contestants: dict[str, Callable[[], object]], repeats: int, inner: int,
                      warmup: int = 1) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Each contestant ``warmup`` times, then ``repeats`` rounds in turns of ``inner`` calls:
@@ -56,6 +55,7 @@ def time_contestants(contestants: dict[str, Callable[[], object]], repeats: int,
             times[name].append((time.perf_counter() - start) / inner * 1e3)
             cpu[name].append((time.process_time() - start_cpu) / inner * 1e3)
     return times, cpu
+
 
 def jax_formulations() -> dict[str, Callable]:
     # pylint: disable=import-outside-toplevel

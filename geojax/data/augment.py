@@ -164,8 +164,8 @@ def resize_bilinear_array(image: np.ndarray, size: tuple[int, int],
         (left, top, right, bottom), box = _enclosing_box(box, width, height)
         image = image[top:bottom, left:right]
         height, width = image.shape[:2]
-    src = cykooz_resizer.ImageData(width, height, cykooz_resizer.PixelType.U8x3,
-                                   np.ascontiguousarray(image).tobytes())
+    # tobytes copies the (strided) region in C order: one copy, the resizer's input
+    src = cykooz_resizer.ImageData(width, height, cykooz_resizer.PixelType.U8x3, image.tobytes())
     dst = cykooz_resizer.ImageData(size[0], size[1], cykooz_resizer.PixelType.U8x3)
     _fast_resizer().resize(src, dst, _fast_options(box))
     return np.frombuffer(dst.get_buffer(), np.uint8).reshape(size[1], size[0], 3)
