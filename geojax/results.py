@@ -77,8 +77,21 @@ RUNS: tuple[Run, ...] = (
         "budget (3,000 steps)",
         settings=("stages.train.num_steps=3000",
                   "stages.train.optimizer.schedule.warmup_steps=150")),
+    Run("knn_kde_M_9000", "knn_kde", "M", about="001: [M] at 9,000 steps (2.9 epochs), NN and "
+        "kNN kernel density on its features",
+        settings=("stages.train.num_steps=9000",
+                  "stages.train.optimizer.schedule.warmup_steps=450")),
     Run("cplanet", "cplanet", about="004: CPlaNet's combinatorial partitioning"),
+    Run("cplanet_9000", "cplanet", about="004: CPlaNet after 9,000 pretraining steps (2.9 "
+        "epochs), the heads 3,000",
+        settings=("stages.pretrain.num_steps=9000",
+                  "stages.pretrain.optimizer.schedule.warmup_steps=450",
+                  "stages.heads.num_steps=3000")),
     Run("delaunay_meta", "delaunay_meta", about="002: Delaunay mesh M1, time model M2, albums M3"),
+    Run("delaunay_meta_9000", "delaunay_meta", about="002: M1 at 9,000 steps of 128 (2.9 "
+        "epochs), then M2 and M3",
+        settings=("stages.train.num_steps=9000", "stages.train.batch_size=128",
+                  "stages.train.optimizer.schedule.warmup_steps=450")),
 )
 
 
