@@ -226,12 +226,13 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         seconds = run_one(run, args.root, variant=args.variant, settings=args.set,
                           rerun=args.rerun, log=log)
         if seconds is not None:
-            times[run.name] = seconds
+            # re-read: another `geojax.results` on the same root may have finished a run since
+            times = {**_read_times(args.root), run.name: seconds}
             fileio.atomic_write(os.path.join(args.root, TIMES), json.dumps(times, indent=1))
     section = tables(args.root, RUNS, times)
     fileio.atomic_write(args.out, section)
-    log(f"[results] tables of {sum(fileio.exists(os.path.join(args.root, r.name, 'results.json')) for r in RUNS)} "
-        f"runs written to {args.out}")
+    done = sum(fileio.exists(os.path.join(args.root, r.name, "results.json")) for r in RUNS)
+    log(f"[results] tables of {done} runs written to {args.out}")
     if args.readme:
         text = fileio.read_text(args.readme)
         fileio.atomic_write(args.readme, replace_section(text, section, where=args.readme))

@@ -73,7 +73,11 @@ def test_cplanet_geodecoder_and_missing_runs():
     assert table.splitlines()[2] == ("| GeoDecoder beats the hierarchical classifier with the "
                                      "same partitions and budget (800 steps) | 003 | not run | "
                                      "needs the run(s) geodecoder, hierarchical_800 |")
-    assert table.splitlines()[3].startswith("| NormalizedSum beats SimpleSum | 004 | no | ")
+    assert table.splitlines()[3].startswith(
+        "| NormalizedSum beats SimpleSum (cplanet) | 004 | no | ")
+    # The three-epoch run's claims are decided on its own rows.
+    long = findings.normalized_vs_simple({"cplanet_9000": cp}, "cplanet_9000")
+    assert long.claim == "NormalizedSum beats SimpleSum (cplanet_9000)" and long.holds is False
     # Both GeoDecoder budgets are checked: 800 steps (against hierarchical_800) and 3,000.
     product = "im2gps3k/hierarchy hierarchical product"
     runs = {"geodecoder_3000": {product: fig(.01, .10, .20, .30, .50)},
@@ -99,3 +103,7 @@ def test_002_claims_on_the_metadata_split():
         "; paired Wilcoxon mean error -494 km, p = 7.5e-15")
     assert m3.holds is False  # ahead at 750 and 2500 km only
     assert [f.holds for f in findings.meta_claims({})] == [None, None, None]
+    # delaunay_meta_9000's claims read that run's rows, not the default run's.
+    long = findings.meta_claims({"delaunay_meta_9000": rows}, "delaunay_meta_9000")
+    assert [f.holds for f in long] == [True, False, False]
+    assert long[1].claim == "M2 (time inputs) beats M1 (delaunay_meta_9000)"

@@ -172,7 +172,7 @@ def geodecoder_vs_classifier(runs: Mapping[str, Rows], geodecoder: str = "geodec
 def combinatorial_vs_heads(runs: Mapping[str, Rows], run: str = "cplanet",
                            split: str = SPLIT) -> Finding:
     """004 Table 2: combinatorial partitioning (NormalizedSum) beats each of its heads."""
-    claim = "CPlaNet's combinatorial partitioning beats each of its geoclass heads"
+    claim = f"CPlaNet's combinatorial partitioning beats each of its geoclass heads ({run})"
     paper = "004"
     combo = _find(runs.get(run, {}), split, r"^combinatorial NormalizedSum")
     heads = [h for h in single_heads(runs.get(run, {}), split) if h[0].startswith("geoclass")]
@@ -188,7 +188,7 @@ def combinatorial_vs_heads(runs: Mapping[str, Rows], run: str = "cplanet",
 def normalized_vs_simple(runs: Mapping[str, Rows], run: str = "cplanet",
                          split: str = SPLIT) -> Finding:
     """004 Table 5: NormalizedSum (Eq. 3) beats SimpleSum (Eq. 4)."""
-    claim = "NormalizedSum beats SimpleSum"
+    claim = f"NormalizedSum beats SimpleSum ({run})"
     paper = "004"
     rows = runs.get(run, {})
     return _versus(claim, paper, _figures(rows, split, r"^combinatorial NormalizedSum"),
@@ -200,7 +200,7 @@ def visual_vs_geographic_sets(runs: Mapping[str, Rows], run: str = "cplanet",
     """004 Table 2: geoclass set 1 (edge weights from visual distances only) beats set 2
     (geographic distances only), the rest of their parameters equal. Meaningful when the sets
     were built from image features (``configs/cplanet.py``'s default)."""
-    claim = "geoclass set 1 (visual distances) beats set 2 (geographic distances)"
+    claim = f"geoclass set 1 (visual distances) beats set 2 (geographic distances) ({run})"
     paper = "004"
     heads = {h[0].split(" (")[0]: h[2] for h in single_heads(runs.get(run, {}), split)}
     return _versus(claim, paper, heads.get("geoclass1"), heads.get("geoclass2"), (run,))
@@ -228,10 +228,10 @@ def meta_claims(runs: Mapping[str, Rows], run: str = "delaunay_meta") -> list[Fi
     M1 (Tables 3–4) — on the all-photos rows of the metadata split."""
     rows = runs.get(run, {})
     split = _meta_split(rows)
-    claims = [("imagery centroids beat cell centroids (M1)", "M1 (imagery centroid)",
+    claims = [(f"imagery centroids beat cell centroids (M1; {run})", "M1 (imagery centroid)",
                "M1 (cell centroid)"),
-              ("M2 (time inputs) beats M1", "M2 time inputs", "M1 (imagery centroid)"),
-              ("M3 (user albums) beats M1", "M3 user albums", "M1 (imagery centroid)")]
+              (f"M2 (time inputs) beats M1 ({run})", "M2 time inputs", "M1 (imagery centroid)"),
+              (f"M3 (user albums) beats M1 ({run})", "M3 user albums", "M1 (imagery centroid)")]
     methods = _split_rows(rows, split) if split else {}
     out = []
     for claim, a, b in claims:
@@ -247,16 +247,22 @@ CHECKS: tuple[Callable[[Mapping[str, Rows]], Finding | list[Finding]], ...] = (
     lambda r: finer_vs_coarser(r, "knn_kde_M"),
     lambda r: finer_vs_coarser(r, "hierarchical"),
     lambda r: finer_vs_coarser(r, "hierarchical_9000"),
+    lambda r: finer_vs_coarser(r, "knn_kde_M_9000"),
     lambda r: retrieval_at_1km(r, "knn_kde"),
     lambda r: retrieval_at_1km(r, "knn_kde_M"),
+    lambda r: retrieval_at_1km(r, "knn_kde_M_9000"),
     product_vs_levels,
     lambda r: product_vs_levels(r, "hierarchical_9000"),
     geodecoder_vs_classifier,
     lambda r: geodecoder_vs_classifier(r, "geodecoder_3000", "hierarchical", "3,000 steps"),
     combinatorial_vs_heads,
+    lambda r: combinatorial_vs_heads(r, "cplanet_9000"),
     normalized_vs_simple,
+    lambda r: normalized_vs_simple(r, "cplanet_9000"),
     visual_vs_geographic_sets,
+    lambda r: visual_vs_geographic_sets(r, "cplanet_9000"),
     meta_claims,
+    lambda r: meta_claims(r, "delaunay_meta_9000"),
 )
 
 
