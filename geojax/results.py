@@ -77,6 +77,10 @@ RUNS: tuple[Run, ...] = (
         "budget (3,000 steps)",
         settings=("stages.train.num_steps=3000",
                   "stages.train.optimizer.schedule.warmup_steps=150")),
+    Run("geodecoder_9000", "geodecoder", about="003: the GeoDecoder at hierarchical_9000's "
+        "budget (9,000 steps, 2.9 epochs)",
+        settings=("stages.train.num_steps=9000",
+                  "stages.train.optimizer.schedule.warmup_steps=450")),
     Run("knn_kde_M_9000", "knn_kde", "M", about="001: [M] at 9,000 steps (2.9 epochs), NN and "
         "kNN kernel density on its features",
         settings=("stages.train.num_steps=9000",

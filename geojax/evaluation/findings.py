@@ -255,6 +255,7 @@ CHECKS: tuple[Callable[[Mapping[str, Rows]], Finding | list[Finding]], ...] = (
     lambda r: product_vs_levels(r, "hierarchical_9000"),
     geodecoder_vs_classifier,
     lambda r: geodecoder_vs_classifier(r, "geodecoder_3000", "hierarchical", "3,000 steps"),
+    lambda r: geodecoder_vs_classifier(r, "geodecoder_9000", "hierarchical_9000", "9,000 steps"),
     combinatorial_vs_heads,
     lambda r: combinatorial_vs_heads(r, "cplanet_9000"),
     normalized_vs_simple,
