@@ -28,6 +28,11 @@ before training from geographic distances only: set 1 (β = (1, 0)) then falls b
 nearest neighbour and differs from set 2 only by its seed (``geojax.partitions.cplanet``).
 ``--mode=partition`` always builds the sets without image features.
 
+Set sizes: Table 1's class counts (9,969-12,977) are scaled by the training size over 004's 30.3M
+images, so each set has 132-171 classes on 400,000 photos, 1/20 of the PlaNet partition's 3,210
+(003's thresholds scaled from MP-16's 4.72M images); in 004 each set alone is level with PlaNet
+(Table 2). ``--config.partitions.geoclass.reference_num_points=N`` scales from N images instead.
+
     python -m geojax.main --config=configs/cplanet.py:geo
 """
 
@@ -44,6 +49,9 @@ def get_config(arg=None):
     config.partitions = ml_collections.ConfigDict(dict(
         planet=dict(scheme="s2_adaptive", t_max=5000, t_min=50, scale_to_data=True),
         geoclass=dict(scheme="cplanet_table1", base_level=14, scale_to_data=True, seed=0,
+                      # Table 1's N scaled from 004's 30.3M training images: 132-171 classes
+                      # a set on 400,000 photos (a smaller value: more, smaller classes)
+                      reference_num_points=30_300_000,
                       # a stage name: build the sets after it, with its backbone's features
                       features_from="" if args.get("geo") else "pretrain"),
     ))

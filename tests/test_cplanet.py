@@ -496,6 +496,11 @@ def test_build_table1_sets(clustered):
     assert len({row.tobytes() for row in labels}) == 5  # five different geoclass sets
     with pytest.raises(base.PartitionError, match="num_classes=9969"):
         cplanet.build_table1_sets(lat, lng, base_level=8, scale=False)
+    # Scaled from a smaller reference size: the counts scaled_presets gives, ratios kept.
+    more = cplanet.build_table1_sets(lat, lng, base_level=8, reference_num_points=lat.size * 100)
+    expected = [p.num_classes for p in cplanet.scaled_presets(lat.size,
+                                                              reference_num_points=lat.size * 100)]
+    assert [p.num_classes for p in more] == expected == [100, 100, 130, 123, 113]  # N · 0.01
 
 
 def test_zero_edge_weights_fall_back_to_geographic_distance(clustered):

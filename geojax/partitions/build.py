@@ -92,8 +92,12 @@ def _build_delaunay(lat, lng, name, spec):
 
 
 def _build_cplanet_table1(lat, lng, name, spec, features=None):
+    """With ``scale_to_data``, Table 1's N scale from ``reference_num_points`` training images
+    (default 004's 30.3M) to the data's size (:func:`~cplanet.scaled_presets`)."""
     parts = cplanet.build_table1_sets(lat, lng, base_level=spec.get("base_level", 14),
                                       scale=spec.get("scale_to_data", True),
+                                      reference_num_points=spec.get(
+                                          "reference_num_points", cplanet.PAPER_NUM_TRAIN_IMAGES),
                                       seed=spec.get("seed", 0), features=features)
     for k, p in enumerate(parts):
         p.name = f"{name}{k + 1}"

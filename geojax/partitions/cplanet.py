@@ -311,6 +311,7 @@ def build_geoclass_set(lat: Any, lng: Any, *, num_classes: int,
 
 
 def build_table1_sets(lat: Any, lng: Any, *, base_level: int = PAPER_BASE_LEVEL, scale: bool = True,
+                      reference_num_points: int = PAPER_NUM_TRAIN_IMAGES,
                       features: Any = None, seed: int = 0,
                       processes: int = 1) -> list[s2_cells.S2CellPartition]:
     """The five geoclass sets of 004 Table 1, built on one shared initial graph.
@@ -321,6 +322,8 @@ def build_table1_sets(lat: Any, lng: Any, *, base_level: int = PAPER_BASE_LEVEL,
       scale: scale the class counts with :func:`scaled_presets` (and clip them
         to the number of non-empty base cells); False uses Table 1's N
         verbatim (an error if there are fewer non-empty base cells).
+      reference_num_points: the training size Table 1's N are scaled from
+        (004's 30.3M images); a smaller value gives more, smaller classes.
       features: optional (num_points, dim) image features.  Set i uses a
         random subspace of ``round(dim · d_i / 2048)`` dimensions (at least
         1), d_i being Table 1's feature dimensions out of the paper's 2,048.
@@ -337,7 +340,8 @@ def build_table1_sets(lat: Any, lng: Any, *, base_level: int = PAPER_BASE_LEVEL,
     if processes < 1:
         raise base.PartitionError(f"processes must be ≥ 1, got {processes}.")
     graph = _base_graph(lat, lng, base_level)
-    presets = scaled_presets(lat.size) if scale else TABLE1_PRESETS
+    presets = (scaled_presets(lat.size, reference_num_points=reference_num_points) if scale
+               else TABLE1_PRESETS)
     plans = []
     for i, preset in enumerate(presets):
         num_classes = min(preset.num_classes, graph.num_nodes) if scale else preset.num_classes
