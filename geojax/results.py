@@ -73,12 +73,20 @@ RUNS: tuple[Run, ...] = (
         "steps (2.9 epochs)",
         settings=("stages.train.num_steps=9000",
                   "stages.train.optimizer.schedule.warmup_steps=450")),
+    Run("planet_9000", "planet", about="PlaNet at 9,000 steps (2.9 epochs), 003's baseline "
+        "at hierarchical_9000's budget",
+        settings=("stages.train.num_steps=9000",
+                  "stages.train.optimizer.schedule.warmup_steps=450")),
     Run("geodecoder_3000", "geodecoder", about="003: the GeoDecoder at the hierarchical run's "
         "budget (3,000 steps)",
         settings=("stages.train.num_steps=3000",
                   "stages.train.optimizer.schedule.warmup_steps=150")),
     Run("geodecoder_9000", "geodecoder", about="003: the GeoDecoder at hierarchical_9000's "
         "budget (9,000 steps, 2.9 epochs)",
+        settings=("stages.train.num_steps=9000",
+                  "stages.train.optimizer.schedule.warmup_steps=450")),
+    Run("knn_kde_9000", "knn_kde", about="001: [L] at 9,000 steps (2.9 epochs), NN and kNN "
+        "kernel density on its features",
         settings=("stages.train.num_steps=9000",
                   "stages.train.optimizer.schedule.warmup_steps=450")),
     Run("knn_kde_M_9000", "knn_kde", "M", about="001: [M] at 9,000 steps (2.9 epochs), NN and "

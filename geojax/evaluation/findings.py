@@ -250,6 +250,7 @@ CHECKS: tuple[Callable[[Mapping[str, Rows]], Finding | list[Finding]], ...] = (
     lambda r: finer_vs_coarser(r, "knn_kde_M_9000"),
     lambda r: retrieval_at_1km(r, "knn_kde"),
     lambda r: retrieval_at_1km(r, "knn_kde_M"),
+    lambda r: retrieval_at_1km(r, "knn_kde_9000"),
     lambda r: retrieval_at_1km(r, "knn_kde_M_9000"),
     product_vs_levels,
     lambda r: product_vs_levels(r, "hierarchical_9000"),
