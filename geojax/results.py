@@ -58,6 +58,13 @@ class Run:
         return f"configs/{self.config}.py" + (f":{arg}" if arg else "")
 
 
+def _budget(steps: int, stage: str = "train") -> tuple[str, ...]:
+    """Overrides that train ``stage`` for ``steps`` steps, 5 % of them warmup (the configs'
+    share, ``configlib.end_to_end``)."""
+    return (f"stages.{stage}.num_steps={steps}",
+            f"stages.{stage}.optimizer.schedule.warmup_steps={steps // 20}")
+
+
 RUNS: tuple[Run, ...] = (
     Run("planet", "planet", about="PlaNet: adaptive S2 classification (003's baseline)"),
     Run("hierarchical", "hierarchical", about="003: S2 hierarchy, the hierarchical product"),
@@ -67,43 +74,33 @@ RUNS: tuple[Run, ...] = (
     Run("geodecoder", "geodecoder", about="003: GeoDecoder"),
     Run("hierarchical_800", "hierarchical", about="003: the hierarchical classifier at the "
         "GeoDecoder's budget (800 steps), its baseline",
-        settings=("stages.train.num_steps=800",
-                  "stages.train.optimizer.schedule.warmup_steps=40")),
+        settings=_budget(800)),
     Run("hierarchical_9000", "hierarchical", about="003: the hierarchical classifier at 9,000 "
         "steps (2.9 epochs)",
-        settings=("stages.train.num_steps=9000",
-                  "stages.train.optimizer.schedule.warmup_steps=450")),
+        settings=_budget(9000)),
     Run("planet_9000", "planet", about="PlaNet at 9,000 steps (2.9 epochs), 003's baseline "
         "at hierarchical_9000's budget",
-        settings=("stages.train.num_steps=9000",
-                  "stages.train.optimizer.schedule.warmup_steps=450")),
+        settings=_budget(9000)),
     Run("geodecoder_3000", "geodecoder", about="003: the GeoDecoder at the hierarchical run's "
         "budget (3,000 steps)",
-        settings=("stages.train.num_steps=3000",
-                  "stages.train.optimizer.schedule.warmup_steps=150")),
+        settings=_budget(3000)),
     Run("geodecoder_9000", "geodecoder", about="003: the GeoDecoder at hierarchical_9000's "
         "budget (9,000 steps, 2.9 epochs)",
-        settings=("stages.train.num_steps=9000",
-                  "stages.train.optimizer.schedule.warmup_steps=450")),
+        settings=_budget(9000)),
     Run("knn_kde_9000", "knn_kde", about="001: [L] at 9,000 steps (2.9 epochs), NN and kNN "
         "kernel density on its features",
-        settings=("stages.train.num_steps=9000",
-                  "stages.train.optimizer.schedule.warmup_steps=450")),
+        settings=_budget(9000)),
     Run("knn_kde_M_9000", "knn_kde", "M", about="001: [M] at 9,000 steps (2.9 epochs), NN and "
         "kNN kernel density on its features",
-        settings=("stages.train.num_steps=9000",
-                  "stages.train.optimizer.schedule.warmup_steps=450")),
+        settings=_budget(9000)),
     Run("cplanet", "cplanet", about="004: CPlaNet's combinatorial partitioning"),
     Run("cplanet_9000", "cplanet", about="004: CPlaNet after 9,000 pretraining steps (2.9 "
         "epochs), the heads 3,000",
-        settings=("stages.pretrain.num_steps=9000",
-                  "stages.pretrain.optimizer.schedule.warmup_steps=450",
-                  "stages.heads.num_steps=3000")),
+        settings=(*_budget(9000, "pretrain"), "stages.heads.num_steps=3000")),
     Run("delaunay_meta", "delaunay_meta", about="002: Delaunay mesh M1, time model M2, albums M3"),
     Run("delaunay_meta_9000", "delaunay_meta", about="002: M1 at 9,000 steps of 128 (2.9 "
         "epochs), then M2 and M3",
-        settings=("stages.train.num_steps=9000", "stages.train.batch_size=128",
-                  "stages.train.optimizer.schedule.warmup_steps=450")),
+        settings=(*_budget(9000), "stages.train.batch_size=128")),
 )
 
 
