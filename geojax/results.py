@@ -97,6 +97,10 @@ RUNS: tuple[Run, ...] = (
     Run("cplanet_9000", "cplanet", about="004: CPlaNet after 9,000 pretraining steps (2.9 "
         "epochs), the heads 3,000",
         settings=(*_budget(9000, "pretrain"), "stages.heads.num_steps=3000")),
+    Run("cplanet_9000_3k", "cplanet", about="004: cplanet_9000 with geoclass sets of the PlaNet "
+        "partition's size (2,658-3,461 classes: Table 1's N scaled from 1.5M images)",
+        settings=(*_budget(9000, "pretrain"), "stages.heads.num_steps=3000",
+                  "partitions.geoclass.reference_num_points=1500000")),
     Run("delaunay_meta", "delaunay_meta", about="002: Delaunay mesh M1, time model M2, albums M3"),
     Run("delaunay_meta_9000", "delaunay_meta", about="002: M1 at 9,000 steps of 128 (2.9 "
         "epochs), then M2 and M3",

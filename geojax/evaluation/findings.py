@@ -259,10 +259,13 @@ CHECKS: tuple[Callable[[Mapping[str, Rows]], Finding | list[Finding]], ...] = (
     lambda r: geodecoder_vs_classifier(r, "geodecoder_9000", "hierarchical_9000", "9,000 steps"),
     combinatorial_vs_heads,
     lambda r: combinatorial_vs_heads(r, "cplanet_9000"),
+    lambda r: combinatorial_vs_heads(r, "cplanet_9000_3k"),
     normalized_vs_simple,
     lambda r: normalized_vs_simple(r, "cplanet_9000"),
+    lambda r: normalized_vs_simple(r, "cplanet_9000_3k"),
     visual_vs_geographic_sets,
     lambda r: visual_vs_geographic_sets(r, "cplanet_9000"),
+    lambda r: visual_vs_geographic_sets(r, "cplanet_9000_3k"),
     meta_claims,
     lambda r: meta_claims(r, "delaunay_meta_9000"),
 )
