@@ -31,7 +31,9 @@ nearest neighbour and differs from set 2 only by its seed (``geojax.partitions.c
 Set sizes: Table 1's class counts (9,969-12,977) are scaled by the training size over 004's 30.3M
 images, so each set has 132-171 classes on 400,000 photos, 1/20 of the PlaNet partition's 3,210
 (003's thresholds scaled from MP-16's 4.72M images); in 004 each set alone is level with PlaNet
-(Table 2). ``--config.partitions.geoclass.reference_num_points=N`` scales from N images instead.
+(Table 2). ``--config.partitions.geoclass.reference_num_points=N`` scales from N images instead:
+1,500,000 gives 2,658-3,461 classes a set, the PlaNet partition's size (the README's
+cplanet_9000_3k run).
 
     python -m geojax.main --config=configs/cplanet.py:geo
 """
