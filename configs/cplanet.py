@@ -63,7 +63,7 @@ def get_config(arg=None):
     batch = 32 if runlocal else 128
     common.training(config, runlocal=runlocal, stages=dict(
         pretrain=common.stage(("planet",), num_steps=pre_steps, batch_size=batch,
-                              optimizer=common.optimizer("sgd", 0.1, warmup_steps=pre_steps // 20,
+                              optimizer=common.optimizer("sgd", 0.1, warmup_steps=common.warmup_steps(pre_steps),
                                                          weight_decay=1e-4),
                               log_every=10 if runlocal else 100,
                               checkpoint_every=10 if runlocal else 1000),

@@ -83,6 +83,11 @@ def data_config(*, runlocal: bool) -> ml_collections.ConfigDict:
     ))
 
 
+def warmup_steps(num_steps: int) -> int:
+    """The configs' linear warmup: the first 5 % of a stage's steps."""
+    return num_steps // 20
+
+
 def optimizer(name: str = "sgd", learning_rate: float = 0.1, *, schedule: str = "cosine",
               warmup_steps: int = 0, **extra) -> dict:
     """An optimizer section (keys of ``geojax.training.optim.default_config``)."""
@@ -104,7 +109,8 @@ def end_to_end(heads, *, runlocal: bool, num_steps: int = 3000) -> dict:
     weight decay 1e-4, batch 128 (runlocal: 20 steps of 32)."""
     steps = 20 if runlocal else num_steps
     return stage(heads, num_steps=steps, batch_size=32 if runlocal else 128,
-                 optimizer=optimizer("sgd", 0.1, warmup_steps=steps // 20, weight_decay=1e-4),
+                 optimizer=optimizer("sgd", 0.1, warmup_steps=warmup_steps(steps),
+                                     weight_decay=1e-4),
                  log_every=10 if runlocal else 100, checkpoint_every=10 if runlocal else 1000)
 
 

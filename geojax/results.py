@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from geojax import fileio
+from geojax import configlib, fileio
 from geojax.evaluation import findings, report
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -59,10 +59,13 @@ class Run:
 
 
 def _budget(steps: int, stage: str = "train") -> tuple[str, ...]:
-    """Overrides that train ``stage`` for ``steps`` steps, 5 % of them warmup (the configs'
-    share, ``configlib.end_to_end``)."""
+    """Overrides that train ``stage`` for ``steps`` steps with the configs' warmup share."""
     return (f"stages.{stage}.num_steps={steps}",
-            f"stages.{stage}.optimizer.schedule.warmup_steps={steps // 20}")
+            f"stages.{stage}.optimizer.schedule.warmup_steps={configlib.warmup_steps(steps)}")
+
+
+# CPlaNet's three-epoch budget: 9,000 pretraining steps, then 3,000 of the heads
+_CPLANET_9000 = (*_budget(9000, "pretrain"), "stages.heads.num_steps=3000")
 
 
 RUNS: tuple[Run, ...] = (
@@ -96,11 +99,10 @@ RUNS: tuple[Run, ...] = (
     Run("cplanet", "cplanet", about="004: CPlaNet's combinatorial partitioning"),
     Run("cplanet_9000", "cplanet", about="004: CPlaNet after 9,000 pretraining steps (2.9 "
         "epochs), the heads 3,000",
-        settings=(*_budget(9000, "pretrain"), "stages.heads.num_steps=3000")),
+        settings=_CPLANET_9000),
     Run("cplanet_9000_3k", "cplanet", about="004: cplanet_9000 with geoclass sets of the PlaNet "
         "partition's size (2,658-3,461 classes: Table 1's N scaled from 1.5M images)",
-        settings=(*_budget(9000, "pretrain"), "stages.heads.num_steps=3000",
-                  "partitions.geoclass.reference_num_points=1500000")),
+        settings=(*_CPLANET_9000, "partitions.geoclass.reference_num_points=1500000")),
     Run("delaunay_meta", "delaunay_meta", about="002: Delaunay mesh M1, time model M2, albums M3"),
     Run("delaunay_meta_9000", "delaunay_meta", about="002: M1 at 9,000 steps of 128 (2.9 "
         "epochs), then M2 and M3",

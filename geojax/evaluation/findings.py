@@ -16,6 +16,7 @@ metadata split).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -244,28 +245,19 @@ def meta_claims(runs: Mapping[str, Rows], run: str = "delaunay_meta") -> list[Fi
 
 
 CHECKS: tuple[Callable[[Mapping[str, Rows]], Finding | list[Finding]], ...] = (
-    lambda r: finer_vs_coarser(r, "knn_kde_M"),
-    lambda r: finer_vs_coarser(r, "hierarchical"),
-    lambda r: finer_vs_coarser(r, "hierarchical_9000"),
-    lambda r: finer_vs_coarser(r, "knn_kde_M_9000"),
-    lambda r: retrieval_at_1km(r, "knn_kde"),
-    lambda r: retrieval_at_1km(r, "knn_kde_M"),
-    lambda r: retrieval_at_1km(r, "knn_kde_9000"),
-    lambda r: retrieval_at_1km(r, "knn_kde_M_9000"),
+    *(functools.partial(finer_vs_coarser, run=run)
+      for run in ("knn_kde_M", "hierarchical", "hierarchical_9000", "knn_kde_M_9000")),
+    *(functools.partial(retrieval_at_1km, run=run)
+      for run in ("knn_kde", "knn_kde_M", "knn_kde_9000", "knn_kde_M_9000")),
     product_vs_levels,
     lambda r: product_vs_levels(r, "hierarchical_9000"),
     geodecoder_vs_classifier,
     lambda r: geodecoder_vs_classifier(r, "geodecoder_3000", "hierarchical", "3,000 steps"),
     lambda r: geodecoder_vs_classifier(r, "geodecoder_9000", "hierarchical_9000", "9,000 steps"),
-    combinatorial_vs_heads,
-    lambda r: combinatorial_vs_heads(r, "cplanet_9000"),
-    lambda r: combinatorial_vs_heads(r, "cplanet_9000_3k"),
-    normalized_vs_simple,
-    lambda r: normalized_vs_simple(r, "cplanet_9000"),
-    lambda r: normalized_vs_simple(r, "cplanet_9000_3k"),
-    visual_vs_geographic_sets,
-    lambda r: visual_vs_geographic_sets(r, "cplanet_9000"),
-    lambda r: visual_vs_geographic_sets(r, "cplanet_9000_3k"),
+    # 004's three claims, each on the default run, three epochs, and PlaNet-sized sets
+    *(functools.partial(check, run=run)
+      for check in (combinatorial_vs_heads, normalized_vs_simple, visual_vs_geographic_sets)
+      for run in ("cplanet", "cplanet_9000", "cplanet_9000_3k")),
     meta_claims,
     lambda r: meta_claims(r, "delaunay_meta_9000"),
 )
